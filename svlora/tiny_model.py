@@ -29,10 +29,10 @@ FULL_SIZE_ENCODER = dict(output_size=512, attention_heads=4, linear_units=2048, 
 
 @dataclass
 class TinyModelSpec:
-    output_size: int = 128
+    output_size: int = 64
     attention_heads: int = 4
-    linear_units: int = 256
-    num_blocks: int = 4
+    linear_units: int = 128
+    num_blocks: int = 3
     tp_blocks: int = 1
     kernel_size: int = 11
     characters: str = string.ascii_lowercase + "'"

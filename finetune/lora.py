@@ -1,0 +1,51 @@
+"""Inject PEFT LoRA into the SenseVoice encoder's linear layers and police what trains."""
+
+from __future__ import annotations
+
+import torch
+from peft import LoraConfig, get_peft_model
+
+from svlora.errors import RecipeError
+from svlora.finetune.recipe import LoraSettings
+
+# Linear layers of FunASR's SANM encoder blocks, by the recipe's names for them.
+TARGET_LAYERS = {"attention": ("linear_q_k_v", "linear_out"), "ffn": ("w_1", "w_2")}
+
+
+def target_pattern(targets: list[str]) -> str:
+    """A PEFT full-match regex for the chosen layers inside the encoder only."""
+    layers = sorted(name for target in targets for name in TARGET_LAYERS[target])
+    return rf"encoder\..*\.({'|'.join(layers)})"
+
+
+def lora_config(settings: LoraSettings) -> LoraConfig:
+    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=target_pattern(settings.targets), bias="none")
+
+
+def attach_lora(model: torch.nn.Module, settings: LoraSettings):
+    """A PeftModel with LoRA on the targets; the base frozen except `also_train` matches."""
+    peft_model = get_peft_model(model, lora_config(settings))
+    for name, parameter in peft_model.named_parameters():
+        if any(pattern in name for pattern in settings.also_train):
+            parameter.requires_grad_(True)
+    return peft_model
+
+
+def trainable_summary(model: torch.nn.Module) -> dict:
+    """Counts of trainable/total parameters, and names of trainable non-LoRA parameters."""
+    trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
+    return {"trainable": sum(trainable.values()),
+            "total": sum(p.numel() for p in model.parameters()),
+            "non_lora_trainable": sorted(n for n in trainable if "lora_" not in n)}
+
+
+def check_trainable(summary: dict, settings: LoraSettings) -> None:
+    """Fail when a non-LoRA weight would train without the recipe asking for it."""
+    unexpected = [n for n in summary["non_lora_trainable"]
+                  if not any(pattern in n for pattern in settings.also_train)]
+    if unexpected:
+        raise RecipeError(f"{len(unexpected)} non-LoRA parameter(s) would train (first: "
+                          f"{unexpected[0]}); list them in lora.also_train if intended")
+    if summary["trainable"] == 0:
+        raise RecipeError("no trainable parameters: lora.targets matched no layer")

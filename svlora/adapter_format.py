@@ -1,0 +1,62 @@
+"""The adapter package on disk: PEFT's adapter_config.json + adapter_model.safetensors, plus
+svlora.json (base model hash, label vocabulary, recipe, metrics). Written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from svlora.errors import AdapterError
+from svlora.io import write_json_atomic
+from svlora.labels import EMOTION_TAGS, EVENT_TAGS, ITN_TAGS, LANGUAGE_TAGS
+
+META_FILE = "svlora.json"
+PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
+FORMAT_VERSION = 1
+
+
+def label_vocabulary() -> dict:
+    return {"language": LANGUAGE_TAGS, "emotion": EMOTION_TAGS, "event": EVENT_TAGS,
+            "itn": ITN_TAGS}
+
+
+def save_adapter(peft_model, out_dir: str | Path, meta: dict) -> Path:
+    """Write the PEFT adapter and svlora.json into a temp dir, then swap it into place."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        peft_model.save_pretrained(str(staging), safe_serialization=True)
+        write_json_atomic(staging / META_FILE, {"format": "svlora-adapter",
+                                                "version": FORMAT_VERSION,
+                                                "labels": label_vocabulary(), **meta})
+        replace_dir(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Move `new` to `target`, keeping the old `target` until the move succeeded."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_adapter_meta(adapter_dir: str | Path) -> dict:
+    """svlora.json of an adapter dir, after checking the PEFT files are there."""
+    adapter = Path(adapter_dir)
+    missing = [name for name in (*PEFT_FILES, META_FILE) if not (adapter / name).is_file()]
+    if missing:
+        raise AdapterError(f"{adapter}: not an svlora adapter (missing {', '.join(missing)}); "
+                           "it is written by `svlora train` or `svlora export`")
+    try:
+        return json.loads((adapter / META_FILE).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise AdapterError(f"{adapter / META_FILE}: invalid JSON ({error.msg})") from error
