@@ -94,9 +94,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(recipe: Recipe, log=print) -> dict:
-    """Run the recipe; write OUT/adapter (lora) or OUT/model (full), metrics.jsonl, recipe.yaml."""
+def train(recipe: Recipe, overwrite: bool = False, log=print) -> dict:
+    """Run the recipe; write OUT/adapter (lora) or OUT/model (full), metrics.jsonl, recipe.yaml.
+
+    An OUT that already holds a run is refused unless `overwrite` (then its log restarts).
+    """
     out = Path(recipe.out)
+    if (out / "metrics.jsonl").exists() and not overwrite:
+        raise SvloraError(f"{out} already holds a training run; pass --overwrite to replace it or "
+                          "set out=ANOTHER_DIR")
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "recipe.yaml", yaml.safe_dump(asdict(recipe), sort_keys=False))
     seed_everything(recipe.train.seed)
@@ -128,7 +134,7 @@ def train(recipe: Recipe, log=print) -> dict:
     metric = recipe.train.select_metric
     started = time.time()
     batches: list = []
-    with open(out / "metrics.jsonl", "a", encoding="utf-8") as metrics_log, \
+    with open(out / "metrics.jsonl", "w", encoding="utf-8") as metrics_log, \
             tqdm(total=recipe.train.max_steps, desc="training", unit="step") as progress:
         for step in range(1, recipe.train.max_steps + 1):
             if not batches:

@@ -60,3 +60,32 @@ def read_adapter_meta(adapter_dir: str | Path) -> dict:
         return json.loads((adapter / META_FILE).read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise AdapterError(f"{adapter / META_FILE}: invalid JSON ({error.msg})") from error
+
+
+def check_adapter_matches_base(meta: dict, adapter_dir: str | Path, base_sha256: str,
+                               allow_base_mismatch: bool = False) -> None:
+    """Refuse an adapter trained on other base weights or another label vocabulary."""
+    if meta.get("labels") != label_vocabulary():
+        raise AdapterError(f"{adapter_dir}: its label vocabulary differs from SenseVoice's; it was "
+                           "not written by this svlora version")
+    recorded = meta.get("base_sha256")
+    if recorded != base_sha256 and not allow_base_mismatch:
+        raise AdapterError(
+            f"{adapter_dir} was trained on base {meta.get('base_model')} (model.pt sha256 "
+            f"{str(recorded)[:12]}…) but the given base's model.pt has sha256 {base_sha256[:12]}…; "
+            "pass the base it was trained on, or --allow-base-mismatch to load it anyway")
+
+
+def attach_adapter(module, adapter_dir: str | Path, base_sha256: str,
+                   allow_base_mismatch: bool = False):
+    """Wrap `module` (a SenseVoiceSmall) with the adapter's LoRA weights, for inference.
+
+    PEFT injects the LoRA layers into `module` itself, so decoding `module` uses the adapter.
+    """
+    from peft import PeftModel
+
+    meta = read_adapter_meta(adapter_dir)
+    check_adapter_matches_base(meta, adapter_dir, base_sha256, allow_base_mismatch)
+    peft_model = PeftModel.from_pretrained(module, str(adapter_dir), is_trainable=False)
+    peft_model.eval()
+    return peft_model, meta

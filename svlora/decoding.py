@@ -51,3 +51,18 @@ def transcribe_features(base: BaseModel, features: list[torch.Tensor], batch_siz
             outputs[index] = base.decode(ids)
     module.train(was_training)
     return outputs
+
+
+def transcribe_paths(base: BaseModel, paths: list[str], batch_size: int = 16,
+                     language: str = "auto", itn: str = "woitn") -> list[str]:
+    """Decoded outputs for audio files (any format soundfile reads; resampled to 16 kHz mono)."""
+    from svlora.audio import AudioDecodeError, load_audio
+    from svlora.errors import SvloraError
+
+    features = []
+    for path in paths:
+        try:
+            features.append(base.features(load_audio(path)))
+        except (AudioDecodeError, FileNotFoundError) as error:
+            raise SvloraError(f"{path}: {error}") from error
+    return transcribe_features(base, features, batch_size, language, itn)

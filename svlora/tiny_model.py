@@ -184,10 +184,16 @@ def parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def saved_parameter_count(model_dir: str | Path) -> int:
+    """Parameters in a model dir's model.pt (tensors only; read with weights_only=True)."""
+    state = torch.load(Path(model_dir) / "model.pt", map_location="cpu", weights_only=True)
+    return sum(tensor.numel() for tensor in state.values())
+
+
 def full_size_config() -> dict:
     """SenseVoiceSmall's real architecture (for memory and speed benchmarks)."""
     return sensevoice_config(dict(FULL_SIZE_ENCODER))
 
 
 __all__ = ["TinyModelSpec", "make_tiny_model", "build_model", "full_size_config",
-           "sensevoice_config", "parameter_count", "BPE_MODEL_NAME"]
+           "sensevoice_config", "parameter_count", "saved_parameter_count", "BPE_MODEL_NAME"]

@@ -1,0 +1,52 @@
+"""`svlora export`: an adapter package (PEFT files + svlora.json) or a merged model dir in the
+base's layout that FunASR's AutoModel loads unchanged."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from svlora.adapter_format import META_FILE, PEFT_FILES, read_adapter_meta, replace_dir
+from svlora.adapters.runtime import load_model
+from svlora.io import write_json_atomic
+from svlora.model import write_model_dir
+
+
+def export_adapter(model: str, adapter: str, out: str, merge: bool = False, hub: str = "ms",
+                   allow_base_mismatch: bool = False) -> Path:
+    """Write OUT atomically: the checked adapter package, or with merge=True a full model dir."""
+    runtime = load_model(model, adapter, hub=hub, allow_base_mismatch=allow_base_mismatch,
+                         merge=merge)
+    out_dir = Path(out)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        if merge:
+            write_model_dir(runtime.state_dict(), runtime.base.model_dir, staging)
+            write_json_atomic(staging / "svlora_merge.json", {
+                "base_model": str(model), "base_sha256": runtime.base_sha256,
+                "adapter": str(adapter), "adapter_meta": runtime.adapter_meta})
+        else:
+            for name in PEFT_FILES:
+                shutil.copy2(Path(adapter) / name, staging / name)
+            meta = read_adapter_meta(adapter)
+            write_json_atomic(staging / META_FILE, meta)
+            (staging / "README.md").write_text(_package_readme(meta), encoding="utf-8")
+        replace_dir(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+
+
+def _package_readme(meta: dict) -> str:
+    metrics = meta.get("val_metrics") or {}
+    shown = ", ".join(f"{k}={metrics[k]:.4f}" for k in ("val_loss", "val_cer", "val_emotion_accuracy")
+                      if k in metrics)
+    return (f"# SenseVoiceSmall LoRA adapter (svlora)\n\n"
+            f"- base model: `{meta.get('base_model')}`, model.pt sha256 `{meta.get('base_sha256')}`\n"
+            f"- trainable parameters: {meta.get('trainable_parameters')}\n"
+            f"- validation: {shown or 'n/a'}\n\n"
+            "Load it with `svlora.adapters.load_model(BASE, adapter=THIS_DIR)` or "
+            "`svlora transcribe --model BASE --adapter THIS_DIR AUDIO...`; with plain PEFT, "
+            "`PeftModel.from_pretrained(sensevoice_small_module, THIS_DIR)`.\n")

@@ -1,0 +1,58 @@
+"""The serving runtime: a SenseVoiceSmall base with an optional adapter attached, which
+transcribes audio files, and can merge the adapter into the base weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from svlora.adapter_format import attach_adapter
+from svlora.decoding import transcribe_paths
+from svlora.errors import AdapterError
+from svlora.labels import split_output
+from svlora.model import BaseModel, load_base_model, weights_sha256
+
+
+@dataclass
+class SenseVoiceRuntime:
+    base: BaseModel
+    base_sha256: str
+    adapter_path: str | None = None
+    adapter_meta: dict | None = None
+    peft_model: object | None = None  # the PeftModel while an adapter is attached, unmerged
+
+    def transcribe(self, paths: list[str | Path], batch_size: int = 16, language: str = "auto",
+                   itn: str = "woitn") -> list[dict]:
+        """One dict per file: path, raw output, text, language, emotion and event tags."""
+        raws = transcribe_paths(self.base, [str(p) for p in paths], batch_size, language, itn)
+        return [{"path": str(path), "raw": raw, **split_output(raw)} for path, raw in zip(paths, raws)]
+
+    def merge(self) -> None:
+        """Fold the LoRA weights into the base Linear layers (faster inference, no PEFT)."""
+        if self.peft_model is None:
+            raise AdapterError("no adapter attached: nothing to merge")
+        self.base.model = self.peft_model.merge_and_unload()
+        self.peft_model = None
+
+    def state_dict(self) -> dict:
+        """Weights under the base model's own parameter names (merged, or the plain base)."""
+        if self.peft_model is not None:
+            raise AdapterError("merge() the adapter before taking a plain state dict")
+        return self.base.model.state_dict()
+
+
+def load_model(model: str, adapter: str | None = None, device: str = "cpu", hub: str = "ms",
+               allow_base_mismatch: bool = False, merge: bool = False) -> SenseVoiceRuntime:
+    """A runtime for base `model` (dir or hub id), with `adapter` attached (and merged) if given.
+
+    An adapter trained on different base weights is refused unless allow_base_mismatch.
+    """
+    base = load_base_model(model, device=device, hub=hub)
+    runtime = SenseVoiceRuntime(base, weights_sha256(base.model_dir))
+    if adapter is not None:
+        runtime.peft_model, runtime.adapter_meta = attach_adapter(
+            base.model, adapter, runtime.base_sha256, allow_base_mismatch)
+        runtime.adapter_path = str(adapter)
+        if merge:
+            runtime.merge()
+    return runtime

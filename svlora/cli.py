@@ -1,0 +1,177 @@
+"""The `svlora` command: one subcommand per stage. Errors print one line and exit 1."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from svlora.errors import SvloraError
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="SenseVoiceSmall dir or hub id")
+    parser.add_argument("--hub", default="ms", choices=["ms", "hf"], help="hub for a hub id")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--allow-base-mismatch", action="store_true",
+                        help="load an adapter even if it was trained on other base weights")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="svlora", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    tiny = commands.add_parser("make-tiny-model", help="write a tiny SenseVoiceSmall-layout model dir")
+    tiny.add_argument("out_dir")
+    tiny.add_argument("--seed", type=int, default=0)
+
+    prep = commands.add_parser("prepare", help="validate clips and labels into SenseVoice manifests")
+    prep.add_argument("input", help="a CSV, a JSONL file or a folder of <emotion>/<clip>")
+    prep.add_argument("--format", required=True, choices=["csv", "jsonl", "folder"])
+    prep.add_argument("--out", required=True, help="directory for train/val/test.jsonl and the report")
+    prep.add_argument("--split-by", default="speaker", choices=["speaker", "text", "none"])
+    prep.add_argument("--val", type=float, default=0.1, help="fraction of groups for validation")
+    prep.add_argument("--test", type=float, default=0.1, help="fraction of groups for test")
+    prep.add_argument("--seed", type=int, default=0)
+    prep.add_argument("--label-map", help="YAML {your label: SenseVoice emotion}")
+    prep.add_argument("--language", choices=["zh", "en", "yue", "ja", "ko"],
+                      help="language of rows without a 'language' column")
+    prep.add_argument("--transcripts", help="folder format: transcript file (id<TAB>text)")
+    prep.add_argument("--event", default="Speech", help="event tag for rows without one")
+    prep.add_argument("--itn", default="woitn", choices=["woitn", "withitn"])
+    prep.add_argument("--min-seconds", type=float, default=0.1)
+    prep.add_argument("--max-seconds", type=float, default=30.0)
+
+    train = commands.add_parser("train", help="train a LoRA adapter from a YAML recipe")
+    train.add_argument("recipe", help="a YAML recipe path or a shipped recipe name (svlora recipes)")
+    train.add_argument("overrides", nargs="*", help="dotted key=value, e.g. optim.lr=1e-4")
+    train.add_argument("--print-config", action="store_true", help="print the resolved recipe, exit")
+    train.add_argument("--overwrite", action="store_true", help="replace a run already in `out`")
+
+    evaluate = commands.add_parser("eval", help="A/B: base vs base+adapter on the same clips")
+    _add_model_args(evaluate)
+    evaluate.add_argument("--data", required=True, help="test manifest (SenseVoice jsonl)")
+    evaluate.add_argument("--adapter", help="adapter dir written by train or export")
+    evaluate.add_argument("--out", required=True, help="report directory")
+    evaluate.add_argument("--batch-size", type=int, default=16)
+
+    export = commands.add_parser("export", help="adapter package, or a merged model dir with --merge")
+    _add_model_args(export)
+    export.add_argument("--adapter", required=True)
+    export.add_argument("--out", required=True)
+    export.add_argument("--merge", action="store_true", help="fold the adapter into the base weights")
+
+    transcribe = commands.add_parser("transcribe", help="transcribe audio files")
+    _add_model_args(transcribe)
+    transcribe.add_argument("--adapter")
+    transcribe.add_argument("--json", action="store_true", help="one JSON object per line")
+    transcribe.add_argument("--language", default="auto", help="auto, zh, en, yue, ja, ko")
+    transcribe.add_argument("audio", nargs="+")
+
+    quick = commands.add_parser("quickstart", help="the whole pipeline on a tiny model and demo data")
+    quick.add_argument("--out", default="svlora-quickstart")
+    quick.add_argument("--seed", type=int, default=0)
+
+    commands.add_parser("recipes", help="list the shipped recipes")
+    return parser
+
+
+def run_make_tiny_model(args) -> None:
+    from svlora.tiny_model import make_tiny_model, saved_parameter_count
+
+    out = make_tiny_model(args.out_dir, seed=args.seed)
+    print(f"wrote {out} ({saved_parameter_count(out):,} parameters)")
+
+
+def run_prepare(args) -> None:
+    from svlora.data_prep import PrepareOptions, prepare
+    from svlora.data_prep.prepare import load_label_map, summary
+
+    options = PrepareOptions(
+        input=args.input, out=args.out, format=args.format, split_by=args.split_by, val=args.val,
+        test=args.test, seed=args.seed, label_map=load_label_map(args.label_map),
+        language=args.language, event=args.event, itn=args.itn, transcripts=args.transcripts,
+        min_seconds=args.min_seconds, max_seconds=args.max_seconds)
+    report = prepare(options)
+    print(summary(report))
+    print(f"wrote {args.out}/train.jsonl, val.jsonl, test.jsonl and prepare_report.json")
+
+
+def run_train(args) -> None:
+    import yaml
+    from dataclasses import asdict
+
+    from svlora.finetune import load_recipe, train
+    from svlora.recipes import recipe_path
+
+    recipe = load_recipe(recipe_path(args.recipe), args.overrides)
+    if args.print_config:
+        print(yaml.safe_dump(asdict(recipe), sort_keys=False), end="")
+        return
+    result = train(recipe, overwrite=args.overwrite)
+    print(f"best: {json.dumps(result['best'])}")
+    print(f"wrote {result['output']}")
+
+
+def run_eval(args) -> None:
+    from svlora.eval import evaluate
+    from svlora.eval.report import verdict
+
+    report = evaluate(args.model, args.data, args.out, adapter=args.adapter, device=args.device,
+                      hub=args.hub, batch_size=args.batch_size,
+                      allow_base_mismatch=args.allow_base_mismatch)
+    print(verdict(report))
+    print(f"report: {args.out}/report.md (report.json, predictions.jsonl, confusion.png)")
+
+
+def run_export(args) -> None:
+    from svlora.adapters import export_adapter
+
+    out = export_adapter(args.model, args.adapter, args.out, merge=args.merge, hub=args.hub,
+                         allow_base_mismatch=args.allow_base_mismatch)
+    print(f"wrote {'merged model' if args.merge else 'adapter package'} {out}")
+
+
+def run_transcribe(args) -> None:
+    from svlora.adapters import load_model
+
+    runtime = load_model(args.model, args.adapter, device=args.device, hub=args.hub,
+                         allow_base_mismatch=args.allow_base_mismatch)
+    for result in runtime.transcribe(args.audio, language=args.language):
+        if args.json:
+            print(json.dumps(result, ensure_ascii=False))
+        else:
+            print(f"{result['path']}\t{result['raw']}")
+
+
+def run_quickstart(args) -> None:
+    from svlora.quickstart import run_quickstart as quickstart
+
+    quickstart(args.out, seed=args.seed)
+
+
+def run_recipes(args) -> None:
+    from svlora.recipes import recipe_path, shipped_recipes
+
+    for name in shipped_recipes():
+        first_line = recipe_path(name).read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
+        print(f"{name:28s} {first_line}")
+
+
+HANDLERS = {"make-tiny-model": run_make_tiny_model, "prepare": run_prepare, "train": run_train,
+            "eval": run_eval, "export": run_export, "transcribe": run_transcribe,
+            "quickstart": run_quickstart, "recipes": run_recipes}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        HANDLERS[args.command](args)
+    except SvloraError as error:
+        print(f"svlora {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
