@@ -6,7 +6,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +48,7 @@ def sensevoice_loss(sensevoice: torch.nn.Module, batch: dict, ctc_weight: float,
     loss_rich, rich_accuracy = sensevoice._calc_rich_ce_loss(encoder_out[:, :prefix],
                                                              batch["text"][:, :prefix])
     loss = ctc_weight * loss_ctc + rich_weight * loss_rich
-    return loss, {"loss_ctc": float(loss_ctc), "loss_rich": float(loss_rich),
+    return loss, {"loss_ctc": float(loss_ctc.detach()), "loss_rich": float(loss_rich.detach()),
                   "rich_accuracy": float(rich_accuracy)}
 
 
@@ -94,7 +94,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(recipe: Recipe, overwrite: bool = False, log=print) -> dict:
+@dataclass
+class TrainResult:
+    output: Path                 # OUT/adapter (lora) or OUT/model (full), the best checkpoint
+    best: dict                   # the metrics record of the best validation
+    trainable: int
+    total_parameters: int
+    seconds: float
+    model: torch.nn.Module       # the trained module as it ended (last step, not best)
+
+
+def train(recipe: Recipe, overwrite: bool = False, log=print) -> TrainResult:
     """Run the recipe; write OUT/adapter (lora) or OUT/model (full), metrics.jsonl, recipe.yaml.
 
     An OUT that already holds a run is refused unless `overwrite` (then its log restarts).
@@ -163,9 +173,10 @@ def train(recipe: Recipe, overwrite: bool = False, log=print) -> dict:
                     f"{k}={record[k]:.4f}" for k in ("val_loss", "val_cer", "val_emotion_accuracy")))
             metrics_log.write(json.dumps(record) + "\n")
             metrics_log.flush()
-    output = out / ("adapter" if recipe.mode == "lora" else "model")
-    return {"output": str(output), "best": best_metrics, "trainable": summary["trainable"],
-            "total_parameters": summary["total"], "seconds": round(time.time() - started, 1)}
+    return TrainResult(output=out / ("adapter" if recipe.mode == "lora" else "model"),
+                       best=best_metrics, trainable=summary["trainable"],
+                       total_parameters=summary["total"], seconds=round(time.time() - started, 1),
+                       model=trainable_model)
 
 
 def save_checkpoint(recipe: Recipe, trainable_model, base: BaseModel, base_sha256: str,

@@ -109,8 +109,8 @@ def run_train(args) -> None:
         print(yaml.safe_dump(asdict(recipe), sort_keys=False), end="")
         return
     result = train(recipe, overwrite=args.overwrite)
-    print(f"best: {json.dumps(result['best'])}")
-    print(f"wrote {result['output']}")
+    print(f"best: {json.dumps(result.best)}")
+    print(f"wrote {result.output}")
 
 
 def run_eval(args) -> None:
@@ -164,7 +164,14 @@ HANDLERS = {"make-tiny-model": run_make_tiny_model, "prepare": run_prepare, "tra
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Recipe overrides may follow flags (`train R --print-config a.b=1`), which argparse's
+    # positional nargs cannot take once a flag intervenes.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "train" or not all("=" in item for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides += extra
     try:
         HANDLERS[args.command](args)
     except SvloraError as error:

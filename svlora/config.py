@@ -19,45 +19,46 @@ def _is_dataclass_type(kind: Any) -> bool:
     return isinstance(kind, type) and dataclasses.is_dataclass(kind)
 
 
-def _coerce(value: Any, kind: Any, where: str) -> Any:
+def _coerce(value: Any, kind: Any, where: str, key: str) -> Any:
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
         options = [k for k in typing.get_args(kind) if k is not type(None)]
         if value is None:
             return None
-        return _coerce(value, options[0], where) if len(options) == 1 else value
+        return _coerce(value, options[0], where, key) if len(options) == 1 else value
     if _is_dataclass_type(kind):
         if not isinstance(value, dict):
-            raise RecipeError(f"{where}: expected a mapping, got {value!r}")
-        return from_dict(kind, value, where)
+            raise RecipeError(f"{where}: {key}: expected a mapping, got {value!r}")
+        return from_dict(kind, value, where, prefix=f"{key}.")
     if origin is list:
         if not isinstance(value, list):
-            raise RecipeError(f"{where}: expected a list, got {value!r}")
+            raise RecipeError(f"{where}: {key}: expected a list, got {value!r}")
         (item_kind,) = typing.get_args(kind) or (Any,)
-        return [_coerce(item, item_kind, f"{where}[{i}]") for i, item in enumerate(value)]
+        return [_coerce(item, item_kind, where, f"{key}[{i}]") for i, item in enumerate(value)]
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if kind is float and isinstance(value, str):
         try:
             return float(value)
         except ValueError:
-            raise RecipeError(f"{where}: expected a number, got {value!r}") from None
+            raise RecipeError(f"{where}: {key}: expected a number, got {value!r}") from None
     if kind in (int, bool, str) and not isinstance(value, kind):
-        raise RecipeError(f"{where}: expected {kind.__name__}, got {value!r}")
+        raise RecipeError(f"{where}: {key}: expected {kind.__name__}, got {value!r}")
     if kind is int and isinstance(value, bool):
-        raise RecipeError(f"{where}: expected int, got {value!r}")
+        raise RecipeError(f"{where}: {key}: expected int, got {value!r}")
     return value
 
 
-def from_dict(cls: type[Config], data: dict, where: str = "config") -> Config:
-    """Build dataclass `cls` from `data`; an unknown or mistyped key raises RecipeError."""
+def from_dict(cls: type[Config], data: dict, where: str = "config", prefix: str = "") -> Config:
+    """Build dataclass `cls` from `data`; an unknown or mistyped key raises RecipeError naming
+    `where` (the file) and the dotted key."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise RecipeError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: "
-                          f"{', '.join(sorted(names))}")
-    values = {name: _coerce(value, hints[name], f"{where}.{name}") for name, value in data.items()}
+        raise RecipeError(f"{where}: unknown key(s) {', '.join(prefix + k for k in unknown)}; "
+                          f"valid keys: {', '.join(prefix + n for n in sorted(names))}")
+    values = {name: _coerce(value, hints[name], where, prefix + name) for name, value in data.items()}
     try:
         return cls(**values)
     except TypeError as error:

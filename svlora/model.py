@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -26,6 +27,18 @@ def stdout_to_stderr():
     """FunASR prints notices on import and load; keep stdout clean for --json output."""
     with contextlib.redirect_stdout(sys.stderr):
         yield
+
+
+@contextlib.contextmanager
+def quiet_funasr_logging():
+    """FunASR logs hub and checkpoint lines on every load, even for local dirs."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def import_automodel():
@@ -95,7 +108,7 @@ def load_base_model(model: str, device: str = "cpu", hub: str = "ms") -> BaseMod
                          "and model.pt (run `svlora make-tiny-model DIR` for a test model)")
     AutoModel = import_automodel()
     threads = torch.get_num_threads()
-    with stdout_to_stderr():
+    with stdout_to_stderr(), quiet_funasr_logging():
         module, kwargs = AutoModel.build_model(model=str(model_dir), device=device,
                                                disable_update=True, ncpu=threads, hub=hub)
     torch.set_num_threads(threads)

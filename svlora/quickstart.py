@@ -53,7 +53,7 @@ def run_quickstart(out: str | Path = "svlora-quickstart", seed: int = 0) -> dict
                                             seed=seed))
             print(f"[{name}] " + summary(report))
 
-    def run_recipe(name: str, model: Path, data: str, run_dir: str) -> dict:
+    def run_recipe(name: str, model: Path, data: str, run_dir: str):
         recipe = load_recipe(recipe_path(name), [
             f"model={model}", f"out={root / run_dir}", f"data.train={root / data}/train.jsonl",
             f"data.val={root / data}/val.jsonl", f"train.seed={seed}"])
@@ -81,7 +81,7 @@ def run_quickstart(out: str | Path = "svlora-quickstart", seed: int = 0) -> dict
             print(f"{Path(item['path']).name}\t{item['raw']}")
 
     summary_data = {"tiny_model_parameters": parameters, "lora_trainable_parameters":
-                    result["trainable"], "stage_seconds": timings,
+                    result.trainable, "stage_seconds": timings,
                     "total_seconds": round(sum(timings.values()), 1),
                     "report": {arm: {k: report[arm][k] for k in ("n", "cer", "emotion_accuracy")}
                                for arm in ("base", "adapter", "delta")}}

@@ -1,0 +1,69 @@
+import json
+import shutil
+
+import pytest
+import torch
+
+from svlora.adapters import export_adapter, load_model
+from svlora.decoding import inference_log_probs
+from svlora.errors import AdapterError
+from svlora.features import pad_features, row_features
+from svlora.manifest import read_manifest
+from svlora.model import stdout_to_stderr
+
+
+def test_merged_outputs_equal_attached_outputs(quickstart_dir):
+    rows = read_manifest(quickstart_dir / "clinic/test.jsonl")[:8]
+    attached = load_model(str(quickstart_dir / "tiny-base"), str(quickstart_dir / "clinic-run/adapter"))
+    merged = load_model(str(quickstart_dir / "export/merged"))
+    features, lengths = pad_features(row_features(attached.base, rows))
+    with torch.inference_mode():
+        a, _ = inference_log_probs(attached.base.model, features, lengths)
+        m, _ = inference_log_probs(merged.base.model, features, lengths)
+        base_only = load_model(str(quickstart_dir / "tiny-base"))
+        b, _ = inference_log_probs(base_only.base.model, features, lengths)
+    assert torch.allclose(a, m, atol=1e-4)
+    assert not torch.allclose(a, b, atol=1e-2)  # the adapter really changes the outputs
+    paths = [r.source for r in rows]
+    assert [r["raw"] for r in attached.transcribe(paths)] == [r["raw"] for r in merged.transcribe(paths)]
+
+
+def test_funasr_automodel_loads_the_merged_dir_and_agrees(quickstart_dir):
+    with stdout_to_stderr():
+        from funasr import AutoModel
+        model = AutoModel(model=str(quickstart_dir / "export/merged"), disable_update=True,
+                          device="cpu")
+    model.kwargs["frontend"].dither = 0.0
+    rows = read_manifest(quickstart_dir / "clinic/test.jsonl")[:3]
+    ours = load_model(str(quickstart_dir / "tiny-base"), str(quickstart_dir / "clinic-run/adapter"))
+    for row, result in zip(rows, ours.transcribe([r.source for r in rows])):
+        assert model.generate(input=row.source)[0]["text"] == result["raw"]
+
+
+def test_adapter_for_another_base_is_refused_unless_overridden(quickstart_dir):
+    adapter = str(quickstart_dir / "clinic-run/adapter")
+    with pytest.raises(AdapterError, match="trained on base .* --allow-base-mismatch"):
+        load_model(str(quickstart_dir / "tiny-random"), adapter)
+    runtime = load_model(str(quickstart_dir / "tiny-random"), adapter, allow_base_mismatch=True)
+    assert runtime.adapter_path == adapter
+
+
+def test_exported_package_is_self_describing_and_loads(quickstart_dir, tmp_path):
+    package = quickstart_dir / "export/adapter"
+    assert {p.name for p in package.iterdir()} >= {"adapter_config.json",
+                                                   "adapter_model.safetensors", "svlora.json",
+                                                   "README.md"}
+    meta = json.loads((package / "svlora.json").read_text())
+    assert meta["format"] == "svlora-adapter" and len(meta["base_sha256"]) == 64
+    moved = shutil.copytree(package, tmp_path / "moved")  # works from anywhere
+    runtime = load_model(str(quickstart_dir / "tiny-base"), str(moved))
+    assert runtime.adapter_meta["val_metrics"] == meta["val_metrics"]
+
+
+def test_a_broken_adapter_dir_names_what_is_missing(quickstart_dir, tmp_path):
+    broken = shutil.copytree(quickstart_dir / "export/adapter", tmp_path / "broken")
+    (broken / "svlora.json").unlink()
+    with pytest.raises(AdapterError, match="missing svlora.json"):
+        load_model(str(quickstart_dir / "tiny-base"), str(broken))
+    with pytest.raises(AdapterError, match="missing"):
+        export_adapter(str(quickstart_dir / "tiny-base"), str(broken), str(tmp_path / "out"))

@@ -1,0 +1,88 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from svlora.errors import RecipeError, SvloraError
+from svlora.finetune import load_recipe, train
+from svlora.finetune.lora import attach_lora, check_trainable, trainable_summary
+from svlora.finetune.recipe import LoraSettings
+from svlora.model import load_base_model, weights_sha256
+from svlora.recipes import recipe_path
+
+
+def short_recipe(model_dir, manifests, out, *extra):
+    return load_recipe(recipe_path("tiny_demo"), [
+        f"model={model_dir}", f"out={out}", f"data.train={manifests}/train.jsonl",
+        f"data.val={manifests}/val.jsonl", "train.max_steps=6", "train.eval_every=3",
+        "train.device=cpu", *extra])
+
+
+def base_name(peft_name: str) -> str:
+    """PEFT's name for a wrapped base weight, back to the SenseVoiceSmall state-dict name."""
+    return peft_name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+
+
+@pytest.fixture(scope="module")
+def lora_run(tiny_model_dir, clinic_manifests, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lora-run")
+    return out, train(short_recipe(tiny_model_dir, clinic_manifests, out))
+
+
+def test_base_weights_are_bit_identical_and_only_lora_changed(tiny_model_dir, lora_run):
+    _, result = lora_run
+    before = torch.load(tiny_model_dir / "model.pt", weights_only=True)
+    after = result.model.state_dict()
+    base_after = {base_name(k): v for k, v in after.items() if "lora_" not in k}
+    assert base_after.keys() == before.keys()
+    for name, tensor in before.items():
+        assert torch.equal(base_after[name], tensor), name
+    lora_b = [v for k, v in after.items() if "lora_B" in k]
+    # PEFT initialises every lora_B to zero: non-zero means the adapter trained.
+    assert lora_b and all(float(v.abs().sum()) > 0 for v in lora_b)
+
+
+def test_adapter_package_records_base_hash_labels_recipe_and_metrics(tiny_model_dir, lora_run):
+    out, result = lora_run
+    adapter = out / "adapter"
+    assert result.output == adapter
+    meta = json.loads((adapter / "svlora.json").read_text())
+    assert meta["base_sha256"] == weights_sha256(tiny_model_dir)
+    assert meta["labels"]["emotion"]["<|HAPPY|>"] == 25001
+    assert meta["recipe"]["lora"]["r"] == 16
+    assert set(meta["val_metrics"]) >= {"val_loss", "val_cer", "val_emotion_accuracy", "step"}
+    assert meta["trainable_parameters"] == result.trainable
+    tensors = load_file(adapter / "adapter_model.safetensors")
+    assert tensors and all("lora_" in name for name in tensors)
+    assert sum(t.numel() for t in tensors.values()) == result.trainable
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["r"] == 16 and config["peft_type"] == "LORA"
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 7))
+    assert "val_cer" in log[2] and "val_cer" in log[5]
+
+
+def test_an_existing_run_is_not_overwritten_silently(tiny_model_dir, clinic_manifests, lora_run):
+    out, _ = lora_run
+    with pytest.raises(SvloraError, match="already holds a training run"):
+        train(short_recipe(tiny_model_dir, clinic_manifests, out))
+
+
+def test_lora_targets_choose_the_trained_layers(tiny_model_dir):
+    base = load_base_model(str(tiny_model_dir))
+    model = attach_lora(base.model, LoraSettings(targets=["attention"], r=2, alpha=4))
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n and ("linear_q_k_v" in n or "linear_out" in n) for n in names)
+    assert all(".encoder." in n for n in names)
+    summary = trainable_summary(model)
+    check_trainable(summary, LoraSettings(targets=["attention"]))
+
+
+def test_a_non_lora_weight_that_would_train_is_refused(tiny_model_dir):
+    base = load_base_model(str(tiny_model_dir))
+    model = attach_lora(base.model, LoraSettings(r=2, alpha=4))
+    model.base_model.model.ctc.ctc_lo.weight.requires_grad_(True)
+    with pytest.raises(RecipeError, match="non-LoRA parameter"):
+        check_trainable(trainable_summary(model), LoraSettings())
+    check_trainable(trainable_summary(model), LoraSettings(also_train=["ctc.ctc_lo"]))

@@ -1,0 +1,48 @@
+from funasr.models.sense_voice.model import SenseVoiceSmall
+
+from svlora.labels import (EMOTION_TAGS, FIRST_SPECIAL_ID, ITN_TAGS, LANGUAGE_TAGS,
+                           SPECIAL_TOKENS_FROM_24884, VOCAB_SIZE, emotion_tag, split_output,
+                           strip_rich_tags, tag_of)
+from svlora.tiny_model import build_model, sensevoice_config, TinyModelSpec
+
+
+def funasr_model() -> SenseVoiceSmall:
+    spec = TinyModelSpec()
+    sizes = dict(output_size=spec.output_size, attention_heads=spec.attention_heads,
+                 linear_units=spec.linear_units, num_blocks=1, tp_blocks=1)
+    return build_model(sensevoice_config(sizes), seed=0)
+
+
+def test_ids_agree_with_funasr_sensevoice_constants():
+    model = funasr_model()
+    assert model.vocab_size == VOCAB_SIZE
+    # FunASR maps language token ids to its query-embedding rows; ours must be its keys.
+    assert set(model.lid_int_dict) == set(LANGUAGE_TAGS.values())
+    assert model.textnorm_int_dict == {ITN_TAGS["<|withitn|>"]: 14, ITN_TAGS["<|woitn|>"]: 15}
+    for name, token_id in model.emo_dict.items():
+        tag = "<|EMO_UNKNOWN|>" if name == "unk" else f"<|{name.upper()}|>"
+        assert EMOTION_TAGS[tag] == token_id
+
+
+def test_special_block_positions_match_the_named_tags():
+    for vocabulary in (LANGUAGE_TAGS, EMOTION_TAGS, ITN_TAGS):
+        for tag, token_id in vocabulary.items():
+            assert SPECIAL_TOKENS_FROM_24884[token_id - FIRST_SPECIAL_ID] == tag
+    assert FIRST_SPECIAL_ID + len(SPECIAL_TOKENS_FROM_24884) == VOCAB_SIZE
+
+
+def test_emotion_labels_map_case_insensitively_and_through_a_label_map():
+    assert emotion_tag("Angry") == "<|ANGRY|>"
+    assert emotion_tag("surprise") == "<|SURPRISED|>"
+    assert emotion_tag("<|sad|>") == "<|SAD|>"
+    assert emotion_tag("calm") is None
+    assert emotion_tag("Calm", {"calm": "neutral"}) == "<|NEUTRAL|>"
+    assert tag_of("speech", {"<|Speech|>": 1}) == "<|Speech|>"
+
+
+def test_split_output_reads_the_four_tags_and_the_text():
+    parts = split_output("<|en|><|HAPPY|><|Speech|><|woitn|>hello there")
+    assert parts == {"language": "<|en|>", "emotion": "<|HAPPY|>", "event": "<|Speech|>",
+                     "itn": "<|woitn|>", "text": "hello there"}
+    assert split_output("no tags")["emotion"] is None
+    assert strip_rich_tags("<|zh|>你好<|NEUTRAL|>") == "你好"
