@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from svlora.errors import ManifestError
+from svlora.manifest import iter_json_objects
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus"}
 
@@ -60,19 +60,9 @@ def read_csv(path: Path) -> tuple[list[InputRow], set[str]]:
 def read_jsonl(path: Path) -> tuple[list[InputRow], set[str]]:
     """Rows of a JSON-lines file with the same fields as the CSV format."""
     rows, columns = [], set()
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ManifestError(f"{where}: not valid JSON ({error.msg})") from error
-            if not isinstance(record, dict):
-                raise ManifestError(f"{where}: expected a JSON object")
-            columns |= record.keys()
-            rows.append(_row_from_fields(record, where, path.parent))
+    for where, record in iter_json_objects(path):
+        columns |= record.keys()
+        rows.append(_row_from_fields(record, where, path.parent))
     return rows, columns
 
 

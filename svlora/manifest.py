@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Iterator
 
 from svlora.errors import ManifestError
 from svlora.io import write_jsonl_atomic
@@ -68,6 +69,15 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
+    for where, data in iter_json_objects(path):
+        rows.append(ManifestRow.from_dict(data, where))
+    if not rows:
+        raise ManifestError(f"{path}: manifest has no rows")
+    return rows
+
+
+def iter_json_objects(path: Path) -> Iterator[tuple[str, dict]]:
+    """('file:line', object) for each non-blank line of a JSON-lines file (BOM tolerated)."""
     with open(path, encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -79,10 +89,7 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
                 raise ManifestError(f"{where}: not valid JSON ({error.msg})") from error
             if not isinstance(data, dict):
                 raise ManifestError(f"{where}: expected a JSON object")
-            rows.append(ManifestRow.from_dict(data, where))
-    if not rows:
-        raise ManifestError(f"{path}: manifest has no rows")
-    return rows
+            yield where, data
 
 
 def write_manifest(path: str | Path, rows: list[ManifestRow]) -> None:
