@@ -43,6 +43,7 @@ class OptimSettings:
 @dataclass
 class TrainSettings:
     max_steps: int = 1000
+    epochs: int = 0  # > 0: train this many passes over the data instead of max_steps
     eval_every: int = 100
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -70,8 +71,9 @@ class Recipe:
         if self.train.select_metric not in ("val_loss", "val_cer", "val_emotion_accuracy"):
             raise RecipeError(f"{where}: train.select_metric={self.train.select_metric!r}; use "
                               "val_loss, val_cer or val_emotion_accuracy")
-        if self.train.max_steps <= 0 or self.train.eval_every <= 0:
-            raise RecipeError(f"{where}: train.max_steps and train.eval_every must be positive")
+        if self.train.max_steps <= 0 or self.train.eval_every <= 0 or self.train.epochs < 0:
+            raise RecipeError(f"{where}: train.max_steps and train.eval_every must be positive, "
+                              "train.epochs zero or positive")
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:

@@ -88,6 +88,15 @@ def is_better(value: float, best: float | None, metric: str) -> bool:
     return value > best if metric in HIGHER_IS_BETTER else value < best
 
 
+def planned_steps(recipe: Recipe, examples: list[Example]) -> int:
+    """train.max_steps, or train.epochs passes over the training batches when epochs > 0."""
+    if recipe.train.epochs <= 0:
+        return recipe.train.max_steps
+    batches_per_epoch = len(make_batches(examples, recipe.data.max_seconds_per_batch,
+                                         random.Random(recipe.train.seed)))
+    return recipe.train.epochs * batches_per_epoch
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -132,11 +141,12 @@ def train(recipe: Recipe, overwrite: bool = False, log=print) -> TrainResult:
     log(f"trainable parameters: {summary['trainable']:,} of {summary['total']:,} "
         f"({100 * summary['trainable'] / summary['total']:.2f}%), mode={recipe.mode}")
 
+    total_steps = planned_steps(recipe, train_examples)
     parameters = [p for p in trainable_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=recipe.optim.lr,
                                   weight_decay=recipe.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(
-        step, recipe.optim.warmup_steps, recipe.train.max_steps))
+        step, recipe.optim.warmup_steps, total_steps))
     batch_rng = random.Random(recipe.train.seed)
     sensevoice = base.model
     sensevoice.train()
@@ -145,8 +155,8 @@ def train(recipe: Recipe, overwrite: bool = False, log=print) -> TrainResult:
     started = time.time()
     batches: list = []
     with open(out / "metrics.jsonl", "w", encoding="utf-8") as metrics_log, \
-            tqdm(total=recipe.train.max_steps, desc="training", unit="step") as progress:
-        for step in range(1, recipe.train.max_steps + 1):
+            tqdm(total=total_steps, desc="training", unit="step") as progress:
+        for step in range(1, total_steps + 1):
             if not batches:
                 batches = make_batches(train_examples, recipe.data.max_seconds_per_batch, batch_rng)
             batch = batches.pop()
@@ -160,11 +170,11 @@ def train(recipe: Recipe, overwrite: bool = False, log=print) -> TrainResult:
             torch.nn.utils.clip_grad_norm_(parameters, recipe.optim.grad_clip)
             optimizer.step()
             scheduler.step()
-            record = {"step": step, "loss": float(loss), **parts, "lr": scheduler.get_last_lr()[0],
+            record = {"step": step, "loss": loss.item(), **parts, "lr": scheduler.get_last_lr()[0],
                       "elapsed_s": round(time.time() - started, 2)}
             progress.update(1)
-            progress.set_postfix(loss=f"{float(loss):.3f}")
-            if step % recipe.train.eval_every == 0 or step == recipe.train.max_steps:
+            progress.set_postfix(loss=f"{record['loss']:.3f}")
+            if step % recipe.train.eval_every == 0 or step == total_steps:
                 record.update(validate(base, val_examples, recipe, device))
                 if is_better(record[metric], best_value, metric):
                     best_value, best_metrics = record[metric], dict(record)

@@ -86,3 +86,15 @@ def test_a_non_lora_weight_that_would_train_is_refused(tiny_model_dir):
     with pytest.raises(RecipeError, match="non-LoRA parameter"):
         check_trainable(trainable_summary(model), LoraSettings())
     check_trainable(trainable_summary(model), LoraSettings(also_train=["ctc.ctc_lo"]))
+
+
+def test_epochs_set_the_number_of_steps(tiny_model_dir, clinic_manifests, tmp_path):
+    from svlora.manifest import read_manifest
+
+    recipe = short_recipe(tiny_model_dir, clinic_manifests, tmp_path, "train.epochs=1",
+                          "train.eval_every=1000", "data.max_seconds_per_batch=60")
+    result = train(recipe)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    # one pass: as many steps as there are batches of the training manifest
+    assert len(read_manifest(clinic_manifests / "train.jsonl")) > steps[-1] == len(steps) > 6
+    assert result.best["step"] == steps[-1]
