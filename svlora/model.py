@@ -4,7 +4,6 @@ labels into the tensors it trains and decodes on. Every stage loads its model he
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import os
 import sys
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from svlora.errors import ModelError
+from svlora.frontend import FrontendConfig, compute_features, frontend_config
 from svlora.io import sha256_file
 from svlora.labels import EMOTION_TAGS, EVENT_TAGS, ITN_TAGS, LANGUAGE_TAGS
 
@@ -49,11 +49,11 @@ def import_automodel():
 
 @dataclass
 class BaseModel:
-    """A SenseVoiceSmall nn.Module with its tokenizer, frontend and where it came from."""
+    """A SenseVoiceSmall nn.Module with its tokenizer, frontend settings and where it came from."""
 
     model: torch.nn.Module
     tokenizer: Any
-    frontend: Any
+    frontend: FrontendConfig
     model_dir: Path
     config: dict = field(repr=False)
 
@@ -65,10 +65,9 @@ class BaseModel:
         return self.model_dir / "model.pt"
 
     def features(self, waveform: np.ndarray) -> torch.Tensor:
-        """LFR+CMVN fbank features [frames, 560] of a 16 kHz mono float waveform."""
-        samples = torch.as_tensor(waveform, dtype=torch.float32)[None]
-        feats, _ = self.frontend(samples, [samples.shape[1]])
-        return feats[0]
+        """LFR+CMVN fbank features [frames, 560] of a 16 kHz mono float waveform, as the
+        model's WavFrontend computes them (without dither)."""
+        return compute_features(waveform, self.frontend)
 
     def target_ids(self, text: str, language: str, emotion: str, event: str, itn: str) -> list[int]:
         """The training target: [lang, emotion, event, itn] tag ids then the text's ids."""
@@ -114,10 +113,9 @@ def load_base_model(model: str, device: str = "cpu", hub: str = "ms") -> BaseMod
     torch.set_num_threads(threads)
     if type(module).__name__ != "SenseVoiceSmall":
         raise ModelError(f"{model_dir} holds a {type(module).__name__}, not SenseVoiceSmall")
-    frontend = copy.deepcopy(kwargs["frontend"])
-    frontend.dither = 0.0  # deterministic features: eval is repeatable and features cacheable
     module.to(device)
-    return BaseModel(module, kwargs["tokenizer"], frontend, model_dir, dict(kwargs))
+    # svlora's vectorised WavFrontend, without dither: eval is repeatable, features cacheable.
+    return BaseModel(module, kwargs["tokenizer"], frontend_config(model_dir), model_dir, dict(kwargs))
 
 
 def weights_sha256(model_dir: str | Path) -> str:

@@ -1,0 +1,161 @@
+"""SenseVoice's WavFrontend (Kaldi fbank → LFR → CMVN), vectorised over frames.
+
+FunASR computes fbank frame by frame (kaldi-native-fbank when torchaudio is absent); this
+module computes the same numbers with one batched FFT per clip, reads the frontend settings
+from a model dir's config.yaml and am.mvn without importing FunASR, and has a fingerprint that
+keys the on-disk feature cache. Tests check it against FunASR's WavFrontend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from svlora.errors import ModelError
+
+PREEMPHASIS = 0.97
+LOW_FREQ = 20.0
+WINDOWS = ("hamming", "hanning", "povey", "rectangular")
+
+
+@dataclass
+class FrontendConfig:
+    """WavFrontend's settings (FunASR's defaults) plus the CMVN vectors of am.mvn."""
+
+    fs: int = 16000
+    window: str = "hamming"
+    n_mels: int = 80
+    frame_length: float = 25.0
+    frame_shift: float = 10.0
+    lfr_m: int = 1
+    lfr_n: int = 1
+    snip_edges: bool = True
+    upsacle_samples: bool = True  # FunASR's spelling: scale [-1, 1] floats to int16 range
+    cmvn_shift: list[float] = field(default_factory=list)
+    cmvn_scale: list[float] = field(default_factory=list)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes the features: a feature cache's key."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_cmvn(path: Path) -> tuple[list[float], list[float]]:
+    """AddShift and Rescale vectors from a Kaldi-nnet-text am.mvn (as FunASR's load_cmvn)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    vectors = {}
+    for index, line in enumerate(lines[:-1]):
+        head = line.split()[:1]
+        following = lines[index + 1].split()
+        if head and head[0] in ("<AddShift>", "<Rescale>") and following[:1] == ["<LearnRateCoef>"]:
+            vectors[head[0]] = [float(v) for v in following[3:-1]]
+    if set(vectors) != {"<AddShift>", "<Rescale>"}:
+        raise ModelError(f"{path}: no <AddShift>/<Rescale> vectors; not a FunASR am.mvn")
+    return vectors["<AddShift>"], vectors["<Rescale>"]
+
+
+def frontend_config(model_dir: str | Path) -> FrontendConfig:
+    """The WavFrontend settings a SenseVoiceSmall model dir declares."""
+    model_dir = Path(model_dir)
+    config = yaml.safe_load((model_dir / "config.yaml").read_text(encoding="utf-8"))
+    if config.get("frontend", "WavFrontend") != "WavFrontend":
+        raise ModelError(f"{model_dir}: frontend {config['frontend']} is not WavFrontend")
+    settings = dict(config.get("frontend_conf") or {})
+    settings.pop("cmvn_file", None)
+    known = {f for f in FrontendConfig.__dataclass_fields__ if not f.startswith("cmvn")}
+    result = FrontendConfig(**{k: v for k, v in settings.items() if k in known})
+    if result.window not in WINDOWS:
+        raise ModelError(f"{model_dir}: frontend window {result.window!r} is not supported")
+    if (model_dir / "am.mvn").is_file():
+        result.cmvn_shift, result.cmvn_scale = read_cmvn(model_dir / "am.mvn")
+    return result
+
+
+def _mel(frequency):
+    return 1127.0 * np.log(1.0 + np.asarray(frequency) / 700.0)
+
+
+@lru_cache(maxsize=8)
+def mel_banks(n_mels: int, fft_size: int, fs: int) -> torch.Tensor:
+    """Kaldi's triangular mel filters [fft_size // 2 + 1, n_mels] (Nyquist column zero)."""
+    nyquist = fs / 2
+    low, high = _mel(LOW_FREQ), _mel(nyquist)
+    delta = (high - low) / (n_mels + 1)
+    left = low + delta * np.arange(n_mels)[:, None]
+    center, right = left + delta, left + 2 * delta
+    bins_mel = _mel(fs / fft_size * np.arange(fft_size // 2))[None, :]
+    up = (bins_mel - left) / (center - left)
+    down = (right - bins_mel) / (right - center)
+    weights = np.maximum(0.0, np.minimum(up, down))
+    weights = np.pad(weights, ((0, 0), (0, 1)))
+    return torch.from_numpy(weights.T.astype(np.float32))
+
+
+@lru_cache(maxsize=8)
+def window_function(kind: str, length: int) -> torch.Tensor:
+    n = torch.arange(length, dtype=torch.float64)
+    if kind == "hamming":
+        values = 0.54 - 0.46 * torch.cos(2 * math.pi * n / (length - 1))
+    elif kind == "hanning":
+        values = 0.5 - 0.5 * torch.cos(2 * math.pi * n / (length - 1))
+    elif kind == "povey":
+        values = (0.5 - 0.5 * torch.cos(2 * math.pi * n / (length - 1))) ** 0.85
+    else:
+        values = torch.ones(length, dtype=torch.float64)
+    return values.float()
+
+
+def kaldi_fbank(waveform: torch.Tensor, config: FrontendConfig) -> torch.Tensor:
+    """Log mel filterbank [frames, n_mels] as Kaldi computes it (no dither, no energy)."""
+    samples = waveform.numel()
+    frame_ms = min(config.frame_length, samples / config.fs * 1000)
+    frame_size = int(config.fs * frame_ms * 0.001)
+    shift = int(config.fs * config.frame_shift * 0.001)
+    if samples < frame_size or frame_size == 0:
+        return torch.zeros((0, config.n_mels))
+    if not config.snip_edges:
+        raise ModelError("snip_edges=False frontends are not supported")
+    frames = waveform.unfold(0, frame_size, shift).double()
+    frames = frames - frames.mean(dim=1, keepdim=True)
+    previous = torch.cat((frames[:, :1], frames[:, :-1]), dim=1)
+    frames = (frames - PREEMPHASIS * previous) * window_function(config.window, frame_size).double()
+    fft_size = 1 << (frame_size - 1).bit_length()
+    power = torch.fft.rfft(frames, n=fft_size).abs().pow(2).float()
+    energies = power @ mel_banks(config.n_mels, fft_size, config.fs)
+    return energies.clamp_min(torch.finfo(torch.float32).eps).log()
+
+
+def low_frame_rate(features: torch.Tensor, m: int, n: int) -> torch.Tensor:
+    """Stack m frames every n (FunASR's apply_lfr: first frame repeated on the left, last
+    frame repeated to fill the right)."""
+    if m == 1 and n == 1:
+        return features
+    frames = features.shape[0]
+    output_frames = math.ceil(frames / n)
+    left = features[:1].repeat((m - 1) // 2, 1)
+    needed = (output_frames - 1) * n + m
+    padded = torch.cat((left, features))
+    if padded.shape[0] < needed:
+        padded = torch.cat((padded, features[-1:].repeat(needed - padded.shape[0], 1)))
+    return padded.unfold(0, m, n)[:output_frames].transpose(1, 2).reshape(output_frames, -1)
+
+
+def compute_features(samples: np.ndarray, config: FrontendConfig) -> torch.Tensor:
+    """fbank → LFR → CMVN features [frames, n_mels * lfr_m] of a 16 kHz mono float clip."""
+    waveform = torch.as_tensor(samples, dtype=torch.float32)
+    if config.upsacle_samples:
+        waveform = waveform * (1 << 15)
+    features = low_frame_rate(kaldi_fbank(waveform, config), config.lfr_m, config.lfr_n)
+    if config.cmvn_shift:
+        dim = features.shape[1]
+        shift = torch.tensor(config.cmvn_shift[:dim], dtype=torch.float32)
+        scale = torch.tensor(config.cmvn_scale[:dim], dtype=torch.float32)
+        features = (features + shift) * scale
+    return features.float().contiguous()
