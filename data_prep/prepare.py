@@ -1,22 +1,30 @@
-"""`svlora prepare`: validate every input row, reject bad ones with a reason, split, write."""
+"""`svlora prepare`: read any supported input, validate every row (labels, then audio in
+parallel workers), reject bad rows with a reason, drop nothing silently, split without
+leakage, write the manifests, prepare_report.json and rejected.csv."""
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
+import csv
+import io
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import yaml
-from tqdm import tqdm
 
-from svlora.audio import TARGET_RATE, AudioDecodeError, load_audio
-from svlora.data_prep.readers import InputRow, read_input
-from svlora.data_prep.splits import SPLITS, split_rows
+from svlora.data_prep.checks import AudioLimits, ClipReport, FeatureJob, inspect_clips
+from svlora.data_prep.presets import PRESETS
+from svlora.data_prep.readers import (FIELDS, InputRow, read_csv, read_folder, read_jsonl,
+                                      read_kaldi, read_sensevoice_jsonl)
+from svlora.data_prep.splits import SPLITS, fold_rows, split_rows
 from svlora.errors import ManifestError, SvloraError
-from svlora.io import write_json_atomic
-from svlora.labels import EVENT_TAGS, ITN_TAGS, LANGUAGES, emotion_tag, tag_of
+from svlora.io import write_json_atomic, write_text_atomic
+from svlora.labels import EVENT_TAGS, LANGUAGES, emotion_tag, tag_of
 from svlora.manifest import FRAMES_PER_SECOND, ManifestRow, write_manifest
+
+FORMATS = ("csv", "jsonl", "folder", "kaldi", "sensevoice-jsonl", *PRESETS)
+SPLIT_KEYS = ("auto", "speaker", "text", "speaker+text", "none")
+MIN_CLASS_CLIPS, MIN_CLASS_SHARE = 20, 0.05
 
 
 @dataclass
@@ -24,18 +32,21 @@ class PrepareOptions:
     input: str
     out: str
     format: str = "csv"
-    split_by: str = "speaker"  # speaker | text | none
+    split_by: str = "auto"  # auto: speaker+text when every row has one of ≥ 3 speakers, else text
     val: float = 0.1
     test: float = 0.1
+    folds: int = 0          # > 1: write fold{k}/train.jsonl and fold{k}/test.jsonl instead
     seed: int = 0
     label_map: dict[str, str] = field(default_factory=dict)
     language: str | None = None
     event: str = "Speech"
     itn: str = "woitn"
     transcripts: str | None = None
-    min_seconds: float = 0.1
-    max_seconds: float = 30.0
-    silence_rms: float = 1e-4
+    encoding: str = "utf-8"
+    limits: AudioLimits = field(default_factory=AudioLimits)
+    workers: int = 0        # 0: one process per core
+    features_model: str | None = None  # a model dir: also cache its frontend's features
+    feature_cache: str | None = None   # default OUT/features
 
 
 def load_label_map(path: str | None) -> dict[str, str]:
@@ -49,65 +60,106 @@ def load_label_map(path: str | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()}
 
 
-def check_row(row: InputRow, options: PrepareOptions) -> tuple[ManifestRow | None, str | None]:
-    """A manifest row, or the reason this input row is rejected."""
-    emotion = emotion_tag(row.emotion, options.label_map) if row.emotion else None
+def read_rows(options: PrepareOptions) -> tuple[list[InputRow], set[str]]:
+    path = Path(options.input)
+    if not path.exists():
+        raise ManifestError(f"{path}: input not found")
+    directory_formats = {"folder", "kaldi", *PRESETS}
+    if (options.format in directory_formats) != path.is_dir():
+        kind = "a directory" if options.format in directory_formats else "a file"
+        raise ManifestError(f"{path}: --format {options.format} needs {kind}")
+    transcripts = Path(options.transcripts) if options.transcripts else None
+    if options.format == "csv":
+        return read_csv(path, options.encoding)
+    if options.format == "jsonl":
+        return read_jsonl(path, options.encoding)
+    if options.format == "folder":
+        return read_folder(path, transcripts, options.encoding)
+    if options.format == "kaldi":
+        return read_kaldi(path, options.encoding)
+    if options.format == "sensevoice-jsonl":
+        return read_sensevoice_jsonl(path, options.encoding)
+    if options.format in PRESETS:
+        reader = PRESETS[options.format]
+        rows = reader(path, options.encoding, transcripts) if options.format == "casia" \
+            else reader(path, options.encoding)
+        if options.language:  # the flag overrides a preset's documented language
+            for row in rows:
+                row.language = options.language
+        return rows, {"audio", "text", "emotion", "language", "speaker"}
+    raise ManifestError(f"unknown --format {options.format!r}; use one of {', '.join(FORMATS)}")
+
+
+def label_problem(row: InputRow, options: PrepareOptions) -> tuple[dict | None, str | None]:
+    """The row's SenseVoice tags, or why its labels cannot be used."""
     if row.emotion is None:
         return None, "missing emotion label"
+    emotion = emotion_tag(row.emotion, options.label_map)
     if emotion is None:
         return None, (f"unknown emotion label {row.emotion!r}: not a SenseVoice emotion; map it "
-                      "with --label-map")
+                      "with --label-map (e.g. 'calm: NEUTRAL')")
     if row.text is None:
         return None, "missing transcript"
-    language = row.language or options.language
-    if language is None:
+    language = (row.language or options.language or "").strip().lower()
+    if not language:
         return None, "no language (add a 'language' column or pass --language)"
-    if language.strip().lower() not in LANGUAGES:
-        return None, f"unknown language {language!r}; expected one of {', '.join(LANGUAGES)}"
+    if language not in LANGUAGES:
+        return None, (f"unknown language {language!r}: SenseVoiceSmall knows "
+                      f"{', '.join(LANGUAGES)} (pass --language to override)")
     event = tag_of(row.event or options.event, EVENT_TAGS)
     if event is None:
         return None, f"unknown event {row.event!r}; expected one of {', '.join(EVENT_TAGS)}"
-    if not row.audio.is_file():
-        return None, f"audio file not found: {row.audio}"
-    try:
-        samples = load_audio(row.audio)
-    except AudioDecodeError as error:
-        return None, f"unreadable audio: {error}"
-    seconds = samples.size / TARGET_RATE
-    if samples.size == 0:
-        return None, "empty audio (zero samples)"
-    if float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) < options.silence_rms:
-        return None, f"silent audio (RMS below {options.silence_rms})"
-    if seconds < options.min_seconds:
-        return None, f"too short ({seconds:.2f}s < {options.min_seconds}s)"
-    if seconds > options.max_seconds:
-        return None, f"too long ({seconds:.1f}s > {options.max_seconds}s)"
-    return ManifestRow(
-        key="", source=str(row.audio.resolve()), source_len=max(1, int(seconds * FRAMES_PER_SECOND)),
-        target=row.text, target_len=len(row.text), text_language=f"<|{language.strip().lower()}|>",
-        emo_target=emotion, event_target=event, with_or_wo_itn=f"<|{options.itn}|>",
-        speaker=row.speaker), None
+    itn = row.itn or options.itn
+    if itn not in ("withitn", "woitn"):
+        return None, f"unknown itn {itn!r}; expected withitn or woitn"
+    return {"emotion": emotion, "language": language, "event": event, "itn": itn}, None
 
 
-def assign_keys(rows: list[ManifestRow], inputs: list[InputRow]) -> None:
-    """Clip file stems as keys, or parent_stem where stems repeat."""
-    stems = Counter(i.audio.stem for i in inputs)
-    seen: Counter = Counter()
-    for row, source in zip(rows, inputs):
-        key = source.audio.stem if stems[source.audio.stem] == 1 else \
-            f"{source.audio.parent.name}_{source.audio.stem}"
+def make_keys(inputs: list[InputRow]) -> list[str]:
+    """The input's own ids where unique, else clip file stems, else parent_stem; then _N."""
+    def candidate(row: InputRow) -> str:
+        return row.key or row.audio.stem
+    counts = Counter(candidate(r) for r in inputs)
+    keys, seen = [], Counter()
+    for row in inputs:
+        key = candidate(row) if counts[candidate(row)] == 1 else f"{row.audio.parent.name}_{row.audio.stem}"
         seen[key] += 1
-        row.key = key if seen[key] == 1 else f"{key}_{seen[key]}"
+        keys.append(key if seen[key] == 1 else f"{key}_{seen[key]}")
+    return keys
 
 
-def group_function(split_by: str):
-    if split_by == "speaker":
-        return lambda row: row.speaker
-    if split_by == "text":
-        return lambda row: " ".join(row.target.lower().split())
-    if split_by == "none":
-        return lambda row: row.key
-    raise SvloraError(f"--split-by {split_by!r}: use speaker, text or none")
+def normalized_text(row: ManifestRow) -> str:
+    return " ".join(row.target.lower().split())
+
+
+def split_keys(split_by: str, rows: list[ManifestRow]) -> tuple[str, list]:
+    """The resolved --split-by and the row keys that must not cross splits."""
+    if split_by not in SPLIT_KEYS:
+        raise SvloraError(f"--split-by {split_by!r}: use one of {', '.join(SPLIT_KEYS)}")
+    if split_by == "auto":  # speakers only help when there are enough to share out
+        speakers = {r.speaker for r in rows}
+        split_by = "speaker+text" if None not in speakers and len(speakers) >= 3 else "text"
+    if "speaker" in split_by and not all(r.speaker for r in rows):
+        missing = next(r for r in rows if not r.speaker)
+        raise ManifestError(f"{missing.key}: no speaker, but --split-by {split_by} needs one on "
+                            "every row; add a 'speaker' column or use --split-by text")
+    keys = {"speaker": [lambda r: r.speaker], "text": [normalized_text],
+            "speaker+text": [lambda r: r.speaker, normalized_text], "none": []}[split_by]
+    return split_by, keys
+
+
+def leakage(splits: dict[str, list[ManifestRow]], content: dict[str, str]) -> dict:
+    """For speaker, transcript and audio hash: values found in more than one split."""
+    found = {}
+    for name, key in (("speaker", lambda r: r.speaker), ("text", normalized_text),
+                      ("audio_sha256", lambda r: content[r.key])):
+        where = defaultdict(set)
+        for split, rows in splits.items():
+            for row in rows:
+                if key(row):
+                    where[key(row)].add(split)
+        found[name] = sorted(value for value, in_splits in where.items() if len(in_splits) > 1)
+    return found
 
 
 def counts(rows: list[ManifestRow]) -> dict:
@@ -117,58 +169,143 @@ def counts(rows: list[ManifestRow]) -> dict:
             "speakers": len({r.speaker for r in rows if r.speaker})}
 
 
-def prepare(options: PrepareOptions) -> dict:
-    """Write train/val/test jsonl and prepare_report.json under options.out; return the report."""
+def imbalance_warnings(rows: list[ManifestRow]) -> list[str]:
+    emotions = Counter(r.emo_target for r in rows)
+    return [f"class {tag} has {n} clips ({100 * n / len(rows):.1f}%): under "
+            f"{MIN_CLASS_CLIPS} clips or {100 * MIN_CLASS_SHARE:.0f}% of the data"
+            for tag, n in sorted(emotions.items())
+            if n < MIN_CLASS_CLIPS or n / len(rows) < MIN_CLASS_SHARE]
+
+
+def rejected_csv(rejected: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[*FIELDS, "reason", "row"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({**r["fields"], "reason": r["reason"], "row": r["row"]} for r in rejected)
+    return buffer.getvalue()
+
+
+def feature_job(options: PrepareOptions) -> FeatureJob | None:
+    if not options.features_model:
+        return None
+    from svlora.frontend import frontend_config
+    from svlora.model import resolve_model_dir
+
+    cache = options.feature_cache or str(Path(options.out) / "features")
+    return FeatureJob(cache, frontend_config(resolve_model_dir(options.features_model)))
+
+
+def validate_options(options: PrepareOptions) -> None:
     if options.itn not in ("withitn", "woitn"):
         raise SvloraError(f"--itn {options.itn!r}: use withitn or woitn")
     if options.language and options.language.lower() not in LANGUAGES:
         raise SvloraError(f"--language {options.language!r}: use one of {', '.join(LANGUAGES)}")
-    inputs, columns = read_input(options.input, options.format, options.transcripts)
+
+
+def prepare(options: PrepareOptions) -> dict:
+    """Write the manifests, prepare_report.json and rejected.csv under options.out."""
+    validate_options(options)
+    inputs, columns = read_rows(options)
     if "language" not in columns and options.language is None:
         raise ManifestError(f"{options.input}: no 'language' column and no --language flag; "
                             "svlora never guesses the language")
-    if options.split_by == "speaker" and any(row.speaker is None for row in inputs):
-        missing = next(row for row in inputs if row.speaker is None)
-        raise ManifestError(f"{missing.where}: no speaker, but --split-by speaker needs one on every "
-                            "row; add a 'speaker' column or use --split-by text")
-    accepted, accepted_inputs, rejected = [], [], []
-    for row in tqdm(inputs, desc="checking clips", unit="clip"):
-        manifest_row, reason = check_row(row, options)
-        if manifest_row is None:
-            rejected.append({"row": row.where, "audio": str(row.audio), "reason": reason})
+    rejected: list[dict] = []
+
+    def reject(row: InputRow, reason: str) -> None:
+        rejected.append({"row": row.where, "audio": str(row.audio), "reason": reason,
+                         "fields": row.as_fields()})
+
+    labelled = []
+    for row in inputs:
+        tags, reason = label_problem(row, options)
+        if reason:
+            reject(row, reason)
         else:
-            accepted.append(manifest_row)
-            accepted_inputs.append(row)
+            labelled.append((row, tags))
+    reports = inspect_clips([str(row.audio) for row, _ in labelled], options.limits,
+                            feature_job(options), options.workers)
+    accepted: list[tuple[InputRow, dict, ClipReport]] = []
+    first_with_content: dict[str, str] = {}
+    for (row, tags), report in zip(labelled, reports):
+        if report.reason:
+            reject(row, report.reason)
+        elif report.content_sha256 in first_with_content:
+            reject(row, f"duplicate audio of {first_with_content[report.content_sha256]} "
+                        "(kept once)")
+        else:
+            first_with_content[report.content_sha256] = row.where
+            accepted.append((row, tags, report))
     if not accepted:
+        first = rejected[0] if rejected else {"reason": "no rows", "row": options.input}
         raise SvloraError(f"every row of {options.input} was rejected; first reason: "
-                          f"{rejected[0]['reason']} ({rejected[0]['row']})")
-    assign_keys(accepted, accepted_inputs)
-    splits = split_rows(accepted, group_function(options.split_by), options.val, options.test,
-                        options.seed)
+                          f"{first['reason']} ({first['row']})")
+
+    keys = make_keys([row for row, _, _ in accepted])
+    rows, content = [], {}
+    for key, (row, tags, report) in zip(keys, accepted):
+        rows.append(ManifestRow(
+            key=key, source=str(row.audio.resolve()),
+            source_len=max(1, round(report.seconds * FRAMES_PER_SECOND)), target=row.text,
+            target_len=len(row.text), text_language=f"<|{tags['language']}|>",
+            emo_target=tags["emotion"], event_target=tags["event"],
+            with_or_wo_itn=f"<|{tags['itn']}|>", speaker=row.speaker))
+        content[key] = report.content_sha256
+
+    split_by, keys_of = split_keys(options.split_by, rows)
     out = Path(options.out)
-    for name in SPLITS:
-        write_manifest(out / f"{name}.jsonl", splits[name])
+    if options.folds > 1:
+        parts = fold_rows(rows, keys_of, lambda r: r.emo_target, options.folds, options.seed)
+        splits = {}
+        for k, part in enumerate(parts):
+            train_rows = [r for j, other in enumerate(parts) if j != k for r in other]
+            write_manifest(out / f"fold{k}" / "train.jsonl", train_rows)
+            write_manifest(out / f"fold{k}" / "test.jsonl", part)
+            splits[f"fold{k}"] = part
+    else:
+        splits = split_rows(rows, keys_of, lambda r: r.emo_target, options.val, options.test,
+                            options.seed)
+        for name in SPLITS:
+            write_manifest(out / f"{name}.jsonl", splits[name])
+
+    reasons = defaultdict(list)
+    for item in rejected:
+        reasons[item["reason"].split(" (")[0].split(":")[0]].append(item)
     report = {
-        "input": str(options.input), "format": options.format, "split_by": options.split_by,
-        "seed": options.seed, "rows_read": len(inputs), "rows_accepted": len(accepted),
-        "rows_rejected": len(rejected),
-        "splits": {name: counts(splits[name]) for name in SPLITS},
-        "rejected": rejected,
-        "rejected_by_reason": dict(Counter(r["reason"].split(":")[0] for r in rejected)),
+        "input": str(options.input), "format": options.format, "split_by": split_by,
+        "seed": options.seed, "folds": options.folds,
+        "options": {k: v for k, v in asdict(options).items() if k not in ("input", "out")},
+        "rows_read": len(inputs), "rows_accepted": len(rows), "rows_rejected": len(rejected),
+        "emotion_counts": dict(sorted(Counter(r.emo_target for r in rows).items())),
+        "warnings": imbalance_warnings(rows),
+        "splits": {name: counts(split) for name, split in splits.items()},
+        "leakage": leakage(splits, content),
+        "rejected_by_reason": {reason: len(items) for reason, items in sorted(reasons.items())},
+        "rejected": [{k: v for k, v in r.items() if k != "fields"} for r in rejected],
     }
+    write_text_atomic(out / "rejected.csv", rejected_csv(rejected))
     write_json_atomic(out / "prepare_report.json", report)
     return report
 
 
-def summary(report: dict) -> str:
+def summary(report: dict, examples_per_reason: int = 3) -> str:
     """A short human summary of a prepare report."""
     lines = [f"read {report['rows_read']} rows: {report['rows_accepted']} accepted, "
-             f"{report['rows_rejected']} rejected"]
+             f"{report['rows_rejected']} rejected; split by {report['split_by']}"]
     for name, split in report["splits"].items():
         emotions = ", ".join(f"{k.strip('<|>')}={v}" for k, v in split["emotion"].items())
-        lines.append(f"  {name:5s} {split['clips']:5d} clips {split['audio_seconds']:8.1f}s  {emotions}")
-    for rejection in report["rejected"][:10]:
-        lines.append(f"  rejected {rejection['row']}: {rejection['reason']}")
-    if report["rows_rejected"] > 10:
-        lines.append(f"  ... {report['rows_rejected'] - 10} more in prepare_report.json")
+        lines.append(f"  {name:6s} {split['clips']:5d} clips {split['audio_seconds']:8.1f}s "
+                     f"{split['speakers']:3d} speakers  {emotions}")
+    leaks = {k: len(v) for k, v in report["leakage"].items() if v}
+    lines.append("  no speaker, transcript or audio in two splits" if not leaks else
+                 "  shared across splits (not a split key): " +
+                 ", ".join(f"{n} {k}" for k, n in leaks.items()))
+    for warning in report["warnings"]:
+        lines.append(f"  warning: {warning}")
+    for reason, count in report["rejected_by_reason"].items():
+        lines.append(f"  rejected {count} × {reason}")
+        shown = [r for r in report["rejected"] if r["reason"].split(" (")[0].split(":")[0] == reason]
+        for item in shown[:examples_per_reason]:
+            lines.append(f"      {item['row']}: {item['reason']}")
+    if report["rows_rejected"]:
+        lines.append("  fix the rows in rejected.csv and run prepare on it again (--format csv)")
     return "\n".join(lines)

@@ -1,15 +1,19 @@
-"""Read the user's input table (csv, jsonl or an emotion-named folder tree) into raw rows."""
+"""Read the user's inputs into raw rows: csv, jsonl, an <emotion>/<clip> folder, a Kaldi data
+dir, or an existing SenseVoice manifest. Text files may be UTF-8 (with or without BOM, CRLF)
+or any encoding named by --encoding (e.g. gb18030); a decoding failure names the line."""
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+import io
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from svlora.errors import ManifestError
 from svlora.manifest import iter_json_objects
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus"}
+FIELDS = ("audio", "text", "emotion", "language", "event", "speaker")
 
 
 @dataclass
@@ -23,93 +27,153 @@ class InputRow:
     language: str | None = None
     event: str | None = None
     speaker: str | None = None
+    itn: str | None = None
+    key: str | None = None  # the input's own clip id, when it has one (Kaldi, manifests)
+    extra: dict = field(default_factory=dict, repr=False)
+
+    def as_fields(self) -> dict:
+        """The row as csv fields (what rejected.csv holds, ready to fix and re-run)."""
+        return {"audio": str(self.audio), "text": self.text or "", "emotion": self.emotion or "",
+                "language": self.language or "", "event": self.event or "",
+                "speaker": self.speaker or ""}
 
 
-def _clean(value: object) -> str | None:
+def read_text(path: Path, encoding: str = "utf-8") -> str:
+    """A text file's contents with a leading BOM removed; a bad byte names its line."""
+    data = path.read_bytes()
+    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    try:
+        text = data.decode(codec)
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise ManifestError(f"{path}:{line}: cannot decode as {encoding} ({error.reason}); pass "
+                            "--encoding (e.g. gb18030 for spreadsheets saved on Chinese Windows)") from None
+    except LookupError:
+        raise ManifestError(f"--encoding {encoding!r}: unknown encoding") from None
+    return text.lstrip("\ufeff")
+
+
+def clean(value: object) -> str | None:
     if value is None:
         return None
     text = str(value).strip()
     return text or None
 
 
-def _row_from_fields(fields: dict, where: str, base_dir: Path) -> InputRow:
-    audio = _clean(fields.get("audio"))
+def resolve_audio(value: str, base_dir: Path) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else base_dir / path
+
+
+def row_from_fields(fields: dict, where: str, base_dir: Path) -> InputRow:
+    audio = clean(fields.get("audio"))
     if audio is None:
         raise ManifestError(f"{where}: no 'audio' value (the clip's path is required)")
-    path = Path(audio)
-    return InputRow(where=where, audio=path if path.is_absolute() else base_dir / path,
-                    text=_clean(fields.get("text")), emotion=_clean(fields.get("emotion")),
-                    language=_clean(fields.get("language")), event=_clean(fields.get("event")),
-                    speaker=_clean(fields.get("speaker")))
+    return InputRow(where=where, audio=resolve_audio(audio, base_dir),
+                    **{name: clean(fields.get(name)) for name in FIELDS[1:]})
 
 
-def read_csv(path: Path) -> tuple[list[InputRow], set[str]]:
+def read_csv(path: Path, encoding: str = "utf-8") -> tuple[list[InputRow], set[str]]:
     """Rows of a CSV with a header (audio, text, emotion[, language, event, speaker])."""
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = {c.strip() for c in (reader.fieldnames or [])}
-        if "audio" not in columns:
-            raise ManifestError(f"{path}:1: header has no 'audio' column (found: "
-                                f"{', '.join(sorted(columns)) or 'nothing'})")
-        rows = [_row_from_fields({k.strip(): v for k, v in record.items() if k}, f"{path}:{number}",
-                                 path.parent)
-                for number, record in enumerate(reader, start=2)]
+    reader = csv.DictReader(io.StringIO(read_text(path, encoding), newline=""))
+    columns = {c.strip() for c in (reader.fieldnames or []) if c}
+    if "audio" not in columns:
+        raise ManifestError(f"{path}:1: header has no 'audio' column (found: "
+                            f"{', '.join(sorted(columns)) or 'nothing'})")
+    rows = [row_from_fields({k.strip(): v for k, v in record.items() if k}, f"{path}:{number}",
+                            path.parent)
+            for number, record in enumerate(reader, start=2)]
     return rows, columns
 
 
-def read_jsonl(path: Path) -> tuple[list[InputRow], set[str]]:
+def read_jsonl(path: Path, encoding: str = "utf-8") -> tuple[list[InputRow], set[str]]:
     """Rows of a JSON-lines file with the same fields as the CSV format."""
     rows, columns = [], set()
-    for where, record in iter_json_objects(path):
+    for where, record in iter_json_objects(path, read_text(path, encoding)):
         columns |= record.keys()
-        rows.append(_row_from_fields(record, where, path.parent))
+        rows.append(row_from_fields(record, where, path.parent))
     return rows, columns
 
 
-def read_transcripts(path: Path) -> dict[str, str]:
+def read_transcripts(path: Path, encoding: str = "utf-8") -> dict[str, str]:
     """`id<TAB>text[<TAB>...]` lines (ESD style) or `id text` lines (Kaldi style)."""
     transcripts = {}
-    with open(path, encoding="utf-8-sig") as handle:
-        for line in handle:
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            parts = line.split("\t") if "\t" in line else line.split(maxsplit=1)
-            if len(parts) >= 2 and parts[1].strip():
-                transcripts[parts[0].strip()] = parts[1].strip()
+    for line in read_text(path, encoding).splitlines():
+        if not line.strip():
+            continue
+        parts = line.split("\t") if "\t" in line else line.split(maxsplit=1)
+        if len(parts) >= 2 and parts[1].strip():
+            transcripts[parts[0].strip()] = parts[1].strip()
     return transcripts
 
 
-def read_folder(root: Path, transcripts_file: Path | None) -> tuple[list[InputRow], set[str]]:
+def audio_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+
+
+def read_folder(root: Path, transcripts_file: Path | None,
+                encoding: str = "utf-8") -> tuple[list[InputRow], set[str]]:
     """`root/<emotion>/<clip>`; transcripts from `transcripts_file` or a single top-level .txt."""
     if transcripts_file is None:
         candidates = sorted(root.glob("*.txt"))
         transcripts_file = candidates[0] if len(candidates) == 1 else None
-    transcripts = read_transcripts(transcripts_file) if transcripts_file else {}
-    rows = []
-    for emotion_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for clip in sorted(emotion_dir.rglob("*")):
-            if clip.suffix.lower() in AUDIO_EXTENSIONS and clip.is_file():
-                rows.append(InputRow(where=str(clip), audio=clip, text=transcripts.get(clip.stem),
-                                     emotion=emotion_dir.name))
+    transcripts = read_transcripts(transcripts_file, encoding) if transcripts_file else {}
+    rows = [InputRow(where=str(clip), audio=clip, text=transcripts.get(clip.stem),
+                     emotion=emotion_dir.name)
+            for emotion_dir in sorted(p for p in root.iterdir() if p.is_dir())
+            for clip in audio_files(emotion_dir)]
     if not rows:
         raise ManifestError(f"{root}: no audio files under <emotion>/ folders "
                             f"(extensions {', '.join(sorted(AUDIO_EXTENSIONS))})")
     return rows, {"audio", "emotion"} | ({"text"} if transcripts else set())
 
 
-def read_input(path: str | Path, input_format: str,
-               transcripts_file: str | Path | None = None) -> tuple[list[InputRow], set[str]]:
-    """Raw rows and the set of columns the input provides."""
-    path = Path(path)
-    if not path.exists():
-        raise ManifestError(f"{path}: input not found")
-    if input_format == "csv":
-        return read_csv(path)
-    if input_format == "jsonl":
-        return read_jsonl(path)
-    if input_format == "folder":
-        if not path.is_dir():
-            raise ManifestError(f"{path}: --format folder needs a directory")
-        return read_folder(path, Path(transcripts_file) if transcripts_file else None)
-    raise ManifestError(f"unknown --format {input_format!r}; use csv, jsonl or folder")
+def read_kaldi_table(path: Path, encoding: str) -> dict[str, tuple[str, str]]:
+    """{utterance id: (value, 'file:line')} of a Kaldi `id value...` file."""
+    table = {}
+    for number, line in enumerate(read_text(path, encoding).splitlines(), start=1):
+        if line.strip():
+            parts = line.strip().split(maxsplit=1)
+            table[parts[0]] = (parts[1] if len(parts) > 1 else "", f"{path}:{number}")
+    return table
+
+
+def read_kaldi(root: Path, encoding: str = "utf-8") -> tuple[list[InputRow], set[str]]:
+    """A Kaldi data dir: wav.scp (plain paths), text, utt2spk; optional utt2emo, utt2lang."""
+    for required in ("wav.scp", "text", "utt2emo"):
+        if not (root / required).is_file():
+            extra = " (one emotion label per utterance: `utt_id label`)" if required == "utt2emo" else ""
+            raise ManifestError(f"{root}: Kaldi data dir has no {required}{extra}")
+    tables = {name: read_kaldi_table(root / name, encoding) if (root / name).is_file() else {}
+              for name in ("wav.scp", "text", "utt2spk", "utt2emo", "utt2lang")}
+    rows = []
+    for utterance, (location, where) in tables["wav.scp"].items():
+        if location.rstrip().endswith("|") or location.lstrip().startswith("-"):
+            raise ManifestError(f"{where}: {utterance} is a piped command ({location!r}); svlora "
+                                "reads audio files only: extract the audio to files first, "
+                                "e.g. with `wav-copy scp:wav.scp ark,scp:out.ark,out.scp` or sox")
+        value = lambda name: tables[name].get(utterance, ("", ""))[0] or None  # noqa: E731
+        rows.append(InputRow(where=where, audio=resolve_audio(location.strip(), root),
+                             text=value("text"), emotion=value("utt2emo"),
+                             language=value("utt2lang"), speaker=value("utt2spk"), key=utterance))
+    columns = {"audio", "text", "emotion"} | ({"speaker"} if tables["utt2spk"] else set()) | \
+        ({"language"} if tables["utt2lang"] else set())
+    return rows, columns
+
+
+def read_sensevoice_jsonl(path: Path, encoding: str = "utf-8") -> tuple[list[InputRow], set[str]]:
+    """An existing FunASR SenseVoice manifest (relative sources resolve against its folder)."""
+    rows = []
+    for where, record in iter_json_objects(path, read_text(path, encoding)):
+        if "source" not in record:
+            raise ManifestError(f"{where}: no 'source' field; is this a SenseVoice manifest?")
+        rows.append(InputRow(
+            where=where, audio=resolve_audio(str(record["source"]), path.parent),
+            text=clean(record.get("target")), emotion=clean(record.get("emo_target")),
+            language=(clean(record.get("text_language")) or "").strip("<|>") or None,
+            event=clean(record.get("event_target")), speaker=clean(record.get("speaker")),
+            itn=(clean(record.get("with_or_wo_itn")) or "").strip("<|>") or None,
+            key=clean(record.get("key"))))
+    columns = {"audio", "text", "emotion", "language", "event"} | \
+        ({"speaker"} if any(r.speaker for r in rows) else set())
+    return rows, columns

@@ -18,12 +18,13 @@ REPORT_VERSION = 1
 
 
 def evaluate(model: str, data: str, out: str, adapter: str | None = None, device: str = "cpu",
-             hub: str = "ms", batch_size: int = 16, allow_base_mismatch: bool = False) -> dict:
+             hub: str = "ms", batch_size: int = 16, allow_base_mismatch: bool = False,
+             feature_cache: str | None = None) -> dict:
     """Score base (and base+adapter) on every clip of `data`; return the report dict."""
     rows = read_manifest(data)
     base = load_base_model(model, device=device, hub=hub)
     base_sha256 = weights_sha256(base.model_dir)
-    features = row_features(base, rows, "eval features")
+    features = row_features(base, rows, "eval features", feature_cache)
     outputs = {"base": transcribe_features(base, features, batch_size)}
     if adapter is not None:
         attach_adapter(base.model, adapter, base_sha256, allow_base_mismatch)

@@ -21,8 +21,9 @@ class Example:
     target_ids: torch.Tensor
 
 
-def build_examples(base: BaseModel, rows: list[ManifestRow], desc: str) -> list[Example]:
-    features = row_features(base, rows, desc)
+def build_examples(base: BaseModel, rows: list[ManifestRow], desc: str,
+                   feature_cache: str | None = None) -> list[Example]:
+    features = row_features(base, rows, desc, feature_cache)
     return [Example(row, feats, torch.tensor(base.target_ids(
         row.target, row.text_language, row.emo_target, row.event_target, row.with_or_wo_itn)))
         for row, feats in zip(rows, features)]

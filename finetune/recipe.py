@@ -14,6 +14,7 @@ class DataSettings:
     train: str = "data/train.jsonl"  # SenseVoice jsonl from `svlora prepare`
     val: str = "data/val.jsonl"
     max_seconds_per_batch: float = 60.0  # padded audio seconds per batch (FunASR batch_size_s)
+    feature_cache: str | None = None     # `svlora prepare --features` cache dir: no audio decoding
 
 
 @dataclass

@@ -128,8 +128,10 @@ def train(recipe: Recipe, overwrite: bool = False, log=print) -> TrainResult:
     device = resolve_device(recipe.train.device)
     base = load_base_model(recipe.model, device=str(device), hub=recipe.hub)
     base_sha256 = weights_sha256(base.model_dir)
-    train_examples = build_examples(base, read_manifest(recipe.data.train), "train features")
-    val_examples = build_examples(base, read_manifest(recipe.data.val), "val features")
+    train_examples = build_examples(base, read_manifest(recipe.data.train), "train features",
+                                    recipe.data.feature_cache)
+    val_examples = build_examples(base, read_manifest(recipe.data.val), "val features",
+                                  recipe.data.feature_cache)
 
     if recipe.mode == "lora":
         trainable_model = attach_lora(base.model, recipe.lora)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -9,19 +10,34 @@ import soundfile as sf
 import soxr
 
 TARGET_RATE = 16000
+FULL_SCALE = 0.999  # a sample at or above this magnitude counts as clipped
 
 
 class AudioDecodeError(Exception):
     """The file could not be decoded as audio (message says why)."""
 
 
-def load_audio(path: str | Path, target_rate: int = TARGET_RATE) -> np.ndarray:
-    """Mono float32 samples at `target_rate`; raises AudioDecodeError for unreadable files."""
+@dataclass
+class DecodedAudio:
+    samples: np.ndarray       # mono float32 at TARGET_RATE
+    source_rate: int
+    channels: int
+    clipped_fraction: float   # of the original samples, before mixing and resampling
+
+
+def decode_audio(path: str | Path, target_rate: int = TARGET_RATE) -> DecodedAudio:
+    """Decode by content (the extension may lie), mix to mono, resample with soxr HQ."""
     try:
         samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as error:  # libsndfile reports corrupt files through several types
         raise AudioDecodeError(f"cannot decode audio ({error})") from error
+    clipped = float(np.mean(np.abs(samples) >= FULL_SCALE)) if samples.size else 0.0
     mono = samples.mean(axis=1)
     if rate != target_rate and mono.size:
         mono = soxr.resample(mono, rate, target_rate, quality="HQ").astype(np.float32)
-    return mono
+    return DecodedAudio(np.ascontiguousarray(mono, dtype=np.float32), rate, samples.shape[1], clipped)
+
+
+def load_audio(path: str | Path, target_rate: int = TARGET_RATE) -> np.ndarray:
+    """Mono float32 samples at `target_rate`; raises AudioDecodeError for unreadable files."""
+    return decode_audio(path, target_rate).samples

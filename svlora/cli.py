@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from svlora.data_prep.prepare import FORMATS, SPLIT_KEYS
 from svlora.errors import SvloraError
 
 
@@ -26,21 +27,36 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0)
 
     prep = commands.add_parser("prepare", help="validate clips and labels into SenseVoice manifests")
-    prep.add_argument("input", help="a CSV, a JSONL file or a folder of <emotion>/<clip>")
-    prep.add_argument("--format", required=True, choices=["csv", "jsonl", "folder"])
-    prep.add_argument("--out", required=True, help="directory for train/val/test.jsonl and the report")
-    prep.add_argument("--split-by", default="speaker", choices=["speaker", "text", "none"])
-    prep.add_argument("--val", type=float, default=0.1, help="fraction of groups for validation")
-    prep.add_argument("--test", type=float, default=0.1, help="fraction of groups for test")
+    prep.add_argument("input", help="a CSV/JSONL file, a manifest, or a folder (folder, kaldi, presets)")
+    prep.add_argument("--format", required=True, choices=list(FORMATS))
+    prep.add_argument("--out", required=True, help="directory for the manifests and the report")
+    prep.add_argument("--split-by", default="auto", choices=list(SPLIT_KEYS),
+                      help="keys no two splits may share (auto: speaker+text with ≥ 3 speakers, else text)")
+    prep.add_argument("--val", type=float, default=0.1, help="share of clips for validation")
+    prep.add_argument("--test", type=float, default=0.1, help="share of clips for test")
+    prep.add_argument("--folds", type=int, default=0, help="K > 1: write K grouped folds instead")
     prep.add_argument("--seed", type=int, default=0)
     prep.add_argument("--label-map", help="YAML {your label: SenseVoice emotion}")
     prep.add_argument("--language", choices=["zh", "en", "yue", "ja", "ko"],
-                      help="language of rows without a 'language' column")
-    prep.add_argument("--transcripts", help="folder format: transcript file (id<TAB>text)")
+                      help="language of rows without one (overrides a preset's)")
+    prep.add_argument("--transcripts", help="folder/casia: transcript file (id<TAB>text)")
+    prep.add_argument("--encoding", default="utf-8", help="text encoding, e.g. gb18030")
     prep.add_argument("--event", default="Speech", help="event tag for rows without one")
     prep.add_argument("--itn", default="woitn", choices=["woitn", "withitn"])
     prep.add_argument("--min-seconds", type=float, default=0.1)
     prep.add_argument("--max-seconds", type=float, default=30.0)
+    prep.add_argument("--silence-rms", type=float, default=1e-4)
+    prep.add_argument("--max-clipped", type=float, default=0.02,
+                      help="reject clips with more than this share of samples at full scale")
+    prep.add_argument("--workers", type=int, default=0, help="processes (0: one per core)")
+    prep.add_argument("--features", metavar="MODEL",
+                      help="also cache MODEL's frontend features (training/eval read them)")
+    prep.add_argument("--feature-cache", help="feature cache dir (default OUT/features)")
+
+    check = commands.add_parser("check", help="lint SenseVoice jsonl manifests")
+    check.add_argument("manifests", nargs="+")
+    check.add_argument("--json", action="store_true", help="machine-readable findings")
+    check.add_argument("--no-audio", action="store_true", help="skip decoding the audio")
 
     train = commands.add_parser("train", help="train a LoRA adapter from a YAML recipe")
     train.add_argument("recipe", help="a YAML recipe path or a shipped recipe name (svlora recipes)")
@@ -54,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--adapter", help="adapter dir written by train or export")
     evaluate.add_argument("--out", required=True, help="report directory")
     evaluate.add_argument("--batch-size", type=int, default=16)
+    evaluate.add_argument("--feature-cache", help="feature cache dir from `prepare --features`")
 
     export = commands.add_parser("export", help="adapter package, or a merged model dir with --merge")
     _add_model_args(export)
@@ -87,14 +104,30 @@ def run_prepare(args) -> None:
     from svlora.data_prep import PrepareOptions, prepare
     from svlora.data_prep.prepare import load_label_map, summary
 
+    from svlora.data_prep.checks import AudioLimits
+
     options = PrepareOptions(
         input=args.input, out=args.out, format=args.format, split_by=args.split_by, val=args.val,
-        test=args.test, seed=args.seed, label_map=load_label_map(args.label_map),
+        test=args.test, folds=args.folds, seed=args.seed, label_map=load_label_map(args.label_map),
         language=args.language, event=args.event, itn=args.itn, transcripts=args.transcripts,
-        min_seconds=args.min_seconds, max_seconds=args.max_seconds)
+        encoding=args.encoding, workers=args.workers, features_model=args.features,
+        feature_cache=args.feature_cache,
+        limits=AudioLimits(min_seconds=args.min_seconds, max_seconds=args.max_seconds,
+                           silence_rms=args.silence_rms, max_clipped_fraction=args.max_clipped))
     report = prepare(options)
     print(summary(report))
-    print(f"wrote {args.out}/train.jsonl, val.jsonl, test.jsonl and prepare_report.json")
+    print(f"wrote manifests, prepare_report.json and rejected.csv to {args.out}")
+
+
+def run_check(args) -> int:
+    from svlora.data_prep.check import check_manifests, render_findings
+
+    findings = check_manifests(args.manifests, decode_audio=not args.no_audio)
+    if args.json:
+        print(json.dumps(findings, indent=2, ensure_ascii=False))
+    else:
+        print(render_findings(findings))
+    return 1 if findings["errors"] else 0
 
 
 def run_train(args) -> None:
@@ -119,7 +152,8 @@ def run_eval(args) -> None:
 
     report = evaluate(args.model, args.data, args.out, adapter=args.adapter, device=args.device,
                       hub=args.hub, batch_size=args.batch_size,
-                      allow_base_mismatch=args.allow_base_mismatch)
+                      allow_base_mismatch=args.allow_base_mismatch,
+                      feature_cache=args.feature_cache)
     print(verdict(report))
     print(f"report: {args.out}/report.md (report.json, predictions.jsonl, confusion.png)")
 
@@ -158,7 +192,8 @@ def run_recipes(args) -> None:
         print(f"{name:28s} {first_line}")
 
 
-HANDLERS = {"make-tiny-model": run_make_tiny_model, "prepare": run_prepare, "train": run_train,
+HANDLERS = {"make-tiny-model": run_make_tiny_model, "prepare": run_prepare, "check": run_check,
+            "train": run_train,
             "eval": run_eval, "export": run_export, "transcribe": run_transcribe,
             "quickstart": run_quickstart, "recipes": run_recipes}
 
@@ -173,11 +208,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides += extra
     try:
-        HANDLERS[args.command](args)
+        code = HANDLERS[args.command](args)
     except SvloraError as error:
         print(f"svlora {args.command}: error: {error}", file=sys.stderr)
         return 1
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

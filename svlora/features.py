@@ -7,16 +7,27 @@ from tqdm import tqdm
 
 from svlora.audio import AudioDecodeError, load_audio
 from svlora.errors import ManifestError
+from svlora.feature_cache import FeatureCache
+from svlora.io import sha256_file
 from svlora.manifest import ManifestRow
 from svlora.model import BaseModel
 
 
-def row_features(base: BaseModel, rows: list[ManifestRow], desc: str = "features") -> list[torch.Tensor]:
-    """Frontend features of every row's audio, in row order."""
+def row_features(base: BaseModel, rows: list[ManifestRow], desc: str = "features",
+                 cache_dir: str | None = None) -> list[torch.Tensor]:
+    """Frontend features of every row's audio, in row order; with `cache_dir`, read from (and
+    added to) the feature cache of this model's frontend instead of decoding audio."""
+    cache = FeatureCache(cache_dir, base.frontend) if cache_dir else None
     features = []
     for row in tqdm(rows, desc=desc, unit="clip", leave=False):
         try:
-            features.append(base.features(load_audio(row.source)))
+            digest = sha256_file(row.source) if cache else ""
+            cached = cache.load(digest) if cache else None
+            if cached is None:
+                cached = base.features(load_audio(row.source))
+                if cache:
+                    cache.store(digest, cached)
+            features.append(cached)
         except (AudioDecodeError, FileNotFoundError) as error:
             raise ManifestError(f"clip {row.key} ({row.source}): {error}; fix or remove the row "
                                 "(svlora prepare reports such rows)") from error

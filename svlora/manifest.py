@@ -76,20 +76,22 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
     return rows
 
 
-def iter_json_objects(path: Path) -> Iterator[tuple[str, dict]]:
-    """('file:line', object) for each non-blank line of a JSON-lines file (BOM tolerated)."""
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ManifestError(f"{where}: not valid JSON ({error.msg})") from error
-            if not isinstance(data, dict):
-                raise ManifestError(f"{where}: expected a JSON object")
-            yield where, data
+def iter_json_objects(path: Path, text: str | None = None) -> Iterator[tuple[str, dict]]:
+    """('file:line', object) for each non-blank line of a JSON-lines file (BOM tolerated);
+    `text` is the file's already-decoded contents, if the caller has them."""
+    if text is None:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ManifestError(f"{where}: not valid JSON ({error.msg})") from error
+        if not isinstance(data, dict):
+            raise ManifestError(f"{where}: expected a JSON object")
+        yield where, data
 
 
 def write_manifest(path: str | Path, rows: list[ManifestRow]) -> None:

@@ -53,15 +53,16 @@ def quickstart_dir(quickstart_run) -> Path:
 
 
 def write_tone(path: Path, seconds: float = 1.0, rate: int = 16000, amplitude: float = 0.3,
-               channels: int = 1) -> Path:
-    """A sine tone file (what a readable clip needs to be for prepare's checks)."""
+               channels: int = 1, frequency: float = 220.0, subtype: str | None = None,
+               format: str | None = None) -> Path:
+    """A sine tone file; vary `frequency` for distinct content (prepare drops duplicates)."""
     import numpy as np
     import soundfile as sf
 
     t = np.arange(int(seconds * rate)) / rate
-    samples = amplitude * np.sin(2 * np.pi * 220 * t)
+    samples = amplitude * np.sin(2 * np.pi * frequency * t)
     if channels > 1:
         samples = np.stack([samples] * channels, axis=1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, samples, rate)
+    sf.write(path, samples, rate, subtype=subtype, format=format)
     return path

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from svlora.data_prep import PrepareOptions, prepare
+from svlora.data_prep.checks import AudioLimits
 from svlora.errors import ManifestError
 from svlora.manifest import read_manifest
 from tests.conftest import SHARED_DATA, write_tone
@@ -23,7 +24,7 @@ def good_rows(root: Path, speakers: int = 6, per_speaker: int = 3) -> list[dict]
     for s in range(speakers):
         for i in range(per_speaker):
             name = f"clips/spk{s}_{i}.wav"
-            write_tone(root / name, seconds=0.5 + 0.1 * i)
+            write_tone(root / name, seconds=0.5 + 0.1 * i, frequency=200 + 10 * s + 3 * i)
             rows.append({"audio": name, "text": f"sentence {s} {i}",
                          "emotion": ["happy", "Sad", "ANGRY"][i % 3], "speaker": f"spk{s}"})
     return rows
@@ -32,8 +33,8 @@ def good_rows(root: Path, speakers: int = 6, per_speaker: int = 3) -> list[dict]
 def test_rejects_exactly_the_corrupt_unknown_label_and_missing_transcript_rows(tmp_path):
     rows = good_rows(tmp_path)
     (tmp_path / "clips/corrupt.wav").write_bytes(b"RIFF not really a wav file")
-    write_tone(tmp_path / "clips/bored.wav")
-    write_tone(tmp_path / "clips/untranscribed.wav")
+    write_tone(tmp_path / "clips/bored.wav", frequency=501)
+    write_tone(tmp_path / "clips/untranscribed.wav", frequency=502)
     rows += [{"audio": "clips/corrupt.wav", "text": "x", "emotion": "happy", "speaker": "spk0"},
              {"audio": "clips/bored.wav", "text": "y", "emotion": "bored", "speaker": "spk1"},
              {"audio": "clips/untranscribed.wav", "text": "", "emotion": "sad", "speaker": "spk2"}]
@@ -98,8 +99,8 @@ def test_label_map_maps_domain_labels(tmp_path):
 def test_jsonl_input_and_stereo_44k_audio(tmp_path):
     lines = []
     for s in range(5):
-        write_tone(tmp_path / f"a{s}.flac", seconds=1.0, rate=44100, channels=2)
-        lines.append(json.dumps({"audio": f"a{s}.flac", "text": "hi", "emotion": "neutral",
+        write_tone(tmp_path / f"a{s}.flac", seconds=1.0, rate=44100, channels=2, frequency=300 + s)
+        lines.append(json.dumps({"audio": f"a{s}.flac", "text": f"hi {s}", "emotion": "neutral",
                                  "language": "en", "speaker": f"s{s}"}))
     (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
     report = prepare(PrepareOptions(input=str(tmp_path / "in.jsonl"), out=str(tmp_path / "out"),
@@ -112,13 +113,14 @@ def test_jsonl_input_and_stereo_44k_audio(tmp_path):
 def test_silent_and_too_long_clips_are_rejected_with_reasons(tmp_path):
     rows = good_rows(tmp_path)
     write_tone(tmp_path / "silent.wav", amplitude=0.0)
-    write_tone(tmp_path / "long.wav", seconds=3.0)
+    write_tone(tmp_path / "long.wav", seconds=3.0, frequency=777)
     rows += [{"audio": "silent.wav", "text": "a", "emotion": "sad", "speaker": "spk0"},
              {"audio": "long.wav", "text": "b", "emotion": "sad", "speaker": "spk0"},
              {"audio": "missing.wav", "text": "c", "emotion": "sad", "speaker": "spk0"}]
     table = write_csv(tmp_path / "labels.csv", rows)
     report = prepare(PrepareOptions(input=str(table), out=str(tmp_path / "out"), format="csv",
-                                    language="en", max_seconds=2.0, val=0.2, test=0.2))
+                                    language="en", limits=AudioLimits(max_seconds=2.0),
+                                    val=0.2, test=0.2))
     reasons = {Path(r["audio"]).name: r["reason"] for r in report["rejected"]}
     assert reasons["silent.wav"].startswith("silent audio")
     assert reasons["long.wav"].startswith("too long")
