@@ -15,7 +15,7 @@ from svlora.io import atomic_path, write_json_atomic
 class FeatureCache:
     def __init__(self, root: str | Path, config: FrontendConfig):
         self.root = Path(root)
-        self.directory = self.root / config.fingerprint()
+        self.directory = self.root / config.fingerprint
         self.config = config
 
     def path(self, audio_sha256: str) -> Path:
@@ -32,7 +32,10 @@ class FeatureCache:
         if not (self.directory / "frontend.json").is_file():
             self.directory.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.directory / "frontend.json", {
-                k: v for k, v in vars(self.config).items() if not k.startswith("cmvn")})
+                "fingerprint": self.config.fingerprint, "fs": self.config.fs,
+                "window": self.config.window, "n_mels": self.config.n_mels,
+                "frame_length": self.config.frame_length, "frame_shift": self.config.frame_shift,
+                "lfr_m": self.config.lfr_m, "lfr_n": self.config.lfr_n})
         with atomic_path(path) as temporary:
             with open(temporary, "wb") as handle:
                 np.save(handle, features.numpy().astype(np.float32), allow_pickle=False)

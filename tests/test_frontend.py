@@ -51,4 +51,4 @@ def test_fingerprint_changes_with_any_setting(tiny_model_dir):
     assert config.lfr_m == 7 and config.lfr_n == 6 and len(config.cmvn_shift) == 560
     changed = [dataclasses.replace(config, n_mels=64), dataclasses.replace(config, lfr_n=3),
                dataclasses.replace(config, cmvn_scale=[1.0] * 560)]
-    assert len({config.fingerprint(), *(c.fingerprint() for c in changed)}) == 4
+    assert len({config.fingerprint, *(c.fingerprint for c in changed)}) == 4
