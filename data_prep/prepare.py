@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from svlora.data_prep.checks import AudioLimits, ClipReport, FeatureJob, inspect_clips
+from svlora.data_prep.hf import HfColumns, read_hf
 from svlora.data_prep.presets import PRESETS
 from svlora.data_prep.readers import (FIELDS, InputRow, read_csv, read_folder, read_jsonl,
                                       read_kaldi, read_sensevoice_jsonl)
@@ -22,7 +23,7 @@ from svlora.io import write_json_atomic, write_text_atomic
 from svlora.labels import EVENT_TAGS, LANGUAGES, emotion_tag, tag_of
 from svlora.manifest import FRAMES_PER_SECOND, ManifestRow, write_manifest
 
-FORMATS = ("csv", "jsonl", "folder", "kaldi", "sensevoice-jsonl", *PRESETS)
+FORMATS = ("csv", "jsonl", "folder", "kaldi", "sensevoice-jsonl", "hf", *PRESETS)
 SPLIT_KEYS = ("auto", "speaker", "text", "speaker+text", "none")
 MIN_CLASS_CLIPS, MIN_CLASS_SHARE = 20, 0.05
 
@@ -45,6 +46,7 @@ class PrepareOptions:
     encoding: str = "utf-8"
     limits: AudioLimits = field(default_factory=AudioLimits)
     workers: int = 0        # 0: one process per core
+    hf: HfColumns = field(default_factory=HfColumns)  # column names for --format hf
     features_model: str | None = None  # a model dir: also cache its frontend's features
     feature_cache: str | None = None   # default OUT/features
 
@@ -64,7 +66,7 @@ def read_rows(options: PrepareOptions) -> tuple[list[InputRow], set[str]]:
     path = Path(options.input)
     if not path.exists():
         raise ManifestError(f"{path}: input not found")
-    directory_formats = {"folder", "kaldi", *PRESETS}
+    directory_formats = {"folder", "kaldi", "hf", *PRESETS}
     if (options.format in directory_formats) != path.is_dir():
         kind = "a directory" if options.format in directory_formats else "a file"
         raise ManifestError(f"{path}: --format {options.format} needs {kind}")
@@ -79,6 +81,8 @@ def read_rows(options: PrepareOptions) -> tuple[list[InputRow], set[str]]:
         return read_kaldi(path, options.encoding)
     if options.format == "sensevoice-jsonl":
         return read_sensevoice_jsonl(path, options.encoding)
+    if options.format == "hf":
+        return read_hf(path, Path(options.out) / "audio", options.hf)
     if options.format in PRESETS:
         reader = PRESETS[options.format]
         rows = reader(path, options.encoding, transcripts) if options.format == "casia" \

@@ -66,7 +66,7 @@ def resolve_audio(value: str, base_dir: Path) -> Path:
 
 
 def row_from_fields(fields: dict, where: str, base_dir: Path) -> InputRow:
-    audio = clean(fields.get("audio"))
+    audio = clean(fields.get("audio", fields.get("file_name")))  # file_name: HF audiofolder
     if audio is None:
         raise ManifestError(f"{where}: no 'audio' value (the clip's path is required)")
     return InputRow(where=where, audio=resolve_audio(audio, base_dir),
@@ -77,8 +77,10 @@ def read_csv(path: Path, encoding: str = "utf-8") -> tuple[list[InputRow], set[s
     """Rows of a CSV with a header (audio, text, emotion[, language, event, speaker])."""
     reader = csv.DictReader(io.StringIO(read_text(path, encoding), newline=""))
     columns = {c.strip() for c in (reader.fieldnames or []) if c}
+    if "file_name" in columns:  # a Hugging Face audiofolder's metadata.csv
+        columns.add("audio")
     if "audio" not in columns:
-        raise ManifestError(f"{path}:1: header has no 'audio' column (found: "
+        raise ManifestError(f"{path}:1: header has no 'audio' (or 'file_name') column (found: "
                             f"{', '.join(sorted(columns)) or 'nothing'})")
     rows = [row_from_fields({k.strip(): v for k, v in record.items() if k}, f"{path}:{number}",
                             path.parent)

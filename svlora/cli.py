@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--features", metavar="MODEL",
                       help="also cache MODEL's frontend features (training/eval read them)")
     prep.add_argument("--feature-cache", help="feature cache dir (default OUT/features)")
+    for column in ("audio", "text", "emotion", "speaker", "language"):
+        prep.add_argument(f"--{column}-column", default=column, help=f"hf: the {column} column")
+    prep.add_argument("--hf-split", help="hf: which split of a DatasetDict")
 
     check = commands.add_parser("check", help="lint SenseVoice jsonl manifests")
     check.add_argument("manifests", nargs="+")
@@ -105,6 +108,7 @@ def run_prepare(args) -> None:
     from svlora.data_prep.prepare import load_label_map, summary
 
     from svlora.data_prep.checks import AudioLimits
+    from svlora.data_prep.hf import HfColumns
 
     options = PrepareOptions(
         input=args.input, out=args.out, format=args.format, split_by=args.split_by, val=args.val,
@@ -112,6 +116,9 @@ def run_prepare(args) -> None:
         language=args.language, event=args.event, itn=args.itn, transcripts=args.transcripts,
         encoding=args.encoding, workers=args.workers, features_model=args.features,
         feature_cache=args.feature_cache,
+        hf=HfColumns(audio=args.audio_column, text=args.text_column, emotion=args.emotion_column,
+                     speaker=args.speaker_column, language=args.language_column,
+                     split=args.hf_split),
         limits=AudioLimits(min_seconds=args.min_seconds, max_seconds=args.max_seconds,
                            silence_rms=args.silence_rms, max_clipped_fraction=args.max_clipped))
     report = prepare(options)

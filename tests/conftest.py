@@ -32,7 +32,7 @@ def clinic_manifests(tmp_path_factory, demo_corpora) -> Path:
 
     out = tmp_path_factory.mktemp("clinic")
     prepare(PrepareOptions(input=str(demo_corpora["clinic"]), out=str(out), format="csv",
-                           val=0.1, test=0.2))
+                           split_by="speaker", val=0.1, test=0.2))
     return out
 
 

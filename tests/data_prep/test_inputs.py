@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from svlora.data_prep import PrepareOptions, prepare
+from svlora.data_prep.hf import HfColumns
 from svlora.data_prep.readers import read_csv, read_kaldi
 from svlora.errors import ManifestError
 from svlora.manifest import read_manifest
@@ -141,3 +142,41 @@ def test_audio_containers_rates_and_sample_formats(tmp_path, subtype, rate, chan
                                     format="jsonl", val=0.2, test=0.2))
     assert report["rows_rejected"] == 0, report["rejected"]
     assert all(99 <= r.source_len <= 101 for r in all_rows(tmp_path / "o"))
+
+
+def test_hf_dataset_saved_to_disk_with_named_columns(tmp_path):
+    import datasets
+
+    rows = clip_rows(tmp_path, count=10)
+    table = {"clip": [str(tmp_path / r[0]) for r in rows], "sentence": [r[1] for r in rows],
+             "mood": [r[2] for r in rows], "who": [r[3] for r in rows]}
+    dataset = datasets.Dataset.from_dict(table).cast_column("clip", datasets.Audio())
+    datasets.DatasetDict({"train": dataset, "extra": dataset}).save_to_disk(str(tmp_path / "ds"))
+    options = dict(input=str(tmp_path / "ds"), out=str(tmp_path / "out"), format="hf",
+                   language="zh", val=0.2, test=0.2)
+    with pytest.raises(ManifestError, match="choose one with --hf-split"):
+        prepare(PrepareOptions(**options, hf=HfColumns(audio="clip", text="sentence",
+                                                       emotion="mood", speaker="who")))
+    report = prepare(PrepareOptions(**options, hf=HfColumns(audio="clip", text="sentence",
+                                                            emotion="mood", speaker="who",
+                                                            split="train")))
+    assert report["rows_accepted"] == 10 and report["split_by"] == "speaker+text"
+    out_rows = all_rows(tmp_path / "out")
+    assert sorted(r.target for r in out_rows) == sorted(table["sentence"])
+    # the embedded audio was written out once and equals the original clip
+    extracted = {Path(r.source).name.split("_", 1)[1]: Path(r.source) for r in out_rows}
+    assert extracted["clip 3.wav"].read_bytes() == (tmp_path / "clips/clip 3.wav").read_bytes()
+
+
+def test_audiofolder_metadata_csv(tmp_path):
+    rows = clip_rows(tmp_path / "af", count=6, folder=".")
+    lines = ["file_name,text,emotion,speaker"] + [f"{Path(r[0]).name},{r[1]},{r[2]},{r[3]}"
+                                                   for r in rows]
+    (tmp_path / "af/metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(ManifestError, match="run --format csv on its metadata.csv"):
+        prepare(PrepareOptions(input=str(tmp_path / "af"), out=str(tmp_path / "out"), format="hf",
+                               language="zh"))
+    report = prepare(PrepareOptions(input=str(tmp_path / "af/metadata.csv"), out=str(tmp_path / "out"),
+                                    format="csv", language="zh", split_by="text", val=0.2, test=0.2))
+    assert report["rows_accepted"] == 6
+    assert all(Path(r.source).parent == (tmp_path / "af").resolve() for r in all_rows(tmp_path / "out"))
