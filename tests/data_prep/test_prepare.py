@@ -30,6 +30,14 @@ def good_rows(root: Path, speakers: int = 6, per_speaker: int = 3) -> list[dict]
     return rows
 
 
+def prepare_table(tmp_path: Path, rows: list[dict], **options) -> tuple[Path, dict]:
+    """Write rows to labels.csv and prepare it (English, 20% val, 20% test unless overridden)."""
+    table = write_csv(tmp_path / "labels.csv", rows)
+    settings = {"language": "en", "val": 0.2, "test": 0.2, **options}
+    return table, prepare(PrepareOptions(input=str(table), out=str(tmp_path / "out"),
+                                         format="csv", **settings))
+
+
 def test_rejects_exactly_the_corrupt_unknown_label_and_missing_transcript_rows(tmp_path):
     rows = good_rows(tmp_path)
     (tmp_path / "clips/corrupt.wav").write_bytes(b"RIFF not really a wav file")
@@ -38,9 +46,7 @@ def test_rejects_exactly_the_corrupt_unknown_label_and_missing_transcript_rows(t
     rows += [{"audio": "clips/corrupt.wav", "text": "x", "emotion": "happy", "speaker": "spk0"},
              {"audio": "clips/bored.wav", "text": "y", "emotion": "bored", "speaker": "spk1"},
              {"audio": "clips/untranscribed.wav", "text": "", "emotion": "sad", "speaker": "spk2"}]
-    table = write_csv(tmp_path / "labels.csv", rows)
-    report = prepare(PrepareOptions(input=str(table), out=str(tmp_path / "out"), format="csv",
-                                    language="en", val=0.2, test=0.2))
+    table, report = prepare_table(tmp_path, rows)
     rejected = {Path(r["audio"]).name: r for r in report["rejected"]}
     assert set(rejected) == {"corrupt.wav", "bored.wav", "untranscribed.wav"}
     assert rejected["corrupt.wav"]["reason"].startswith("unreadable audio")

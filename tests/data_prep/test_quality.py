@@ -14,7 +14,7 @@ from svlora.data_prep import PrepareOptions, prepare
 from svlora.data_prep.splits import connected_groups, split_rows
 from svlora.manifest import read_manifest
 from tests.conftest import write_tone
-from tests.data_prep.test_prepare import good_rows, write_csv
+from tests.data_prep.test_prepare import good_rows, prepare_table, write_csv
 
 
 def test_clipped_zero_length_and_duplicate_clips(tmp_path):
@@ -26,9 +26,7 @@ def test_clipped_zero_length_and_duplicate_clips(tmp_path):
     rows += [{"audio": "clipped.wav", "text": "c", "emotion": "sad", "speaker": "spk0"},
              {"audio": "empty.wav", "text": "e", "emotion": "sad", "speaker": "spk0"},
              {"audio": "copy.wav", "text": "d", "emotion": "sad", "speaker": "spk0"}]
-    table = write_csv(tmp_path / "labels.csv", rows)
-    report = prepare(PrepareOptions(input=str(table), out=str(tmp_path / "out"), format="csv",
-                                    language="en", val=0.2, test=0.2))
+    table, report = prepare_table(tmp_path, rows)
     reasons = {Path(r["audio"]).name: r["reason"] for r in report["rejected"]}
     assert reasons["clipped.wav"].startswith("heavily clipped")
     assert reasons["empty.wav"].startswith("empty audio")
