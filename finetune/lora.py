@@ -6,7 +6,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from svlora.errors import RecipeError
-from svlora.finetune.recipe import LoraSettings
+from svlora.finetune.recipe import MODULES_TO_SAVE, LoraSettings
 
 # Linear layers of FunASR's SANM encoder blocks, by the recipe's names for them.
 TARGET_LAYERS = {"attention": ("linear_q_k_v", "linear_out"), "ffn": ("w_1", "w_2")}
@@ -20,7 +20,9 @@ def target_pattern(targets: list[str]) -> str:
 
 def lora_config(settings: LoraSettings) -> LoraConfig:
     return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                      target_modules=target_pattern(settings.targets), bias="none")
+                      target_modules=target_pattern(settings.targets), bias="none",
+                      use_rslora=settings.use_rslora, use_dora=settings.use_dora,
+                      modules_to_save=[MODULES_TO_SAVE[m] for m in settings.modules_to_save] or None)
 
 
 def attach_lora(model: torch.nn.Module, settings: LoraSettings):
@@ -32,12 +34,18 @@ def attach_lora(model: torch.nn.Module, settings: LoraSettings):
     return peft_model
 
 
+def is_adapter_parameter(name: str) -> bool:
+    """LoRA/DoRA weights and PEFT's trainable copies of modules_to_save."""
+    return "lora_" in name or ".modules_to_save." in name
+
+
 def trainable_summary(model: torch.nn.Module) -> dict:
-    """Counts of trainable/total parameters, and names of trainable non-LoRA parameters."""
+    """Counts of trainable/total parameters, and names of trainable non-adapter parameters."""
     trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
     return {"trainable": sum(trainable.values()),
             "total": sum(p.numel() for p in model.parameters()),
-            "non_lora_trainable": sorted(n for n in trainable if "lora_" not in n)}
+            "trainable_names": sorted(trainable),
+            "non_lora_trainable": sorted(n for n in trainable if not is_adapter_parameter(n))}
 
 
 def check_trainable(summary: dict, settings: LoraSettings) -> None:

@@ -8,6 +8,9 @@ from pathlib import Path
 from svlora.config import load_config
 from svlora.errors import RecipeError
 
+MODULES_TO_SAVE = {"ctc_head": "ctc.ctc_lo", "query_embed": "embed"}
+SELECT_METRICS = ("val_loss", "val_cer", "val_emotion_accuracy")
+
 
 @dataclass
 class DataSettings:
@@ -15,6 +18,10 @@ class DataSettings:
     val: str = "data/val.jsonl"
     max_seconds_per_batch: float = 60.0  # padded audio seconds per batch (FunASR batch_size_s)
     feature_cache: str | None = None     # `svlora prepare --features` cache dir: no audio decoding
+    replay: str | None = None            # general-domain manifest mixed into training
+    replay_ratio: float = 0.0            # share of training clips drawn from `replay`
+    retention: str | None = None         # general-domain manifest scored at every validation
+    balance_emotions: bool = False       # draw clips inversely to their emotion's frequency
 
 
 @dataclass
@@ -23,7 +30,11 @@ class LoraSettings:
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05
-    # Non-LoRA parameter name substrings that may also train (PEFT modules_to_save style).
+    use_rslora: bool = False   # scale by alpha/sqrt(r) instead of alpha/r
+    use_dora: bool = False     # weight-decomposed LoRA
+    # Whole modules trained and saved with the adapter: ctc_head, query_embed.
+    modules_to_save: list[str] = field(default_factory=list)
+    # Non-LoRA parameter name substrings that may also train (kept in the base, not the adapter).
     also_train: list[str] = field(default_factory=list)
 
 
@@ -38,7 +49,18 @@ class OptimSettings:
     lr: float = 2e-4
     weight_decay: float = 0.01
     warmup_steps: int = 50
+    schedule: str = "cosine"  # cosine (to min_lr_ratio) | linear | constant, after warmup
+    min_lr_ratio: float = 0.1
     grad_clip: float = 5.0
+
+
+@dataclass
+class AugmentSettings:
+    specaugment: bool = False  # mask mel bands and time spans of the training features
+    freq_masks: int = 2
+    freq_width: int = 15       # of 80 mel bins
+    time_masks: int = 2
+    time_width: int = 10       # LFR frames (60 ms each)
 
 
 @dataclass
@@ -46,9 +68,22 @@ class TrainSettings:
     max_steps: int = 1000
     epochs: int = 0  # > 0: train this many passes over the data instead of max_steps
     eval_every: int = 100
+    checkpoint_every: int = 0  # steps between resumable checkpoints; 0: at every eval
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on a bf16 GPU, else fp32) | fp32 | bf16
+    gradient_checkpointing: bool = True  # recompute encoder blocks in backward: less memory
     select_metric: str = "val_loss"  # val_loss | val_cer | val_emotion_accuracy
+    early_stopping_patience: int = 0  # stop after this many evals without a better metric; 0: off
+    retention_guard: float = 0.01  # a checkpoint is "best" only if retention CER rose ≤ this
+    max_memory_gb: float = 10.0    # --preflight fails above this peak
+
+
+@dataclass
+class LoggingSettings:
+    tensorboard: bool = False  # OUT/tensorboard event files
+    wandb: bool = False        # offline unless WANDB_MODE says otherwise; `wandb sync` later
+    wandb_project: str = "svlora"
 
 
 @dataclass
@@ -61,20 +96,35 @@ class Recipe:
     lora: LoraSettings = field(default_factory=LoraSettings)
     loss: LossSettings = field(default_factory=LossSettings)
     optim: OptimSettings = field(default_factory=OptimSettings)
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
 
     def validate(self, where: str) -> None:
-        if self.mode not in ("lora", "full"):
-            raise RecipeError(f"{where}: mode={self.mode!r}; use lora or full")
+        def require(ok: bool, message: str) -> None:
+            if not ok:
+                raise RecipeError(f"{where}: {message}")
+
+        require(self.mode in ("lora", "full"), f"mode={self.mode!r}; use lora or full")
         unknown = sorted(set(self.lora.targets) - {"attention", "ffn"})
-        if unknown or not self.lora.targets:
-            raise RecipeError(f"{where}: lora.targets={self.lora.targets}; choose from attention, ffn")
-        if self.train.select_metric not in ("val_loss", "val_cer", "val_emotion_accuracy"):
-            raise RecipeError(f"{where}: train.select_metric={self.train.select_metric!r}; use "
-                              "val_loss, val_cer or val_emotion_accuracy")
-        if self.train.max_steps <= 0 or self.train.eval_every <= 0 or self.train.epochs < 0:
-            raise RecipeError(f"{where}: train.max_steps and train.eval_every must be positive, "
-                              "train.epochs zero or positive")
+        require(not unknown and bool(self.lora.targets),
+                f"lora.targets={self.lora.targets}; choose from attention, ffn")
+        unknown = sorted(set(self.lora.modules_to_save) - set(MODULES_TO_SAVE))
+        require(not unknown, f"lora.modules_to_save={self.lora.modules_to_save}; choose from "
+                f"{', '.join(MODULES_TO_SAVE)}")
+        require(self.train.select_metric in SELECT_METRICS,
+                f"train.select_metric={self.train.select_metric!r}; use {', '.join(SELECT_METRICS)}")
+        require(self.train.max_steps > 0 and self.train.eval_every > 0 and self.train.epochs >= 0
+                and self.train.checkpoint_every >= 0,
+                "train.max_steps and train.eval_every must be positive, train.epochs and "
+                "train.checkpoint_every zero or positive")
+        require(self.train.precision in ("auto", "fp32", "bf16"),
+                f"train.precision={self.train.precision!r}; use auto, fp32 or bf16")
+        require(self.optim.schedule in ("cosine", "linear", "constant"),
+                f"optim.schedule={self.optim.schedule!r}; use cosine, linear or constant")
+        require(0 <= self.data.replay_ratio < 1, "data.replay_ratio must be in [0, 1)")
+        require(self.data.replay_ratio == 0 or self.data.replay is not None,
+                "data.replay_ratio > 0 needs data.replay (a general-domain manifest)")
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:

@@ -1,8 +1,9 @@
-"""`svlora train`: the training loop. AdamW, warmup, clipping, periodic validation, best kept."""
+"""`svlora train`: the training loop. AdamW, warmup + schedule, clipping, bf16 autocast,
+gradient checkpointing, periodic validation with a retention guard, best kept, resumable
+checkpoints, DDP through accelerate (`accelerate launch -m svlora.cli train ...`)."""
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -17,9 +18,15 @@ from tqdm import tqdm
 from svlora.adapter_format import replace_dir, save_adapter
 from svlora.decoding import transcribe_features
 from svlora.errors import SvloraError
-from svlora.finetune.data import Example, build_examples, collate, make_batches
+from svlora.finetune.checkpoint import load_checkpoint, save_checkpoint
+from svlora.finetune.data import (Example, build_examples, collate, epoch_examples, make_batches,
+                                  spec_augment)
 from svlora.finetune.lora import attach_lora, check_trainable, trainable_summary
+from svlora.finetune.memory import (PeakMemory, autocast, enable_gradient_checkpointing,
+                                    resolve_precision, worst_case_batch)
+from svlora.finetune.objective import SenseVoiceObjective, loss_parts
 from svlora.finetune.recipe import Recipe
+from svlora.finetune.run_log import MetricsLog, plot_curves, write_run_info
 from svlora.io import write_text_atomic
 from svlora.labels import split_output
 from svlora.manifest import read_manifest
@@ -27,6 +34,17 @@ from svlora.metrics import accuracy, corpus_cer, normalize_text
 from svlora.model import BaseModel, load_base_model, weights_sha256, write_model_dir
 
 HIGHER_IS_BETTER = {"val_emotion_accuracy"}
+
+
+@dataclass
+class TrainResult:
+    output: Path                 # OUT/adapter (lora) or OUT/model (full), the best checkpoint
+    best: dict | None            # the metrics record of the best validation
+    trainable: int
+    total_parameters: int
+    seconds: float
+    model: torch.nn.Module       # the trained module as it ended (last step, not best)
+    stopped_early: bool = False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -37,49 +55,49 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def sensevoice_loss(sensevoice: torch.nn.Module, batch: dict, ctc_weight: float,
-                    rich_weight: float) -> tuple[torch.Tensor, dict]:
-    """FunASR's SenseVoice loss (CTC on text + CE on the 4 rich tags), with recipe weights."""
-    encoder_out, encoder_lengths = sensevoice.encode(batch["speech"], batch["speech_lengths"].clone(),
-                                                     batch["text"])
-    prefix = 4
-    loss_ctc, _ = sensevoice._calc_ctc_loss(encoder_out[:, prefix:], encoder_lengths - prefix,
-                                            batch["text"][:, prefix:], batch["text_lengths"] - prefix)
-    loss_rich, rich_accuracy = sensevoice._calc_rich_ce_loss(encoder_out[:, :prefix],
-                                                             batch["text"][:, :prefix])
-    loss = ctc_weight * loss_ctc + rich_weight * loss_rich
-    return loss, {"loss_ctc": float(loss_ctc.detach()), "loss_rich": float(loss_rich.detach()),
-                  "rich_accuracy": float(rich_accuracy)}
-
-
-def learning_rate_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warmup, then cosine decay to 10% of the peak."""
+def learning_rate_factor(step: int, warmup: int, total: int, schedule: str = "cosine",
+                         min_ratio: float = 0.1) -> float:
+    """Linear warmup, then cosine or linear decay to `min_ratio` of the peak, or constant."""
     if step < warmup:
         return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "constant":
+        return 1.0
+    if schedule == "linear":
+        return 1.0 - (1.0 - min_ratio) * progress
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-@torch.no_grad()
-def validate(base: BaseModel, examples: list[Example], recipe: Recipe, device: torch.device) -> dict:
-    """Validation loss plus greedy-decode emotion accuracy and CER."""
-    sensevoice = base.model
-    sensevoice.eval()
-    total_loss, total_clips = 0.0, 0
-    for batch in make_batches(examples, recipe.data.max_seconds_per_batch, rng=None):
-        loss, _ = sensevoice_loss(sensevoice, collate(batch, device), recipe.loss.ctc_weight,
-                                  recipe.loss.rich_weight)
-        total_loss += float(loss) * len(batch)
-        total_clips += len(batch)
+def decoded_scores(base: BaseModel, examples: list[Example]) -> tuple[float, float]:
+    """CER and emotion accuracy of greedy decoding on these clips."""
     outputs = [split_output(text) for text in transcribe_features(base, [e.features for e in examples])]
     languages = [e.row.text_language.strip("<|>") for e in examples]
     references = [normalize_text(e.row.target, lang) for e, lang in zip(examples, languages)]
     hypotheses = [normalize_text(o["text"], lang) for o, lang in zip(outputs, languages)]
-    sensevoice.train()
-    return {"val_loss": total_loss / max(1, total_clips),
-            "val_cer": corpus_cer(references, hypotheses),
-            "val_emotion_accuracy": accuracy([e.row.emo_target for e in examples],
-                                             [o["emotion"] for o in outputs])}
+    return (corpus_cer(references, hypotheses),
+            accuracy([e.row.emo_target for e in examples], [o["emotion"] for o in outputs]))
+
+
+@torch.no_grad()
+def validate(base: BaseModel, objective: SenseVoiceObjective, examples: list[Example],
+             retention: list[Example], recipe: Recipe, device: torch.device,
+             precision: str) -> dict:
+    """Validation loss, CER and emotion accuracy; retention CER when a retention set is given."""
+    objective.eval()
+    total_loss, total_clips = 0.0, 0
+    for batch in make_batches(examples, recipe.data.max_seconds_per_batch, rng=None):
+        inputs = collate(batch, device)
+        with autocast(device, precision):
+            loss, _ = objective(**inputs)
+        total_loss += float(loss) * len(batch)
+        total_clips += len(batch)
+    cer, emotion_accuracy = decoded_scores(base, examples)
+    record = {"val_loss": total_loss / max(1, total_clips), "val_cer": cer,
+              "val_emotion_accuracy": emotion_accuracy}
+    if retention:
+        record["retention_cer"] = decoded_scores(base, retention)[0]
+    objective.train()
+    return record
 
 
 def is_better(value: float, best: float | None, metric: str) -> bool:
@@ -88,111 +106,206 @@ def is_better(value: float, best: float | None, metric: str) -> bool:
     return value > best if metric in HIGHER_IS_BETTER else value < best
 
 
-def planned_steps(recipe: Recipe, examples: list[Example]) -> int:
-    """train.max_steps, or train.epochs passes over the training batches when epochs > 0."""
-    if recipe.train.epochs <= 0:
-        return recipe.train.max_steps
-    batches_per_epoch = len(make_batches(examples, recipe.data.max_seconds_per_batch,
-                                         random.Random(recipe.train.seed)))
-    return recipe.train.epochs * batches_per_epoch
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-@dataclass
-class TrainResult:
-    output: Path                 # OUT/adapter (lora) or OUT/model (full), the best checkpoint
-    best: dict                   # the metrics record of the best validation
-    trainable: int
-    total_parameters: int
-    seconds: float
-    model: torch.nn.Module       # the trained module as it ended (last step, not best)
+def planned_steps(recipe: Recipe, examples: list[Example], replay: list[Example]) -> int:
+    """train.max_steps, or train.epochs passes over the training batches when epochs > 0."""
+    if recipe.train.epochs <= 0:
+        return recipe.train.max_steps
+    return recipe.train.epochs * len(epoch_batches(recipe, examples, replay, epoch=0))
 
 
-def train(recipe: Recipe, overwrite: bool = False, log=print) -> TrainResult:
-    """Run the recipe; write OUT/adapter (lora) or OUT/model (full), metrics.jsonl, recipe.yaml.
+def epoch_batches(recipe: Recipe, examples: list[Example], replay: list[Example], epoch: int,
+                  world_size: int = 1) -> list[list[Example]]:
+    """The batches of one epoch, a pure function of (seed, epoch): resumes replay them exactly."""
+    rng = random.Random(recipe.train.seed * 1_000_003 + epoch)
+    clips = epoch_examples(examples, replay, recipe.data.replay_ratio,
+                           recipe.data.balance_emotions, rng)
+    batches = make_batches(clips, recipe.data.max_seconds_per_batch, rng)
+    usable = len(batches) - len(batches) % world_size  # every rank steps on every step
+    if usable == 0:
+        raise SvloraError(f"{len(batches)} batch(es) per epoch cannot feed {world_size} processes")
+    return batches[:usable]
 
-    An OUT that already holds a run is refused unless `overwrite` (then its log restarts).
-    """
-    out = Path(recipe.out)
-    if (out / "metrics.jsonl").exists() and not overwrite:
-        raise SvloraError(f"{out} already holds a training run; pass --overwrite to replace it or "
-                          "set out=ANOTHER_DIR")
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "recipe.yaml", yaml.safe_dump(asdict(recipe), sort_keys=False))
-    seed_everything(recipe.train.seed)
-    device = resolve_device(recipe.train.device)
-    base = load_base_model(recipe.model, device=str(device), hub=recipe.hub)
-    base_sha256 = weights_sha256(base.model_dir)
-    train_examples = build_examples(base, read_manifest(recipe.data.train), "train features",
-                                    recipe.data.feature_cache)
-    val_examples = build_examples(base, read_manifest(recipe.data.val), "val features",
-                                  recipe.data.feature_cache)
 
+def build_trainable(base: BaseModel, recipe: Recipe) -> tuple[torch.nn.Module, dict]:
     if recipe.mode == "lora":
-        trainable_model = attach_lora(base.model, recipe.lora)
-        summary = trainable_summary(trainable_model)
+        model = attach_lora(base.model, recipe.lora)
+        summary = trainable_summary(model)
         check_trainable(summary, recipe.lora)
     else:
-        trainable_model = base.model
-        summary = trainable_summary(trainable_model)
-    log(f"trainable parameters: {summary['trainable']:,} of {summary['total']:,} "
-        f"({100 * summary['trainable'] / summary['total']:.2f}%), mode={recipe.mode}")
+        model = base.model
+        summary = trainable_summary(model)
+    return model, summary
 
-    total_steps = planned_steps(recipe, train_examples)
-    parameters = [p for p in trainable_model.parameters() if p.requires_grad]
+
+def make_accelerator(device: torch.device):
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=device.type == "cpu", step_scheduler_with_optimizer=False)
+
+
+def train(recipe: Recipe, overwrite: bool = False, resume: bool = False, log=print) -> TrainResult:
+    """Run the recipe; write OUT/adapter (lora) or OUT/model (full), OUT/checkpoint,
+    metrics.jsonl, curves.png, run.json and recipe.yaml."""
+    out = Path(recipe.out)
+    if (out / "metrics.jsonl").exists() and not (overwrite or resume):
+        raise SvloraError(f"{out} already holds a training run; pass --resume to continue it, "
+                          "--overwrite to replace it, or set out=ANOTHER_DIR")
+    accelerator = make_accelerator(resolve_device(recipe.train.device))
+    device, main = accelerator.device, accelerator.is_main_process
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "recipe.yaml", yaml.safe_dump(asdict(recipe), sort_keys=False))
+    seed_everything(recipe.train.seed)
+    precision = resolve_precision(recipe.train.precision, device)
+    base = load_base_model(recipe.model, device=str(device), hub=recipe.hub)
+    base_sha256 = weights_sha256(base.model_dir)
+    cache = recipe.data.feature_cache
+    train_examples = build_examples(base, read_manifest(recipe.data.train), "train features", cache)
+    val_examples = build_examples(base, read_manifest(recipe.data.val), "val features", cache)
+    replay = build_examples(base, read_manifest(recipe.data.replay), "replay features", cache,
+                            replay=True) if recipe.data.replay else []
+    retention = build_examples(base, read_manifest(recipe.data.retention), "retention features",
+                               cache) if recipe.data.retention else []
+
+    trainable_model, summary = build_trainable(base, recipe)
+    if recipe.train.gradient_checkpointing:
+        enable_gradient_checkpointing(base.model)
+    log(f"trainable parameters: {summary['trainable']:,} of {summary['total']:,} "
+        f"({100 * summary['trainable'] / summary['total']:.2f}%), mode={recipe.mode}, "
+        f"precision={precision}, processes={accelerator.num_processes}")
+
+    objective = SenseVoiceObjective(trainable_model, base.model, recipe.loss.ctc_weight,
+                                    recipe.loss.rich_weight).to(device)
+    parameters = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=recipe.optim.lr,
                                   weight_decay=recipe.optim.weight_decay)
+    total_steps = planned_steps(recipe, train_examples, replay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(
-        step, recipe.optim.warmup_steps, total_steps))
-    batch_rng = random.Random(recipe.train.seed)
-    sensevoice = base.model
-    sensevoice.train()
-    best_value, best_metrics = None, None
-    metric = recipe.train.select_metric
+        step, recipe.optim.warmup_steps, total_steps, recipe.optim.schedule,
+        recipe.optim.min_lr_ratio))
+    state = {"step": 0, "epoch": 0, "batch_index": 0, "best_value": None, "best_metrics": None,
+             "evals_without_improvement": 0, "base_retention_cer": None}
+    if resume:
+        loaded = load_checkpoint(out, objective)
+        optimizer.load_state_dict(loaded.pop("optimizer"))
+        scheduler.load_state_dict(loaded.pop("scheduler"))
+        state.update(loaded)
+        log(f"resuming {out} at step {state['step']}")
+    elif retention:
+        state["base_retention_cer"] = decoded_scores(base, retention)[0]
+        log(f"retention CER before training: {state['base_retention_cer']:.4f}")
+    objective, optimizer = accelerator.prepare(objective, optimizer)
+    if main:
+        write_run_info(out, recipe, {"device": str(device), "precision": precision,
+                                     "processes": accelerator.num_processes,
+                                     "base_sha256": base_sha256, "total_steps": total_steps,
+                                     "trainable_parameters": summary["trainable"]})
+    metrics_log = MetricsLog(out, recipe, state["step"] if resume else None) if main else None
     started = time.time()
-    batches: list = []
-    with open(out / "metrics.jsonl", "w", encoding="utf-8") as metrics_log, \
-            tqdm(total=total_steps, desc="training", unit="step") as progress:
-        for step in range(1, total_steps + 1):
-            if not batches:
-                batches = make_batches(train_examples, recipe.data.max_seconds_per_batch, batch_rng)
-            batch = batches.pop()
-            loss, parts = sensevoice_loss(sensevoice, collate(batch, device),
-                                          recipe.loss.ctc_weight, recipe.loss.rich_weight)
-            if not torch.isfinite(loss):
-                raise SvloraError(f"step {step}: loss is {float(loss)}; batch clips: "
-                                  f"{', '.join(e.row.key for e in batch)}; lower optim.lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, recipe.optim.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            record = {"step": step, "loss": loss.item(), **parts, "lr": scheduler.get_last_lr()[0],
-                      "elapsed_s": round(time.time() - started, 2)}
-            progress.update(1)
-            progress.set_postfix(loss=f"{record['loss']:.3f}")
-            if step % recipe.train.eval_every == 0 or step == total_steps:
-                record.update(validate(base, val_examples, recipe, device))
-                if is_better(record[metric], best_value, metric):
-                    best_value, best_metrics = record[metric], dict(record)
-                    save_checkpoint(recipe, trainable_model, base, base_sha256, best_metrics, summary)
-                tqdm.write(f"step {step}: " + ", ".join(
-                    f"{k}={record[k]:.4f}" for k in ("val_loss", "val_cer", "val_emotion_accuracy")))
-            metrics_log.write(json.dumps(record) + "\n")
-            metrics_log.flush()
+    stopped_early = False
+    checkpoint_every = recipe.train.checkpoint_every or recipe.train.eval_every
+    batches = epoch_batches(recipe, train_examples, replay, state["epoch"], accelerator.num_processes)
+    objective.train()
+    try:
+        with tqdm(total=total_steps, initial=state["step"], desc="training", unit="step",
+                  disable=not main) as progress:
+            while state["step"] < total_steps:
+                if state["batch_index"] >= len(batches):
+                    state["epoch"] += 1
+                    state["batch_index"] = 0
+                    batches = epoch_batches(recipe, train_examples, replay, state["epoch"],
+                                            accelerator.num_processes)
+                batch = batches[state["batch_index"] + accelerator.process_index]
+                state["batch_index"] += accelerator.num_processes
+                state["step"] += 1
+                step = state["step"]
+                record = train_step(objective, optimizer, scheduler, parameters, batch, recipe,
+                                    device, precision, accelerator, step)
+                record["elapsed_s"] = round(time.time() - started, 2)
+                progress.update(1)
+                progress.set_postfix(loss=f"{record['loss']:.3f}")
+                if step % recipe.train.eval_every == 0 or step == total_steps:
+                    record.update(validate(base, accelerator.unwrap_model(objective), val_examples,
+                                           retention, recipe, device, precision))
+                    stopped_early = consider_best(record, state, recipe, trainable_model, base,
+                                                  base_sha256, summary, main)
+                    if main:
+                        tqdm.write(f"step {step}: " + ", ".join(
+                            f"{k}={record[k]:.4f}" for k in ("val_loss", "val_cer",
+                                                             "val_emotion_accuracy", "retention_cer")
+                            if k in record))
+                if main:
+                    metrics_log.write(record)
+                if main and (step % checkpoint_every == 0 or step == total_steps or stopped_early):
+                    save_checkpoint(out, accelerator.unwrap_model(objective), {
+                        **state, "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict()})
+                if stopped_early:
+                    log(f"early stop at step {step}: {recipe.train.select_metric} did not improve "
+                        f"in {recipe.train.early_stopping_patience} evaluations")
+                    break
+    finally:
+        if main:
+            metrics_log.close()
+            plot_curves(out / "metrics.jsonl", out / "curves.png")
+    accelerator.wait_for_everyone()
     return TrainResult(output=out / ("adapter" if recipe.mode == "lora" else "model"),
-                       best=best_metrics, trainable=summary["trainable"],
+                       best=state["best_metrics"], trainable=summary["trainable"],
                        total_parameters=summary["total"], seconds=round(time.time() - started, 1),
-                       model=trainable_model)
+                       model=trainable_model, stopped_early=stopped_early)
 
 
-def save_checkpoint(recipe: Recipe, trainable_model, base: BaseModel, base_sha256: str,
-                    metrics: dict, summary: dict) -> None:
+def train_step(objective, optimizer, scheduler, parameters, batch, recipe: Recipe,
+               device: torch.device, precision: str, accelerator, step: int) -> dict:
+    """One optimizer step on one batch; a non-finite loss stops the run naming the clips."""
+    inputs = collate(batch, device)
+    if recipe.augment.specaugment:
+        generator = torch.Generator().manual_seed(recipe.train.seed * 7919 + step)
+        inputs["speech"] = spec_augment(inputs["speech"].cpu(), inputs["speech_lengths"].cpu(),
+                                        recipe.augment, generator).to(device)
+    with autocast(device, precision):
+        loss, parts = objective(**inputs)
+    if not torch.isfinite(loss):
+        raise SvloraError(f"step {step}: loss is {float(loss)}; batch clips: "
+                          f"{', '.join(e.row.key for e in batch)}; the last good checkpoint is "
+                          f"in {recipe.out}/checkpoint; lower optim.lr or check these clips")
+    optimizer.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    grad_norm = accelerator.clip_grad_norm_(parameters, recipe.optim.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    return {"step": step, "loss": loss.item(), **loss_parts(parts), "grad_norm": float(grad_norm),
+            "lr": scheduler.get_last_lr()[0], "clips": len(batch),
+            "replay_clips": sum(e.replay for e in batch)}
+
+
+def consider_best(record: dict, state: dict, recipe: Recipe, trainable_model, base: BaseModel,
+                  base_sha256: str, summary: dict, main: bool) -> bool:
+    """Keep the checkpoint if it is the best that passes the retention guard; True = stop."""
+    metric = recipe.train.select_metric
+    guard_ok = True
+    if state["base_retention_cer"] is not None and "retention_cer" in record:
+        record["retention_guard_ok"] = guard_ok = \
+            record["retention_cer"] <= state["base_retention_cer"] + recipe.train.retention_guard
+    if guard_ok and is_better(record[metric], state["best_value"], metric):
+        state["best_value"], state["best_metrics"] = record[metric], dict(record)
+        state["evals_without_improvement"] = 0
+        if main:
+            save_best(recipe, trainable_model, base, base_sha256, dict(record), summary)
+        return False
+    state["evals_without_improvement"] += 1
+    patience = recipe.train.early_stopping_patience
+    return patience > 0 and state["evals_without_improvement"] >= patience
+
+
+def save_best(recipe: Recipe, trainable_model, base: BaseModel, base_sha256: str,
+              metrics: dict, summary: dict) -> None:
     out = Path(recipe.out)
     if recipe.mode == "lora":
         save_adapter(trainable_model, out / "adapter", {
@@ -203,3 +316,46 @@ def save_checkpoint(recipe: Recipe, trainable_model, base: BaseModel, base_sha25
         staging = out / ".model.staging"
         write_model_dir(base.model.state_dict(), base.model_dir, staging)
         replace_dir(staging, out / "model")
+
+
+def preflight(recipe: Recipe, log=print) -> dict:
+    """One forward/backward/step on the largest batch the recipe can make; peak memory
+    checked against train.max_memory_gb."""
+    device = resolve_device(recipe.train.device)
+    precision = resolve_precision(recipe.train.precision, device)
+    seed_everything(recipe.train.seed)
+    base = load_base_model(recipe.model, device=str(device), hub=recipe.hub)
+    trainable_model, summary = build_trainable(base, recipe)
+    if recipe.train.gradient_checkpointing:
+        enable_gradient_checkpointing(base.model)
+    objective = SenseVoiceObjective(trainable_model, base.model, recipe.loss.ctc_weight,
+                                    recipe.loss.rich_weight).to(device)
+    optimizer = torch.optim.AdamW([p for p in objective.parameters() if p.requires_grad],
+                                  lr=recipe.optim.lr)
+    batch = worst_case_batch(read_manifest(recipe.data.train), recipe.data.max_seconds_per_batch,
+                             device)
+    objective.train()
+    with PeakMemory(device) as peak:
+        started = time.time()
+        with autocast(device, precision):
+            loss, _ = objective(batch["speech"], batch["speech_lengths"], batch["text"],
+                                batch["text_lengths"])
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.time() - started
+    result = {"peak_gib": round(peak.gib, 3), "memory": peak.kind, "batch_clips": batch["clips"],
+              "batch_audio_seconds": round(batch["seconds"], 1), "step_seconds": round(seconds, 3),
+              "precision": precision, "device": str(device),
+              "gradient_checkpointing": recipe.train.gradient_checkpointing,
+              "trainable_parameters": summary["trainable"], "limit_gib": recipe.train.max_memory_gb}
+    log(f"preflight: {batch['clips']} clips x {batch['seconds'] / batch['clips']:.1f}s "
+        f"({batch['seconds']:.0f}s padded audio), {precision}, one step {seconds:.2f}s, "
+        f"peak {peak.kind} {peak.gib:.2f} GiB (limit {recipe.train.max_memory_gb} GiB)")
+    if peak.gib > recipe.train.max_memory_gb:
+        raise SvloraError(
+            f"preflight peak {peak.gib:.2f} GiB exceeds train.max_memory_gb="
+            f"{recipe.train.max_memory_gb}: lower data.max_seconds_per_batch, set "
+            "train.gradient_checkpointing=true, train.precision=bf16 (GPU), or a smaller lora.r")
+    return result

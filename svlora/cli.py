@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="dotted key=value, e.g. optim.lr=1e-4")
     train.add_argument("--print-config", action="store_true", help="print the resolved recipe, exit")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in `out`")
+    train.add_argument("--resume", action="store_true", help="continue the run in `out` from "
+                       "its last checkpoint")
+    train.add_argument("--preflight", action="store_true", help="one step on the largest batch: "
+                       "print peak memory, fail above train.max_memory_gb")
 
     evaluate = commands.add_parser("eval", help="A/B: base vs base+adapter on the same clips")
     _add_model_args(evaluate)
@@ -148,7 +152,12 @@ def run_train(args) -> None:
     if args.print_config:
         print(yaml.safe_dump(asdict(recipe), sort_keys=False), end="")
         return
-    result = train(recipe, overwrite=args.overwrite)
+    if args.preflight:
+        from svlora.finetune.train import preflight
+
+        print(json.dumps(preflight(recipe, log=lambda m: print(m, file=sys.stderr))))
+        return
+    result = train(recipe, overwrite=args.overwrite, resume=args.resume)
     print(f"best: {json.dumps(result.best)}")
     print(f"wrote {result.output}")
 
