@@ -45,6 +45,7 @@ class TrainResult:
     seconds: float
     model: torch.nn.Module       # the trained module as it ended (last step, not best)
     stopped_early: bool = False
+    is_main_process: bool = True  # False on the other ranks of a multi-process run
 
 
 def resolve_device(name: str) -> torch.device:
@@ -82,8 +83,25 @@ def decoded_scores(base: BaseModel, examples: list[Example]) -> tuple[float, flo
 def validate(base: BaseModel, objective: SenseVoiceObjective, examples: list[Example],
              retention: list[Example], recipe: Recipe, device: torch.device,
              precision: str) -> dict:
-    """Validation loss, CER and emotion accuracy; retention CER when a retention set is given."""
+    """Validation loss, CER and emotion accuracy; retention CER when a retention set is given.
+
+    FunASR's encode replaces the language query at random (p=0.2) even in eval mode, so the
+    loss runs under a fixed seed: the same on every rank and after a resume.
+    """
     objective.eval()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        record = validation_loss(objective, examples, recipe, device, precision)
+    cer, emotion_accuracy = decoded_scores(base, examples)
+    record.update(val_cer=cer, val_emotion_accuracy=emotion_accuracy)
+    if retention:
+        record["retention_cer"] = decoded_scores(base, retention)[0]
+    objective.train()
+    return record
+
+
+def validation_loss(objective: SenseVoiceObjective, examples: list[Example], recipe: Recipe,
+                    device: torch.device, precision: str) -> dict:
     total_loss, total_clips = 0.0, 0
     for batch in make_batches(examples, recipe.data.max_seconds_per_batch, rng=None):
         inputs = collate(batch, device)
@@ -91,13 +109,7 @@ def validate(base: BaseModel, objective: SenseVoiceObjective, examples: list[Exa
             loss, _ = objective(**inputs)
         total_loss += float(loss) * len(batch)
         total_clips += len(batch)
-    cer, emotion_accuracy = decoded_scores(base, examples)
-    record = {"val_loss": total_loss / max(1, total_clips), "val_cer": cer,
-              "val_emotion_accuracy": emotion_accuracy}
-    if retention:
-        record["retention_cer"] = decoded_scores(base, retention)[0]
-    objective.train()
-    return record
+    return {"val_loss": total_loss / max(1, total_clips)}
 
 
 def is_better(value: float, best: float | None, metric: str) -> bool:
@@ -258,7 +270,7 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False, log=pri
     return TrainResult(output=out / ("adapter" if recipe.mode == "lora" else "model"),
                        best=state["best_metrics"], trainable=summary["trainable"],
                        total_parameters=summary["total"], seconds=round(time.time() - started, 1),
-                       model=trainable_model, stopped_early=stopped_early)
+                       model=trainable_model, stopped_early=stopped_early, is_main_process=main)
 
 
 def train_step(objective, optimizer, scheduler, parameters, batch, recipe: Recipe,
@@ -272,7 +284,7 @@ def train_step(objective, optimizer, scheduler, parameters, batch, recipe: Recip
     with autocast(device, precision):
         loss, parts = objective(**inputs)
     if not torch.isfinite(loss):
-        raise SvloraError(f"step {step}: loss is {float(loss)}; batch clips: "
+        raise SvloraError(f"step {step}: loss is {loss.item()}; batch clips: "
                           f"{', '.join(e.row.key for e in batch)}; the last good checkpoint is "
                           f"in {recipe.out}/checkpoint; lower optim.lr or check these clips")
     optimizer.zero_grad(set_to_none=True)
@@ -280,8 +292,10 @@ def train_step(objective, optimizer, scheduler, parameters, batch, recipe: Recip
     grad_norm = accelerator.clip_grad_norm_(parameters, recipe.optim.grad_clip)
     optimizer.step()
     scheduler.step()
+    # clips stepped on by every process together: proof that each rank trained
+    all_clips = accelerator.reduce(torch.tensor(len(batch), device=device), reduction="sum")
     return {"step": step, "loss": loss.item(), **loss_parts(parts), "grad_norm": float(grad_norm),
-            "lr": scheduler.get_last_lr()[0], "clips": len(batch),
+            "lr": scheduler.get_last_lr()[0], "clips": len(batch), "clips_all_ranks": int(all_clips),
             "replay_clips": sum(e.replay for e in batch)}
 
 

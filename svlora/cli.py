@@ -158,8 +158,9 @@ def run_train(args) -> None:
         print(json.dumps(preflight(recipe, log=lambda m: print(m, file=sys.stderr))))
         return
     result = train(recipe, overwrite=args.overwrite, resume=args.resume)
-    print(f"best: {json.dumps(result.best)}")
-    print(f"wrote {result.output}")
+    if result.is_main_process:
+        print(f"best: {json.dumps(result.best)}")
+        print(f"wrote {result.output}")
 
 
 def run_eval(args) -> None:
