@@ -53,8 +53,31 @@ def enable_gradient_checkpointing(sensevoice: torch.nn.Module) -> int:
     return len(blocks)
 
 
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark for this process (Linux); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
 class PeakMemory:
-    """Peak memory of a region: CUDA allocator peak on a GPU, process peak RSS on a CPU."""
+    """Peak memory of a region: CUDA allocator peak on a GPU, process peak RSS on a CPU
+    (whole-process, so it includes the weights and Python; reset at entry where Linux allows)."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -63,6 +86,8 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            reset_peak_rss()
         return self
 
     def __exit__(self, *exc):
@@ -73,8 +98,7 @@ class PeakMemory:
     def gib(self) -> float:
         if self.device.type == "cuda":
             return torch.cuda.max_memory_allocated(self.device) / GIB
-        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / GIB
+        return peak_rss_bytes() / GIB
 
     @property
     def kind(self) -> str:

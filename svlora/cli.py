@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = commands.add_parser("make-tiny-model", help="write a tiny SenseVoiceSmall-layout model dir")
     tiny.add_argument("out_dir")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--full-size", action="store_true",
+                      help="SenseVoiceSmall's real sizes (~234M random parameters; benchmarks)")
 
     prep = commands.add_parser("prepare", help="validate clips and labels into SenseVoice manifests")
     prep.add_argument("input", help="a CSV/JSONL file, a manifest, or a folder (folder, kaldi, presets)")
@@ -101,9 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_make_tiny_model(args) -> None:
-    from svlora.tiny_model import make_tiny_model, saved_parameter_count
+    from svlora.tiny_model import full_size_spec, make_tiny_model, saved_parameter_count
 
-    out = make_tiny_model(args.out_dir, seed=args.seed)
+    out = make_tiny_model(args.out_dir, seed=args.seed,
+                          spec=full_size_spec() if args.full_size else None)
     print(f"wrote {out} ({saved_parameter_count(out):,} parameters)")
 
 

@@ -190,10 +190,15 @@ def saved_parameter_count(model_dir: str | Path) -> int:
     return sum(tensor.numel() for tensor in state.values())
 
 
+def full_size_spec() -> TinyModelSpec:
+    """SenseVoiceSmall's real encoder sizes (~234M parameters), for benchmarks."""
+    return TinyModelSpec(**FULL_SIZE_ENCODER)
+
+
 def full_size_config() -> dict:
     """SenseVoiceSmall's real architecture (for memory and speed benchmarks)."""
     return sensevoice_config(dict(FULL_SIZE_ENCODER))
 
 
-__all__ = ["TinyModelSpec", "make_tiny_model", "build_model", "full_size_config",
+__all__ = ["TinyModelSpec", "make_tiny_model", "full_size_spec", "build_model", "full_size_config",
            "sensevoice_config", "parameter_count", "saved_parameter_count", "BPE_MODEL_NAME"]
