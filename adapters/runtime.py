@@ -21,10 +21,11 @@ class SenseVoiceRuntime:
     adapter_meta: dict | None = None
     peft_model: object | None = None  # the PeftModel while an adapter is attached, unmerged
 
-    def transcribe(self, paths: list[str | Path], batch_size: int = 16, language: str = "auto",
-                   itn: str = "woitn") -> list[dict]:
+    def transcribe(self, paths: list[str | Path], max_seconds_per_batch: float = 240.0,
+                   language: str = "auto", itn: str = "woitn") -> list[dict]:
         """One dict per file: path, raw output, text, language, emotion and event tags."""
-        raws = transcribe_paths(self.base, [str(p) for p in paths], batch_size, language, itn)
+        raws = transcribe_paths(self.base, [str(p) for p in paths], max_seconds_per_batch,
+                                language, itn)
         return [{"path": str(path), "raw": raw, **split_output(raw)} for path, raw in zip(paths, raws)]
 
     def merge(self) -> None:

@@ -1,49 +1,175 @@
-"""`svlora eval`: decode the same test clips with the base and with base+adapter, score both,
-write report.json, report.md, predictions.jsonl and confusion.png."""
+"""`svlora eval`: decode the same test clips with the base and with every other arm (adapters),
+score them with intervals and paired tests, add retention and gates, and write report.json,
+report.md, report.html, predictions.jsonl and the confusion PNGs. Decoded outputs are cached
+by (model hash, adapter hash, manifest hash, decoding settings): a re-run recomputes nothing."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from svlora.adapter_format import attach_adapter
+from svlora.adapter_format import check_adapter_matches_base, read_adapter_meta
 from svlora.decoding import transcribe_features
-from svlora.eval.report import plot_confusions, render_markdown
-from svlora.eval.scoring import arm_metrics, metric_delta, score_clip
+from svlora.errors import SvloraError
+from svlora.eval.gates import check_gates, parse_gates
+from svlora.eval.report import render_html, render_markdown, write_confusion_pngs
+from svlora.eval.scoring import arm_metrics, bootstrap_indices, metric_delta, score_clip
+from svlora.eval.slices import changed_clips, slice_table
 from svlora.features import row_features
-from svlora.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
-from svlora.manifest import read_manifest
-from svlora.model import load_base_model, weights_sha256
+from svlora.io import sha256_file, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from svlora.manifest import ManifestRow, read_manifest
+from svlora.model import BaseModel, load_base_model, weights_sha256
 
-REPORT_VERSION = 1
+REPORT_SCHEMA = "svlora-eval-report"
+REPORT_VERSION = 2
+DECODING_VERSION = 1  # bump when decoding changes, to invalidate cached predictions
 
 
-def evaluate(model: str, data: str, out: str, adapter: str | None = None, device: str = "cpu",
-             hub: str = "ms", batch_size: int = 16, allow_base_mismatch: bool = False,
-             feature_cache: str | None = None) -> dict:
-    """Score base (and base+adapter) on every clip of `data`; return the report dict."""
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    adapter: str | None = None  # None: the base model itself
+
+
+def parse_arms(adapters: list[str]) -> list[Arm]:
+    """'base' plus one arm per --adapter PATH or NAME=PATH (names default to 'adapter' or the
+    adapter's parent run folder)."""
+    arms = [Arm("base")]
+    for spec in adapters:
+        name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        if not name:
+            name = "adapter" if len(adapters) == 1 else Path(path).resolve().parent.name \
+                if Path(path).name == "adapter" else Path(path).name
+        if name in {a.name for a in arms}:
+            raise SvloraError(f"--adapter {spec}: arm name {name!r} is used twice; name it NAME=PATH")
+        arms.append(Arm(name, path))
+    return arms
+
+
+class PredictionCache:
+    def __init__(self, directory: Path | None):
+        self.directory = directory
+
+    def key(self, base_sha256: str, arm: Arm, manifest: str, max_seconds: float) -> str:
+        adapter_sha = sha256_file(Path(arm.adapter) / "adapter_model.safetensors") if arm.adapter else None
+        identity = {"model": base_sha256, "adapter": adapter_sha, "manifest": sha256_file(manifest),
+                    "max_seconds": max_seconds, "decoding": DECODING_VERSION}
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+
+    def load(self, key: str) -> dict | None:
+        path = self.directory / f"{key}.json" if self.directory else None
+        return json.loads(path.read_text()) if path and path.is_file() else None
+
+    def store(self, key: str, outputs: dict) -> None:
+        if self.directory:
+            write_json_atomic(self.directory / f"{key}.json", outputs)
+
+
+class ArmDecoder:
+    """Decodes manifests with the base and then each adapter, loading features only on a miss."""
+
+    def __init__(self, base: BaseModel, base_sha256: str, cache: PredictionCache,
+                 max_seconds: float, feature_cache: str | None, allow_base_mismatch: bool):
+        self.base, self.base_sha256, self.cache = base, base_sha256, cache
+        self.max_seconds, self.feature_cache = max_seconds, feature_cache
+        self.allow_base_mismatch = allow_base_mismatch
+        self.peft_model = None
+        self.features: dict[str, list] = {}
+
+    def activate(self, arm: Arm) -> None:
+        if arm.adapter is None:
+            return
+        from peft import PeftModel
+
+        meta = read_adapter_meta(arm.adapter)
+        check_adapter_matches_base(meta, arm.adapter, self.base_sha256, self.allow_base_mismatch)
+        if self.peft_model is None:
+            self.peft_model = PeftModel.from_pretrained(self.base.model, arm.adapter,
+                                                        adapter_name=arm.name)
+        else:
+            self.peft_model.load_adapter(arm.adapter, adapter_name=arm.name)
+        self.peft_model.set_adapter(arm.name)
+        self.peft_model.eval()
+
+    def decode(self, arm: Arm, manifest: str, rows: list[ManifestRow]) -> list[str]:
+        key = self.cache.key(self.base_sha256, arm, manifest, self.max_seconds)
+        cached = self.cache.load(key)
+        if cached is not None and all(row.key in cached for row in rows):
+            return [cached[row.key] for row in rows]
+        if manifest not in self.features:
+            self.features[manifest] = row_features(self.base, rows, f"features {Path(manifest).name}",
+                                                   self.feature_cache)
+        outputs = transcribe_features(self.base, self.features[manifest], self.max_seconds,
+                                      itn=[row.with_or_wo_itn.strip("<|>") for row in rows])
+        self.cache.store(key, {row.key: raw for row, raw in zip(rows, outputs)})
+        return outputs
+
+
+def score_manifest(rows: list[ManifestRow], raw_by_arm: dict[str, list[str]], resamples: int,
+                   seed: int) -> tuple[dict, dict, dict]:
+    """(clips by arm, metrics by arm, deltas vs base by arm)."""
+    clips = {arm: [score_clip(row, raw) for row, raw in zip(rows, raws)]
+             for arm, raws in raw_by_arm.items()}
+    indices = bootstrap_indices(len(rows), resamples, seed)
+    metrics = {arm: arm_metrics(rows, arm_clips, indices) for arm, arm_clips in clips.items()}
+    deltas = {arm: metric_delta(rows, clips["base"], arm_clips, indices)
+              for arm, arm_clips in clips.items() if arm != "base"}
+    return clips, metrics, deltas
+
+
+def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
+             general: str | None = None, gate: str | None = None, device: str = "cpu",
+             hub: str = "ms", max_seconds_per_batch: float = 240.0,
+             allow_base_mismatch: bool = False, feature_cache: str | None = None,
+             cache_dir: str | None = None, resamples: int = 1000, seed: int = 0) -> dict:
+    """Score every arm on every clip of `data` (and `general`); return the report dict."""
+    gates = parse_gates(gate)
+    arms = parse_arms(adapters or [])
     rows = read_manifest(data)
+    general_rows = read_manifest(general) if general else None
+    out_dir = Path(out)
     base = load_base_model(model, device=device, hub=hub)
     base_sha256 = weights_sha256(base.model_dir)
-    features = row_features(base, rows, "eval features", feature_cache)
-    outputs = {"base": transcribe_features(base, features, batch_size)}
-    if adapter is not None:
-        attach_adapter(base.model, adapter, base_sha256, allow_base_mismatch)
-        outputs["adapter"] = transcribe_features(base, features, batch_size)
+    decoder = ArmDecoder(base, base_sha256,
+                         PredictionCache(Path(cache_dir) if cache_dir else out_dir / "cache"),
+                         max_seconds_per_batch, feature_cache, allow_base_mismatch)
+    raw, raw_general = {}, {}
+    for arm in arms:  # base first: adapters are layered onto the same module afterwards
+        decoder.activate(arm)
+        raw[arm.name] = decoder.decode(arm, data, rows)
+        if general_rows:
+            raw_general[arm.name] = decoder.decode(arm, general, general_rows)
 
-    clips = {arm: [score_clip(row, raw) for row, raw in zip(rows, raws)]
-             for arm, raws in outputs.items()}
-    report = {"version": REPORT_VERSION, "model": str(model), "base_sha256": base_sha256,
-              "adapter_path": adapter, "data": str(data)}
-    report.update({arm: arm_metrics(rows, arm_clips) for arm, arm_clips in clips.items()})
-    if adapter is not None:
-        report["delta"] = metric_delta(report["base"], report["adapter"])
+    clips, metrics, deltas = score_manifest(rows, raw, resamples, seed)
+    report = {"schema": REPORT_SCHEMA, "version": REPORT_VERSION, "model": str(model),
+              "base_sha256": base_sha256, "data": str(data), "data_sha256": sha256_file(data),
+              "n": len(rows), "bootstrap": {"resamples": resamples, "seed": seed},
+              "arm_names": [a.name for a in arms],
+              "adapters": {a.name: a.adapter for a in arms if a.adapter},
+              "arms": metrics, "deltas": deltas}
+    # the walking skeleton's keys: base, the first adapter, and their delta
+    report["base"] = metrics["base"]
+    report["adapter_path"] = arms[1].adapter if len(arms) > 1 else None
+    if len(arms) > 1:
+        report["adapter"], report["delta"] = metrics[arms[1].name], deltas[arms[1].name]
+    if general_rows:
+        _, general_metrics, general_deltas = score_manifest(general_rows, raw_general, resamples, seed)
+        report["retention"] = {"data": str(general), "n": len(general_rows),
+                               "arms": general_metrics, "delta": general_deltas}
+    report["slices"] = slice_table(rows, clips)
+    report["changed_clips"] = {arm: changed_clips(rows, clips["base"], arm_clips)
+                               for arm, arm_clips in clips.items() if arm != "base"}
+    report["gates"] = check_gates(gates, deltas, report.get("retention")) if gates else {}
+    report["gates_passed"] = all(c["passed"] for checks in report["gates"].values() for c in checks)
 
-    out_dir = Path(out)
     predictions = [{"key": row.key, "source": row.source, "reference": row.target,
-                    "reference_emotion": row.emo_target,
-                    **{arm: clips[arm][i] for arm in clips}} for i, row in enumerate(rows)]
+                    "reference_emotion": row.emo_target, **{arm: clips[arm][i] for arm in clips}}
+                   for i, row in enumerate(rows)]
     write_jsonl_atomic(out_dir / "predictions.jsonl", predictions)
-    plot_confusions(report, out_dir / "confusion.png")
+    images = write_confusion_pngs(report, out_dir)
     write_text_atomic(out_dir / "report.md", render_markdown(report))
+    write_text_atomic(out_dir / "report.html", render_html(report, images))
     write_json_atomic(out_dir / "report.json", report)
     return report

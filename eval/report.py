@@ -1,86 +1,277 @@
-"""Render an A/B report dict as Markdown and a confusion-matrix PNG."""
+"""Render the A/B report: a verdict first, then Markdown tables, confusion PNGs (counts and
+row-normalised) and a self-contained HTML page with the images embedded."""
 
 from __future__ import annotations
 
+import base64
+import html
 from pathlib import Path
 
 import numpy as np
 
+from svlora.eval.scoring import HEADLINE, LOWER_IS_BETTER
 from svlora.io import atomic_path
+
+LABELS = {"error_rate": "error rate", "cer": "CER", "wer": "WER",
+          "emotion_accuracy": "emotion acc", "emotion_ua": "emotion UA",
+          "emotion_macro_f1": "emotion macro-F1"}
 
 
 def _tag(tag: str) -> str:
     return tag.strip("<|>")
 
 
+def _fmt(value, digits: int = 4) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _ci(interval) -> str:
+    return "" if not interval else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def _p(value: float, resamples: int | None = None) -> str:
+    """A p-value; a bootstrap p of 0 only says 'below 1/resamples'."""
+    if value == 0 and resamples:
+        return f"p<{1 / resamples:.0g}"
+    return f"p={value:.3g}"
+
+
+def significant(delta: dict, metric: str) -> bool:
+    return delta.get("p_value", {}).get(metric, 1.0) < 0.05
+
+
 def verdict(report: dict) -> str:
-    """One sentence a reader sees first."""
-    if "adapter" not in report:
-        base = report["base"]
-        return f"Base only: CER {base['cer']:.3f}, emotion accuracy {base['emotion_accuracy']:.3f}."
-    delta = report["delta"]
-    cer_word = "lower" if delta["cer"] < 0 else "higher" if delta["cer"] > 0 else "equal"
-    emo_word = "higher" if delta["emotion_accuracy"] > 0 else \
-        "lower" if delta["emotion_accuracy"] < 0 else "equal"
-    return (f"With the adapter, CER is {cer_word} ({delta['cer']:+.3f}) and emotion accuracy is "
-            f"{emo_word} ({delta['emotion_accuracy']:+.3f}) on the same {report['base']['n']} clips.")
+    """One paragraph a reader sees first."""
+    base = report["base"]
+    if not report.get("deltas"):
+        return (f"Base only, {report['n']} clips: error rate {_fmt(base['error_rate'], 3)}, "
+                f"emotion accuracy {_fmt(base['emotion_accuracy'], 3)}.")
+    sentences = []
+    for arm, delta in report["deltas"].items():
+        parts = []
+        for metric in ("error_rate", "emotion_accuracy", "emotion_ua"):
+            if metric not in delta:
+                continue
+            better = delta[metric] < 0 if metric in LOWER_IS_BETTER else delta[metric] > 0
+            word = ("better" if better else "worse") if delta[metric] != 0 else "unchanged"
+            sure = "significant" if significant(delta, metric) else "not significant"
+            resamples = report["bootstrap"]["resamples"]
+            parts.append(f"{LABELS[metric]} {word}: Δ {delta[metric]:+.3f}, 95% CI "
+                         f"{_ci(delta['ci95'][metric])}, {_p(delta['p_value'][metric], resamples)} "
+                         f"({sure})")
+        sentences.append(f"{arm} vs base on the same {report['n']} clips: " + "; ".join(parts) + ".")
+        retention = report.get("retention")
+        if retention:
+            general = retention["delta"][arm]
+            sentences.append(f"General-domain error rate: Δ {general['error_rate']:+.3f}, 95% CI "
+                             f"{_ci(general['ci95']['error_rate'])}.")
+    if report.get("gates"):
+        sentences.append("Gates: " + ("all passed." if report["gates_passed"] else "FAILED."))
+    return " ".join(sentences)
+
+
+def headline_rows(report: dict) -> list[list[str]]:
+    rows = []
+    for arm in report["arm_names"]:
+        metrics = report["arms"][arm]
+        rows.append([arm] + [f"{_fmt(metrics[m])} {_ci(metrics['ci95'].get(m))}".strip()
+                             for m in HEADLINE])
+    return rows
+
+
+def delta_rows(report: dict) -> list[list[str]]:
+    rows = []
+    for arm, delta in report.get("deltas", {}).items():
+        cells = [arm]
+        for metric in HEADLINE:
+            if metric in delta:
+                mark = " *" if significant(delta, metric) else ""
+                cells.append(f"{delta[metric]:+.4f} {_ci(delta['ci95'][metric])} "
+                             f"{_p(delta['p_value'][metric], report['bootstrap']['resamples'])}{mark}")
+            else:
+                cells.append("–")
+        mcnemar = delta["emotion_mcnemar"]
+        cells.append(f"{mcnemar['only_base_correct']}/{mcnemar['only_other_correct']} "
+                     f"p={mcnemar['p_value']:.3g}")
+        rows.append(cells)
+    return rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(row) + " |" for row in rows)]
 
 
 def render_markdown(report: dict) -> str:
-    arms = [arm for arm in ("base", "adapter") if arm in report]
     lines = [f"# A/B report: {report['data']}", "", verdict(report), "",
              f"- base model: `{report['model']}` (model.pt sha256 {report['base_sha256'][:12]}…)"]
-    if report.get("adapter_path"):
-        lines.append(f"- adapter: `{report['adapter_path']}`")
-    lines += [f"- clips: {report['base']['n']}; CER is character error rate on normalised text "
-              "(rich tags stripped, NFKC, lower case, punctuation removed)", "",
-              "| metric | " + " | ".join(arms) + (" | delta |" if "delta" in report else " |"),
-              "|---|" + "---|" * (len(arms) + ("delta" in report))]
-    for metric in ("cer", "emotion_accuracy"):
-        cells = [f"{report[arm][metric]:.4f}" for arm in arms]
-        if "delta" in report:
-            cells.append(f"{report['delta'][metric]:+.4f}")
-        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
-    lines += ["", "## Emotion accuracy per reference emotion", "",
-              "| emotion | n | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
-    for tag, stats in report["base"]["per_emotion_accuracy"].items():
-        cells = [f"{report[arm]['per_emotion_accuracy'][tag]['accuracy']:.3f}" for arm in arms]
-        lines.append(f"| {_tag(tag)} | {stats['n']} | " + " | ".join(cells) + " |")
-    for arm in arms:
-        confusion = report[arm]["confusion"]
-        lines += ["", f"## Confusion matrix, {arm} (rows: reference, columns: predicted)", "",
-                  "| | " + " | ".join(_tag(c) for c in confusion["columns"]) + " |",
-                  "|---|" + "---|" * len(confusion["columns"])]
-        for row, counts in zip(confusion["rows"], confusion["counts"]):
-            lines.append(f"| {_tag(row)} | " + " | ".join(str(c) for c in counts) + " |")
-    lines += ["", "Per-clip outputs: predictions.jsonl; confusion matrices: confusion.png.", ""]
+    for arm, path in report.get("adapters", {}).items():
+        lines.append(f"- {arm}: `{path}`")
+    lines += [f"- {report['n']} clips; 95% intervals from {report['bootstrap']['resamples']} "
+              "clip-level bootstrap resamples; deltas are paired (same resamples), * = p < 0.05",
+              "- text normalised before scoring: rich tags stripped, NFKC (full/half width), lower "
+              "case, punctuation removed; CER counts characters (all languages), WER words (en); "
+              "error rate is CER for zh/yue/ja/ko clips and WER for en clips", "",
+              "## Headline", ""]
+    lines += markdown_table(["arm"] + [LABELS[m] for m in HEADLINE], headline_rows(report))
+    if report.get("deltas"):
+        lines += ["", "## Change against base", ""]
+        lines += markdown_table(["arm"] + [LABELS[m] for m in HEADLINE]
+                                + ["McNemar (only base / only arm right)"], delta_rows(report))
+    if report.get("gates"):
+        lines += ["", "## Gates", ""]
+        for arm, checks in report["gates"].items():
+            for check in checks:
+                lines.append(f"- {arm}: {check['gate']} → {check['value']:+.4f} "
+                             f"{'pass' if check['passed'] else 'FAIL'}")
+    if report.get("retention"):
+        retention = report["retention"]
+        lines += ["", f"## Retention: {retention['data']} ({retention['n']} clips)", ""]
+        rows = [[arm, _fmt(m["error_rate"]), _fmt(m["cer"]),
+                 "–" if arm == "base" else f"{retention['delta'][arm]['error_rate']:+.4f} "
+                 f"{_ci(retention['delta'][arm]['ci95']['error_rate'])}"]
+                for arm, m in retention["arms"].items()]
+        lines += markdown_table(["arm", "error rate", "CER", "Δ error rate"], rows)
+    lines += ["", "## Emotion per class (precision / recall / F1)", ""]
+    tags = list(report["base"]["per_class"])
+    rows = [[_tag(tag), str(report["base"]["per_class"][tag]["n"])] +
+            [" / ".join(f"{report['arms'][arm]['per_class'][tag][k]:.2f}"
+                        for k in ("precision", "recall", "f1")) for arm in report["arm_names"]]
+            for tag in tags]
+    lines += markdown_table(["emotion", "n"] + report["arm_names"], rows)
+    lines += ["", f"Language-ID accuracy: " + ", ".join(
+        f"{arm} {report['arms'][arm]['language_accuracy']:.3f}" for arm in report["arm_names"]),
+        "Event macro-F1: " + ", ".join(f"{arm} {report['arms'][arm]['event_f1']:.3f}"
+                                       for arm in report["arm_names"])]
+    for kind, table in report["slices"].items():
+        lines += ["", f"## By {kind} (error rate / emotion accuracy)", ""]
+        rows = [[_tag(str(value)), str(entry["n"])] +
+                [f"{_fmt(entry[arm]['error_rate'], 3)} / {_fmt(entry[arm]['emotion_accuracy'], 3)}"
+                 for arm in report["arm_names"]] for value, entry in table.items()]
+        lines += markdown_table([kind, "n"] + report["arm_names"], rows)
+    for arm in report["arm_names"]:
+        confusion = report["arms"][arm]["confusion"]
+        lines += ["", f"## Confusion matrix, {arm} (rows: reference, columns: predicted)", ""]
+        lines += markdown_table([""] + [_tag(c) for c in confusion["columns"]],
+                                [[_tag(r)] + [str(c) for c in counts]
+                                 for r, counts in zip(confusion["rows"], confusion["counts"])])
+    lines += ["", "Per-clip outputs: predictions.jsonl; confusion matrices: confusion*.png; the "
+              "most improved and regressed clips: report.html.", ""]
     return "\n".join(lines)
 
 
-def plot_confusions(report: dict, path: str | Path) -> None:
-    """Row-normalised confusion matrices of each arm side by side, counts annotated."""
+def _plot_matrix(axis, confusion: dict, normalise: bool, title: str) -> None:
+    counts = np.array(confusion["counts"], dtype=float)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    shown = rates if normalise else counts
+    axis.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalise else max(1, counts.max()))
+    axis.set_xticks(range(len(confusion["columns"])), [_tag(c) for c in confusion["columns"]],
+                    rotation=45, ha="right")
+    axis.set_yticks(range(len(confusion["rows"])), [_tag(r) for r in confusion["rows"]])
+    for (i, j), count in np.ndenumerate(counts):
+        text = f"{rates[i, j]:.2f}" if normalise else str(int(count))
+        axis.text(j, i, text, ha="center", va="center", fontsize=8,
+                  color="white" if rates[i, j] > 0.5 else "black")
+    axis.set_title(title)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("reference")
+
+
+def _save(figure, path: Path) -> None:
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=100)
+
+
+def write_confusion_pngs(report: dict, out_dir: Path) -> dict[str, Path]:
+    """confusion.png (row-normalised, all arms) and confusion_<arm>.png (counts | normalised)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    arms = [arm for arm in ("base", "adapter") if arm in report]
+    arms = report["arm_names"]
+    images = {}
     figure, axes = plt.subplots(1, len(arms), figsize=(5.5 * len(arms), 4.8), squeeze=False)
     for axis, arm in zip(axes[0], arms):
-        confusion = report[arm]["confusion"]
-        counts = np.array(confusion["counts"], dtype=float)
-        rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-        axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-        axis.set_xticks(range(len(confusion["columns"])),
-                        [_tag(c) for c in confusion["columns"]], rotation=45, ha="right")
-        axis.set_yticks(range(len(confusion["rows"])), [_tag(r) for r in confusion["rows"]])
-        for (i, j), count in np.ndenumerate(counts):
-            axis.text(j, i, int(count), ha="center", va="center",
-                      color="white" if rates[i, j] > 0.5 else "black")
-        axis.set_title(f"{arm}: emotion accuracy {report[arm]['emotion_accuracy']:.3f}")
-        axis.set_xlabel("predicted")
-        axis.set_ylabel("reference")
+        _plot_matrix(axis, report["arms"][arm]["confusion"], True,
+                     f"{arm}: emotion accuracy {report['arms'][arm]['emotion_accuracy']:.3f}")
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=110)
+    _save(figure, out_dir / "confusion.png")
     plt.close(figure)
+    images["all arms, row-normalised"] = out_dir / "confusion.png"
+    for arm in arms:
+        figure, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+        _plot_matrix(axes[0], report["arms"][arm]["confusion"], False, f"{arm}: counts")
+        _plot_matrix(axes[1], report["arms"][arm]["confusion"], True, f"{arm}: row-normalised")
+        figure.tight_layout()
+        path = out_dir / f"confusion_{arm}.png"
+        _save(figure, path)
+        plt.close(figure)
+        images[arm] = path
+    return images
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                   for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(report: dict, images: dict[str, Path]) -> str:
+    """A self-contained page: verdict and headline first, then details; PNGs embedded."""
+    passed = report.get("gates_passed", True)
+    verdict_class = "pass" if passed else "fail"
+    sections = [f"<h1>A/B report</h1><p class='meta'>{html.escape(report['data'])} · "
+                f"{report['n']} clips · base {html.escape(report['model'])}</p>",
+                f"<div class='verdict {verdict_class}'>{html.escape(verdict(report))}</div>",
+                "<h2>Headline (95% bootstrap intervals)</h2>",
+                _html_table(["arm"] + [LABELS[m] for m in HEADLINE], headline_rows(report))]
+    if report.get("deltas"):
+        sections += ["<h2>Change against base (paired; * p &lt; 0.05)</h2>",
+                     _html_table(["arm"] + [LABELS[m] for m in HEADLINE] + ["McNemar"],
+                                 delta_rows(report))]
+    if report.get("gates"):
+        rows = [[arm, c["gate"], f"{c['value']:+.4f}", "pass" if c["passed"] else "FAIL"]
+                for arm, checks in report["gates"].items() for c in checks]
+        sections += ["<h2>Gates</h2>", _html_table(["arm", "gate", "value", "result"], rows)]
+    if report.get("retention"):
+        retention = report["retention"]
+        rows = [[arm, _fmt(m["error_rate"]), "–" if arm == "base" else
+                 f"{retention['delta'][arm]['error_rate']:+.4f} {_ci(retention['delta'][arm]['ci95']['error_rate'])}"]
+                for arm, m in retention["arms"].items()]
+        sections += [f"<h2>Retention ({html.escape(retention['data'])})</h2>",
+                     _html_table(["arm", "error rate", "Δ vs base"], rows)]
+    tags = list(report["base"]["per_class"])
+    rows = [[_tag(t), str(report["base"]["per_class"][t]["n"])] +
+            [" / ".join(f"{report['arms'][a]['per_class'][t][k]:.2f}" for k in ("precision", "recall", "f1"))
+             for a in report["arm_names"]] for t in tags]
+    sections += ["<h2>Emotion per class (precision / recall / F1)</h2>",
+                 _html_table(["emotion", "n"] + report["arm_names"], rows)]
+    for title, path in images.items():
+        data = base64.b64encode(Path(path).read_bytes()).decode()
+        sections.append(f"<h3>Confusion: {html.escape(title)}</h3>"
+                        f"<img alt='confusion {html.escape(title)}' src='data:image/png;base64,{data}'>")
+    for kind, table in report["slices"].items():
+        rows = [[_tag(str(v)), str(e["n"])] +
+                [f"{_fmt(e[a]['error_rate'], 3)} / {_fmt(e[a]['emotion_accuracy'], 3)}"
+                 for a in report["arm_names"]] for v, e in table.items()]
+        sections += [f"<h2>By {kind} (error rate / emotion accuracy)</h2>",
+                     _html_table([kind, "n"] + report["arm_names"], rows)]
+    for arm, changed in report.get("changed_clips", {}).items():
+        for direction in ("improved", "regressed"):
+            rows = [[c["key"], c["audio"], c["reference"], _tag(c["reference_emotion"]),
+                     f"{_tag(c['base']['emotion'])}: {c['base']['text']}",
+                     f"{_tag(c['other']['emotion'])}: {c['other']['text']}"]
+                    for c in changed[direction]]
+            sections += [f"<h2>Most {direction} clips: {html.escape(arm)}</h2>",
+                         _html_table(["key", "audio", "reference", "emotion", "base", arm], rows)
+                         if rows else "<p>none</p>"]
+    style = ("body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px;color:#222}"
+             "table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;"
+             "padding:4px 8px;font-size:13px;text-align:left}th{background:#f3f3f3}"
+             ".verdict{padding:14px;border-radius:6px;font-size:16px;margin:12px 0}"
+             ".pass{background:#e8f5e9;border:1px solid #66bb6a}.fail{background:#ffebee;"
+             "border:1px solid #e53935}.meta{color:#666}img{max-width:100%}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>svlora A/B report</title>"
+            f"<style>{style}</style></head><body>{''.join(sections)}</body></html>\n")

@@ -1,69 +1,176 @@
-"""Pure scoring of one arm's decoded outputs against a manifest: CER, emotion accuracy,
-per-emotion accuracy and the emotion confusion matrix. No I/O, no model."""
+"""Pure scoring of decoded outputs against a manifest: per-clip errors (characters for every
+language, words for space-delimited ones), emotion/language/event correctness; per-arm metrics
+with bootstrap intervals; paired deltas. No I/O, no model.
+
+Units: `cer` counts characters in every language; `wer` counts words on clips in space-
+delimited languages (en); `error_rate` is the language-aware headline: CER units for zh, yue,
+ja and ko clips and WER units for en clips, pooled as edits over reference units.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 
+import jiwer
+import numpy as np
+
+from svlora.eval.stats import (DEFAULT_RESAMPLES, bootstrap_interval, macro_f1_metric,
+                               mcnemar_exact, mean_metric, paired_bootstrap, ratio_metric,
+                               resample_indices, unweighted_recall_metric)
 from svlora.labels import EMOTION_TAGS, split_output
 from svlora.manifest import ManifestRow
-from svlora.metrics import character_errors, normalize_text
+from svlora.metrics import NO_SPACE_LANGUAGES, normalize_text
 
 NO_EMOTION = "(none)"  # column for outputs that carry no emotion tag
+WORD_LANGUAGES = {"en"}
+HEADLINE = ("error_rate", "cer", "wer", "emotion_accuracy", "emotion_ua", "emotion_macro_f1")
+LOWER_IS_BETTER = {"error_rate", "cer", "wer"}
+
+
+def edit_counts(reference: str, hypothesis: str, unit: str) -> dict:
+    """Substitutions, deletions, insertions and reference length, in characters or words."""
+    if unit == "word":
+        reference_units, hypothesis_units = reference.split(), hypothesis.split()
+    else:
+        reference_units, hypothesis_units = list(reference), list(hypothesis)
+    if not reference_units:
+        return {"ref": 0, "sub": 0, "del": 0, "ins": len(hypothesis_units)}
+    if not hypothesis_units:
+        return {"ref": len(reference_units), "sub": 0, "del": len(reference_units), "ins": 0}
+    process = jiwer.process_words if unit == "word" else jiwer.process_characters
+    output = process(reference, hypothesis)
+    return {"ref": len(reference_units), "sub": output.substitutions,
+            "del": output.deletions, "ins": output.insertions}
 
 
 def score_clip(row: ManifestRow, raw_output: str) -> dict:
-    """One clip's prediction: parsed tags, normalised texts and character edits."""
+    """One clip's prediction: parsed tags, normalised texts and edit counts."""
     parts = split_output(raw_output)
     language = row.text_language.strip("<|>")
     reference = normalize_text(row.target, language)
     hypothesis = normalize_text(parts["text"], language)
+    chars = edit_counts(reference.replace(" ", ""), hypothesis.replace(" ", ""), "char")
+    words = edit_counts(reference, hypothesis, "word") if language in WORD_LANGUAGES else None
+    headline = words if words is not None else chars
     return {"raw": raw_output, "text": parts["text"], "emotion": parts["emotion"] or NO_EMOTION,
-            "language": parts["language"], "reference_chars": len(reference),
-            "char_errors": character_errors(reference, hypothesis),
-            "emotion_correct": parts["emotion"] == row.emo_target}
+            "language": parts["language"], "event": parts["event"],
+            "chars": chars, "words": words,
+            "errors": headline["sub"] + headline["del"] + headline["ins"], "units": headline["ref"],
+            "unit": "word" if words is not None else "char",
+            "emotion_correct": parts["emotion"] == row.emo_target,
+            "language_correct": parts["language"] == row.text_language,
+            "event_correct": parts["event"] == row.event_target}
 
 
-def emotion_order(labels: list[str]) -> list[str]:
+def emotion_order(labels) -> list[str]:
     """Tags in SenseVoice's vocabulary order, then anything else (e.g. NO_EMOTION)."""
+    labels = set(labels)
     known = [tag for tag in EMOTION_TAGS if tag in labels]
-    return known + sorted(set(labels) - set(known))
+    return known + sorted(labels - set(known))
 
 
 def confusion_matrix(references: list[str], predictions: list[str]) -> dict:
     """Counts[reference][prediction]; rows are the reference emotions present."""
-    rows = emotion_order(sorted(set(references)))
-    columns = emotion_order(sorted(set(references) | set(predictions)))
+    rows = emotion_order(references)
+    columns = emotion_order(set(references) | set(predictions))
     pairs = Counter(zip(references, predictions))
     return {"rows": rows, "columns": columns,
             "counts": [[pairs[(r, c)] for c in columns] for r in rows]}
 
 
-def arm_metrics(rows: list[ManifestRow], clips: list[dict]) -> dict:
-    """Headline metrics of one arm over all clips."""
-    references = [row.emo_target for row in rows]
-    predictions = [clip["emotion"] for clip in clips]
-    total_chars = sum(clip["reference_chars"] for clip in clips)
-    per_emotion = {}
-    for tag in emotion_order(sorted(set(references))):
-        outcomes = [clip["emotion_correct"] for row, clip in zip(rows, clips) if row.emo_target == tag]
-        per_emotion[tag] = {"n": len(outcomes), "accuracy": sum(outcomes) / len(outcomes)}
-    return {
-        "n": len(clips),
-        "cer": sum(clip["char_errors"] for clip in clips) / total_chars if total_chars else 0.0,
-        "emotion_accuracy": sum(clip["emotion_correct"] for clip in clips) / len(clips),
-        "per_emotion_accuracy": per_emotion,
+def per_class(references: list[str], predictions: list[str]) -> dict:
+    """Precision, recall and F1 of each reference emotion."""
+    result = {}
+    for tag in emotion_order(references):
+        true_positive = sum(r == tag and p == tag for r, p in zip(references, predictions))
+        predicted = sum(p == tag for p in predictions)
+        actual = sum(r == tag for r in references)
+        precision = true_positive / predicted if predicted else 0.0
+        recall = true_positive / actual
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        result[tag] = {"n": actual, "precision": precision, "recall": recall, "f1": f1}
+    return result
+
+
+def event_f1(rows: list[ManifestRow], clips: list[dict]) -> float:
+    """Macro-F1 over the reference events present."""
+    scores = per_class([r.event_target for r in rows], [c["event"] or "(none)" for c in clips])
+    return float(np.mean([s["f1"] for s in scores.values()]))
+
+
+class ArmArrays:
+    """Per-clip arrays of one arm, and the metric functions the bootstrap resamples."""
+
+    def __init__(self, rows: list[ManifestRow], clips: list[dict]):
+        self.references = np.array([r.emo_target for r in rows])
+        self.predictions = np.array([c["emotion"] for c in clips])
+        self.correct = np.array([c["emotion_correct"] for c in clips])
+        char_edits = [c["chars"]["sub"] + c["chars"]["del"] + c["chars"]["ins"] for c in clips]
+        word_edits = [sum(c["words"][k] for k in ("sub", "del", "ins")) if c["words"] else 0
+                      for c in clips]
+        self.metrics = {
+            "error_rate": ratio_metric([c["errors"] for c in clips], [c["units"] for c in clips]),
+            "cer": ratio_metric(char_edits, [c["chars"]["ref"] for c in clips]),
+            "wer": ratio_metric(word_edits, [c["words"]["ref"] if c["words"] else 0 for c in clips]),
+            "emotion_accuracy": mean_metric(self.correct),
+            "emotion_ua": unweighted_recall_metric(self.references, self.correct),
+            "emotion_macro_f1": macro_f1_metric(self.references, self.predictions),
+        }
+
+    def value(self, name: str) -> float | None:
+        value = float(self.metrics[name](np.arange(len(self.correct))[None])[0])
+        return None if np.isnan(value) else value
+
+
+def sdi(clips: list[dict], unit: str) -> dict | None:
+    counted = [c[unit] for c in clips if c[unit]]
+    if not counted:
+        return None
+    return {k: sum(c[k] for c in counted) for k in ("sub", "del", "ins", "ref")}
+
+
+def arm_metrics(rows: list[ManifestRow], clips: list[dict], indices: np.ndarray) -> dict:
+    """Every metric of one arm, with bootstrap 95% intervals for the headline ones."""
+    arrays = ArmArrays(rows, clips)
+    references = [r.emo_target for r in rows]
+    predictions = [c["emotion"] for c in clips]
+    classes = per_class(references, predictions)
+    result = {"n": len(clips)}
+    for name in HEADLINE:
+        result[name] = arrays.value(name)
+    result.update({
+        "ci95": {name: bootstrap_interval(arrays.metrics[name], indices) for name in HEADLINE
+                 if result[name] is not None},
+        "char_edits": sdi(clips, "chars"), "word_edits": sdi(clips, "words"),
+        "language_accuracy": float(np.mean([c["language_correct"] for c in clips])),
+        "event_f1": event_f1(rows, clips),
+        "per_class": classes,
+        "per_emotion_accuracy": {tag: {"n": s["n"], "accuracy": s["recall"]} for tag, s in classes.items()},
         "confusion": confusion_matrix(references, predictions),
-    }
+    })
+    return result
 
 
-def metric_delta(base: dict, other: dict) -> dict:
-    """other minus base for every scalar metric (negative CER delta = fewer errors)."""
-    return {
-        "n": other["n"],
-        "cer": other["cer"] - base["cer"],
-        "emotion_accuracy": other["emotion_accuracy"] - base["emotion_accuracy"],
-        "per_emotion_accuracy": {
-            tag: other["per_emotion_accuracy"][tag]["accuracy"] - stats["accuracy"]
-            for tag, stats in base["per_emotion_accuracy"].items()},
-    }
+def metric_delta(rows: list[ManifestRow], base_clips: list[dict], other_clips: list[dict],
+                 indices: np.ndarray) -> dict:
+    """other − base for every headline metric, with paired-bootstrap 95% intervals and
+    p-values, and the exact McNemar test on emotion correctness."""
+    base, other = ArmArrays(rows, base_clips), ArmArrays(rows, other_clips)
+    delta = {"n": len(rows), "ci95": {}, "p_value": {}}
+    for name in HEADLINE:
+        a, b = base.value(name), other.value(name)
+        if a is None or b is None:
+            continue
+        paired = paired_bootstrap(base.metrics[name], other.metrics[name], indices)
+        delta[name] = b - a
+        delta["ci95"][name], delta["p_value"][name] = paired["ci95"], paired["p_value"]
+    delta["emotion_mcnemar"] = mcnemar_exact(base.correct, other.correct)
+    base_classes = per_class(list(base.references), list(base.predictions))
+    other_classes = per_class(list(other.references), list(other.predictions))
+    delta["per_emotion_accuracy"] = {tag: other_classes[tag]["recall"] - s["recall"]
+                                     for tag, s in base_classes.items()}
+    return delta
+
+
+def bootstrap_indices(n: int, resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> np.ndarray:
+    return resample_indices(n, resamples, seed)

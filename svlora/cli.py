@@ -73,13 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preflight", action="store_true", help="one step on the largest batch: "
                        "print peak memory, fail above train.max_memory_gb")
 
-    evaluate = commands.add_parser("eval", help="A/B: base vs base+adapter on the same clips")
+    evaluate = commands.add_parser("eval", help="A/B: base vs adapters on the same clips")
     _add_model_args(evaluate)
     evaluate.add_argument("--data", required=True, help="test manifest (SenseVoice jsonl)")
-    evaluate.add_argument("--adapter", help="adapter dir written by train or export")
+    evaluate.add_argument("--adapter", action="append", default=[], metavar="[NAME=]PATH",
+                          help="an adapter arm; repeat for several")
+    evaluate.add_argument("--general", help="a general-domain manifest: retention of every arm")
+    evaluate.add_argument("--gate", help="thresholds on changes vs base, e.g. "
+                          "'emotion_ua>=+0.02,cer<=+0.005,general_cer<=+0.01'; exit 2 if missed")
     evaluate.add_argument("--out", required=True, help="report directory")
-    evaluate.add_argument("--batch-size", type=int, default=16)
+    evaluate.add_argument("--max-seconds-per-batch", type=float, default=240.0,
+                          help="padded audio seconds per decoding batch")
     evaluate.add_argument("--feature-cache", help="feature cache dir from `prepare --features`")
+    evaluate.add_argument("--cache-dir", help="prediction cache (default OUT/cache)")
+    evaluate.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed")
 
     export = commands.add_parser("export", help="adapter package, or a merged model dir with --merge")
     _add_model_args(export)
@@ -166,16 +174,23 @@ def run_train(args) -> None:
         print(f"wrote {result.output}")
 
 
-def run_eval(args) -> None:
+def run_eval(args) -> int:
     from svlora.eval import evaluate
     from svlora.eval.report import verdict
 
-    report = evaluate(args.model, args.data, args.out, adapter=args.adapter, device=args.device,
-                      hub=args.hub, batch_size=args.batch_size,
+    report = evaluate(args.model, args.data, args.out, adapters=args.adapter,
+                      general=args.general, gate=args.gate, device=args.device, hub=args.hub,
+                      max_seconds_per_batch=args.max_seconds_per_batch,
                       allow_base_mismatch=args.allow_base_mismatch,
-                      feature_cache=args.feature_cache)
+                      feature_cache=args.feature_cache, cache_dir=args.cache_dir,
+                      resamples=args.resamples, seed=args.seed)
     print(verdict(report))
-    print(f"report: {args.out}/report.md (report.json, predictions.jsonl, confusion.png)")
+    print(f"report: {args.out}/report.html (report.md, report.json, predictions.jsonl, confusion*.png)")
+    if not report["gates_passed"]:
+        failed = [f"{arm}: {c['gate']} ({c['value']:+.4f})" for arm, checks in report["gates"].items()
+                  for c in checks if not c["passed"]]
+        print("gates failed: " + "; ".join(failed), file=sys.stderr)
+        return 2
 
 
 def run_export(args) -> None:

@@ -33,27 +33,51 @@ def greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor, blank_id: int = 0
     return sequences
 
 
+FRAME_SECONDS = 0.06  # one LFR feature frame
+
+
+def duration_batches(lengths: list[int], max_seconds: float) -> list[list[int]]:
+    """Indices sorted by length, cut so padded seconds per batch stay within `max_seconds`."""
+    batches, current = [], []
+    for index in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if current and lengths[index] * (len(current) + 1) * FRAME_SECONDS > max_seconds:
+            batches.append(current)
+            current = []
+        current.append(index)
+    return batches + [current] if current else batches
+
+
 @torch.inference_mode()
-def transcribe_features(base: BaseModel, features: list[torch.Tensor], batch_size: int = 16,
-                        language: str = "auto", itn: str = "woitn") -> list[str]:
-    """Decoded SenseVoice outputs ('<|en|><|HAPPY|><|Speech|><|woitn|>text') per feature matrix."""
+def transcribe_features(base: BaseModel, features: list[torch.Tensor],
+                        max_seconds_per_batch: float = 240.0, language: str = "auto",
+                        itn: str | list[str] = "woitn") -> list[str]:
+    """Decoded SenseVoice outputs ('<|en|><|HAPPY|><|Speech|><|woitn|>text') per feature matrix.
+
+    Clips are batched by duration (padded seconds per batch bounded); `itn` may be one value or
+    one per clip (each clip decoded with its manifest's with/without-ITN query); bf16 on GPUs
+    that have it.
+    """
     module = base.model
     was_training = module.training
     module.eval()
-    order = sorted(range(len(features)), key=lambda i: features[i].shape[0])
+    itns = [itn] * len(features) if isinstance(itn, str) else list(itn)
     outputs: list[str] = [""] * len(features)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        padded, lengths = pad_features([features[i] for i in chunk])
-        log_probs, out_lengths = inference_log_probs(module, padded.to(base.device), lengths,
-                                                     language, itn)
-        for index, ids in zip(chunk, greedy_ids(log_probs.float(), out_lengths)):
-            outputs[index] = base.decode(ids)
+    use_bf16 = base.device.type == "cuda" and torch.cuda.is_bf16_supported()
+    for style in sorted(set(itns)):
+        members = [i for i, value in enumerate(itns) if value == style]
+        for batch in duration_batches([features[i].shape[0] for i in members], max_seconds_per_batch):
+            chunk = [members[i] for i in batch]
+            padded, lengths = pad_features([features[i] for i in chunk])
+            with torch.autocast(base.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                log_probs, out_lengths = inference_log_probs(module, padded.to(base.device),
+                                                             lengths, language, style)
+            for index, ids in zip(chunk, greedy_ids(log_probs.float(), out_lengths)):
+                outputs[index] = base.decode(ids)
     module.train(was_training)
     return outputs
 
 
-def transcribe_paths(base: BaseModel, paths: list[str], batch_size: int = 16,
+def transcribe_paths(base: BaseModel, paths: list[str], max_seconds_per_batch: float = 240.0,
                      language: str = "auto", itn: str = "woitn") -> list[str]:
     """Decoded outputs for audio files (any format soundfile reads; resampled to 16 kHz mono)."""
     from svlora.audio import AudioDecodeError, load_audio
@@ -65,4 +89,4 @@ def transcribe_paths(base: BaseModel, paths: list[str], batch_size: int = 16,
             features.append(base.features(load_audio(path)))
         except (AudioDecodeError, FileNotFoundError) as error:
             raise SvloraError(f"{path}: {error}") from error
-    return transcribe_features(base, features, batch_size, language, itn)
+    return transcribe_features(base, features, max_seconds_per_batch, language, itn)

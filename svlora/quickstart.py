@@ -68,7 +68,7 @@ def run_quickstart(out: str | Path = "svlora-quickstart", seed: int = 0) -> dict
     adapter = root / "clinic-run" / "adapter"
     with stage("A/B eval on the clinic test split", timings):
         report = evaluate(str(root / "tiny-base"), str(root / "clinic" / "test.jsonl"),
-                          str(root / "report"), adapter=str(adapter))
+                          str(root / "report"), adapters=[str(adapter)])
         print(verdict(report))
     with stage("export adapter package and merged model", timings):
         export_adapter(str(root / "tiny-base"), str(adapter), str(root / "export" / "adapter"))
@@ -87,5 +87,6 @@ def run_quickstart(out: str | Path = "svlora-quickstart", seed: int = 0) -> dict
                                for arm in ("base", "adapter", "delta")}}
     write_json_atomic(root / "quickstart.json", summary_data)
     print("\n" + json.dumps(summary_data["report"], indent=2))
-    print(f"\nA/B report: {root / 'report' / 'report.md'} (and report.json, confusion.png)")
+    print(f"\nA/B report: {root / 'report' / 'report.html'} (and report.md, report.json, "
+          "confusion*.png)")
     return summary_data

@@ -6,7 +6,7 @@ import json
 def test_quickstart_runs_every_stage_and_the_adapter_wins_on_the_demo_domain(quickstart_run):
     assert quickstart_run["returncode"] == 0, quickstart_run["stderr"][-3000:]
     out = quickstart_run["out"]
-    assert f"A/B report: {out / 'report' / 'report.md'}" in quickstart_run["stdout"]
+    assert f"A/B report: {out / 'report' / 'report.html'}" in quickstart_run["stdout"]
     summary = json.loads((out / "quickstart.json").read_text())
     report = json.loads((out / "report/report.json").read_text())
     assert summary["report"]["adapter"]["cer"] == report["adapter"]["cer"]
