@@ -135,7 +135,12 @@ def cmvn_text(means: np.ndarray, stds: np.ndarray) -> str:
 
 
 def reference_cmvn(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Global CMVN statistics of LFR fbank features on a fixed mix of tones and noise."""
+    """Global CMVN statistics of LFR fbank features on a fixed mix of tones and noise.
+
+    Standard deviations are floored at 1 (log-mel units, as on real speech) so the Rescale
+    factors stay at or below 1 like SenseVoiceSmall's am.mvn; steady tones alone would give
+    factors up to ~20 and amplify float rounding in the features.
+    """
     from funasr.frontends.wav_frontend import WavFrontend
 
     rng = np.random.default_rng(seed)
@@ -148,7 +153,7 @@ def reference_cmvn(seed: int) -> tuple[np.ndarray, np.ndarray]:
     waveform = torch.tensor(signal, dtype=torch.float32)[None]
     features, _ = frontend(waveform, [waveform.shape[1]])
     features = features[0].numpy()
-    return features.mean(axis=0), features.std(axis=0) + 1e-3
+    return features.mean(axis=0), np.maximum(features.std(axis=0), 1.0)
 
 
 def build_model(config: dict, seed: int) -> torch.nn.Module:
