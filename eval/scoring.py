@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-import jiwer
 import numpy as np
 
 from svlora.eval.stats import (DEFAULT_RESAMPLES, bootstrap_interval, macro_f1_metric,
@@ -19,28 +18,12 @@ from svlora.eval.stats import (DEFAULT_RESAMPLES, bootstrap_interval, macro_f1_m
                                resample_indices, unweighted_recall_metric)
 from svlora.labels import EMOTION_TAGS, split_output
 from svlora.manifest import ManifestRow
-from svlora.metrics import NO_SPACE_LANGUAGES, normalize_text
+from svlora.metrics import edit_counts, normalize_text
 
 NO_EMOTION = "(none)"  # column for outputs that carry no emotion tag
 WORD_LANGUAGES = {"en"}
 HEADLINE = ("error_rate", "cer", "wer", "emotion_accuracy", "emotion_ua", "emotion_macro_f1")
 LOWER_IS_BETTER = {"error_rate", "cer", "wer"}
-
-
-def edit_counts(reference: str, hypothesis: str, unit: str) -> dict:
-    """Substitutions, deletions, insertions and reference length, in characters or words."""
-    if unit == "word":
-        reference_units, hypothesis_units = reference.split(), hypothesis.split()
-    else:
-        reference_units, hypothesis_units = list(reference), list(hypothesis)
-    if not reference_units:
-        return {"ref": 0, "sub": 0, "del": 0, "ins": len(hypothesis_units)}
-    if not hypothesis_units:
-        return {"ref": len(reference_units), "sub": 0, "del": len(reference_units), "ins": 0}
-    process = jiwer.process_words if unit == "word" else jiwer.process_characters
-    output = process(reference, hypothesis)
-    return {"ref": len(reference_units), "sub": output.substitutions,
-            "del": output.deletions, "ins": output.insertions}
 
 
 def score_clip(row: ManifestRow, raw_output: str) -> dict:

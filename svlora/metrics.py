@@ -24,12 +24,27 @@ def normalize_text(text: str, language: str | None = None) -> str:
     return " ".join(text.split())
 
 
+def edit_counts(reference: str, hypothesis: str, unit: str = "char") -> dict:
+    """Reference length and substitutions, deletions, insertions in characters or words
+    (jiwer alignment) between two normalised strings."""
+    if unit == "word":
+        reference_units, hypothesis_units = reference.split(), hypothesis.split()
+    else:
+        reference_units, hypothesis_units = list(reference), list(hypothesis)
+    if not reference_units:
+        return {"ref": 0, "sub": 0, "del": 0, "ins": len(hypothesis_units)}
+    if not hypothesis_units:
+        return {"ref": len(reference_units), "sub": 0, "del": len(reference_units), "ins": 0}
+    process = jiwer.process_words if unit == "word" else jiwer.process_characters
+    output = process(reference, hypothesis)
+    return {"ref": len(reference_units), "sub": output.substitutions,
+            "del": output.deletions, "ins": output.insertions}
+
+
 def character_errors(reference: str, hypothesis: str) -> int:
     """Edit distance in characters between two normalised strings."""
-    if not reference:
-        return len(hypothesis)
-    output = jiwer.process_characters(reference, hypothesis)
-    return output.substitutions + output.deletions + output.insertions
+    counts = edit_counts(reference, hypothesis, "char")
+    return counts["sub"] + counts["del"] + counts["ins"]
 
 
 def corpus_cer(references: list[str], hypotheses: list[str]) -> float:

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from svlora.eval.scoring import (NO_EMOTION, arm_metrics, bootstrap_indices, confusion_matrix,
-                                 edit_counts, metric_delta, per_class, score_clip)
+                                 metric_delta, per_class, score_clip)
+from svlora.metrics import edit_counts
 from svlora.manifest import ManifestRow
 
 
