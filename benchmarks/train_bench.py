@@ -21,7 +21,7 @@ import torch
 
 def synthetic_batches(count: int, max_seconds: float, seed: int = 0) -> list[dict]:
     """Batches of 3–15 s clips packed to `max_seconds` of padded audio, ~4 tokens per second."""
-    from svlora.finetune.data import FEATURE_FRAME_SECONDS
+    from svlora.features import FRAME_SECONDS
 
     rng = random.Random(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -33,7 +33,7 @@ def synthetic_batches(count: int, max_seconds: float, seed: int = 0) -> list[dic
             if max(seconds + [candidate]) * (len(seconds) + 1) > max_seconds and seconds:
                 break
             seconds.append(candidate)
-        frames = [int(s / FEATURE_FRAME_SECONDS) for s in seconds]
+        frames = [int(s / FRAME_SECONDS) for s in seconds]
         tokens = [4 + int(4 * s) for s in seconds]
         speech = torch.randn(len(seconds), max(frames), 560, generator=generator)
         text = torch.full((len(seconds), max(tokens)), -1, dtype=torch.long)

@@ -9,12 +9,11 @@ from dataclasses import dataclass
 
 import torch
 
-from svlora.features import pad_features, row_features
+from svlora.features import pack_by_padded_seconds, pad_features, row_features
 from svlora.finetune.recipe import AugmentSettings
 from svlora.manifest import ManifestRow
 from svlora.model import BaseModel
 
-FEATURE_FRAME_SECONDS = 0.06  # one LFR frame covers 60 ms
 MEL_BINS = 80
 
 
@@ -65,17 +64,8 @@ def make_batches(examples: list[Example], max_seconds: float, rng: random.Random
         rng.shuffle(order)
         pools = [sorted(order[i:i + pool_size], key=lambda e: e.features.shape[0])
                  for i in range(0, len(order), pool_size)]
-    batches: list[list[Example]] = []
-    for pool in pools:
-        current: list[Example] = []
-        for example in pool:
-            longest = max([e.features.shape[0] for e in current] + [example.features.shape[0]])
-            if current and longest * (len(current) + 1) * FEATURE_FRAME_SECONDS > max_seconds:
-                batches.append(current)
-                current = []
-            current.append(example)
-        if current:
-            batches.append(current)
+    batches = [[pool[p] for p in batch] for pool in pools
+               for batch in pack_by_padded_seconds([e.features.shape[0] for e in pool], max_seconds)]
     if rng is not None:
         rng.shuffle(batches)
     return batches

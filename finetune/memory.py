@@ -109,11 +109,11 @@ def worst_case_batch(rows, max_seconds: float, device: torch.device,
                      feature_dim: int = 560) -> dict:
     """The largest batch the batch planner can make from these rows: as many of the longest
     clip as fit in `max_seconds` of padded audio, each with the longest transcript."""
-    from svlora.finetune.data import FEATURE_FRAME_SECONDS
+    from svlora.features import FRAME_SECONDS
     from svlora.labels import EMOTION_TAGS, EVENT_TAGS, ITN_TAGS, LANGUAGE_TAGS
 
     longest_frames = max(-(-row.source_len // 6) for row in rows)  # 10 ms frames → LFR frames
-    size = max(1, int(max_seconds // (longest_frames * FEATURE_FRAME_SECONDS)))
+    size = max(1, int(max_seconds // (longest_frames * FRAME_SECONDS)))
     text_length = max(row.target_len for row in rows)
     generator = torch.Generator().manual_seed(0)
     prefix = [LANGUAGE_TAGS["<|en|>"], EMOTION_TAGS["<|HAPPY|>"], EVENT_TAGS["<|Speech|>"],
@@ -124,4 +124,4 @@ def worst_case_batch(rows, max_seconds: float, device: torch.device,
             "speech_lengths": torch.full((size,), longest_frames, dtype=torch.int32, device=device),
             "text": targets.to(device),
             "text_lengths": torch.full((size,), targets.shape[1], dtype=torch.int32, device=device),
-            "clips": size, "seconds": size * longest_frames * FEATURE_FRAME_SECONDS}
+            "clips": size, "seconds": size * longest_frames * FRAME_SECONDS}

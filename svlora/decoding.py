@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from svlora.features import pad_features
+from svlora.features import pack_by_padded_seconds, pad_features
 from svlora.model import BaseModel
 
 
@@ -33,18 +33,11 @@ def greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor, blank_id: int = 0
     return sequences
 
 
-FRAME_SECONDS = 0.06  # one LFR feature frame
-
-
 def duration_batches(lengths: list[int], max_seconds: float) -> list[list[int]]:
     """Indices sorted by length, cut so padded seconds per batch stay within `max_seconds`."""
-    batches, current = [], []
-    for index in sorted(range(len(lengths)), key=lambda i: lengths[i]):
-        if current and lengths[index] * (len(current) + 1) * FRAME_SECONDS > max_seconds:
-            batches.append(current)
-            current = []
-        current.append(index)
-    return batches + [current] if current else batches
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [[order[p] for p in batch]
+            for batch in pack_by_padded_seconds([lengths[i] for i in order], max_seconds)]
 
 
 @torch.inference_mode()

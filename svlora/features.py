@@ -34,6 +34,22 @@ def row_features(base: BaseModel, rows: list[ManifestRow], desc: str = "features
     return features
 
 
+FRAME_SECONDS = 0.06  # one LFR feature frame covers 60 ms
+
+
+def pack_by_padded_seconds(lengths: list[int], max_seconds: float) -> list[list[int]]:
+    """Cut positions 0..n-1 (in the given order) into batches whose padded audio — longest
+    clip × clips — stays within `max_seconds` (a batch always holds at least one clip)."""
+    batches, current, longest = [], [], 0
+    for position, length in enumerate(lengths):
+        if current and max(longest, length) * (len(current) + 1) * FRAME_SECONDS > max_seconds:
+            batches.append(current)
+            current, longest = [], 0
+        current.append(position)
+        longest = max(longest, length)
+    return batches + [current] if current else batches
+
+
 def pad_features(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch [B, T, D] zero-padded, and lengths [B]."""
     lengths = torch.tensor([f.shape[0] for f in features], dtype=torch.int32)
