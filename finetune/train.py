@@ -144,7 +144,10 @@ def epoch_batches(recipe: Recipe, examples: list[Example], replay: list[Example]
     return batches[:usable]
 
 
-def build_trainable(base: BaseModel, recipe: Recipe) -> tuple[torch.nn.Module, dict]:
+def build_objective(base: BaseModel, recipe: Recipe,
+                    device: torch.device) -> tuple[SenseVoiceObjective, torch.nn.Module, dict]:
+    """The loss module over the recipe's trainable model (LoRA attached and policed, or every
+    weight), with gradient checkpointing if asked; also the trainable model and its counts."""
     if recipe.mode == "lora":
         model = attach_lora(base.model, recipe.lora)
         summary = trainable_summary(model)
@@ -152,7 +155,11 @@ def build_trainable(base: BaseModel, recipe: Recipe) -> tuple[torch.nn.Module, d
     else:
         model = base.model
         summary = trainable_summary(model)
-    return model, summary
+    if recipe.train.gradient_checkpointing:
+        enable_gradient_checkpointing(base.model)
+    objective = SenseVoiceObjective(model, base.model, recipe.loss.ctc_weight,
+                                    recipe.loss.rich_weight).to(device)
+    return objective, model, summary
 
 
 def make_accelerator(device: torch.device):
@@ -185,15 +192,10 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False, log=pri
     retention = build_examples(base, read_manifest(recipe.data.retention), "retention features",
                                cache) if recipe.data.retention else []
 
-    trainable_model, summary = build_trainable(base, recipe)
-    if recipe.train.gradient_checkpointing:
-        enable_gradient_checkpointing(base.model)
+    objective, trainable_model, summary = build_objective(base, recipe, device)
     log(f"trainable parameters: {summary['trainable']:,} of {summary['total']:,} "
         f"({100 * summary['trainable'] / summary['total']:.2f}%), mode={recipe.mode}, "
         f"precision={precision}, processes={accelerator.num_processes}")
-
-    objective = SenseVoiceObjective(trainable_model, base.model, recipe.loss.ctc_weight,
-                                    recipe.loss.rich_weight).to(device)
     parameters = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=recipe.optim.lr,
                                   weight_decay=recipe.optim.weight_decay)
@@ -339,11 +341,7 @@ def preflight(recipe: Recipe, log=print) -> dict:
     precision = resolve_precision(recipe.train.precision, device)
     seed_everything(recipe.train.seed)
     base = load_base_model(recipe.model, device=str(device), hub=recipe.hub)
-    trainable_model, summary = build_trainable(base, recipe)
-    if recipe.train.gradient_checkpointing:
-        enable_gradient_checkpointing(base.model)
-    objective = SenseVoiceObjective(trainable_model, base.model, recipe.loss.ctc_weight,
-                                    recipe.loss.rich_weight).to(device)
+    objective, _, summary = build_objective(base, recipe, device)
     optimizer = torch.optim.AdamW([p for p in objective.parameters() if p.requires_grad],
                                   lr=recipe.optim.lr)
     batch = worst_case_batch(read_manifest(recipe.data.train), recipe.data.max_seconds_per_batch,
