@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from svlora.adapter_format import check_adapter_matches_base, read_adapter_meta
+from svlora.adapter_format import attach_adapter
 from svlora.decoding import transcribe_features
 from svlora.errors import SvloraError
 from svlora.eval.gates import check_gates, parse_gates
@@ -81,17 +81,8 @@ class ArmDecoder:
     def activate(self, arm: Arm) -> None:
         if arm.adapter is None:
             return
-        from peft import PeftModel
-
-        meta = read_adapter_meta(arm.adapter)
-        check_adapter_matches_base(meta, arm.adapter, self.base_sha256, self.allow_base_mismatch)
-        if self.peft_model is None:
-            self.peft_model = PeftModel.from_pretrained(self.base.model, arm.adapter,
-                                                        adapter_name=arm.name)
-        else:
-            self.peft_model.load_adapter(arm.adapter, adapter_name=arm.name)
-        self.peft_model.set_adapter(arm.name)
-        self.peft_model.eval()
+        self.peft_model, _ = attach_adapter(self.peft_model or self.base.model, arm.adapter,
+                                            self.base_sha256, self.allow_base_mismatch, arm.name)
 
     def decode(self, arm: Arm, manifest: str, rows: list[ManifestRow]) -> list[str]:
         key = self.cache.key(self.base_sha256, arm, manifest, self.max_seconds)

@@ -97,6 +97,21 @@ def delta_rows(report: dict) -> list[list[str]]:
     return rows
 
 
+def per_class_rows(report: dict) -> list[list[str]]:
+    """emotion, n, then 'precision / recall / F1' for each arm."""
+    return [[_tag(tag), str(stats["n"])] +
+            [" / ".join(f"{report['arms'][arm]['per_class'][tag][k]:.2f}"
+                        for k in ("precision", "recall", "f1")) for arm in report["arm_names"]]
+            for tag, stats in report["base"]["per_class"].items()]
+
+
+def slice_rows(report: dict, table: dict) -> list[list[str]]:
+    """slice value, n, then 'error rate / emotion accuracy' for each arm."""
+    return [[_tag(str(value)), str(entry["n"])] +
+            [f"{_fmt(entry[arm]['error_rate'], 3)} / {_fmt(entry[arm]['emotion_accuracy'], 3)}"
+             for arm in report["arm_names"]] for value, entry in table.items()]
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *("| " + " | ".join(row) + " |" for row in rows)]
@@ -133,22 +148,14 @@ def render_markdown(report: dict) -> str:
                 for arm, m in retention["arms"].items()]
         lines += markdown_table(["arm", "error rate", "CER", "Δ error rate"], rows)
     lines += ["", "## Emotion per class (precision / recall / F1)", ""]
-    tags = list(report["base"]["per_class"])
-    rows = [[_tag(tag), str(report["base"]["per_class"][tag]["n"])] +
-            [" / ".join(f"{report['arms'][arm]['per_class'][tag][k]:.2f}"
-                        for k in ("precision", "recall", "f1")) for arm in report["arm_names"]]
-            for tag in tags]
-    lines += markdown_table(["emotion", "n"] + report["arm_names"], rows)
+    lines += markdown_table(["emotion", "n"] + report["arm_names"], per_class_rows(report))
     lines += ["", f"Language-ID accuracy: " + ", ".join(
         f"{arm} {report['arms'][arm]['language_accuracy']:.3f}" for arm in report["arm_names"]),
         "Event macro-F1: " + ", ".join(f"{arm} {report['arms'][arm]['event_f1']:.3f}"
                                        for arm in report["arm_names"])]
     for kind, table in report["slices"].items():
         lines += ["", f"## By {kind} (error rate / emotion accuracy)", ""]
-        rows = [[_tag(str(value)), str(entry["n"])] +
-                [f"{_fmt(entry[arm]['error_rate'], 3)} / {_fmt(entry[arm]['emotion_accuracy'], 3)}"
-                 for arm in report["arm_names"]] for value, entry in table.items()]
-        lines += markdown_table([kind, "n"] + report["arm_names"], rows)
+        lines += markdown_table([kind, "n"] + report["arm_names"], slice_rows(report, table))
     for arm in report["arm_names"]:
         confusion = report["arms"][arm]["confusion"]
         lines += ["", f"## Confusion matrix, {arm} (rows: reference, columns: predicted)", ""]
@@ -242,22 +249,15 @@ def render_html(report: dict, images: dict[str, Path]) -> str:
                 for arm, m in retention["arms"].items()]
         sections += [f"<h2>Retention ({html.escape(retention['data'])})</h2>",
                      _html_table(["arm", "error rate", "Δ vs base"], rows)]
-    tags = list(report["base"]["per_class"])
-    rows = [[_tag(t), str(report["base"]["per_class"][t]["n"])] +
-            [" / ".join(f"{report['arms'][a]['per_class'][t][k]:.2f}" for k in ("precision", "recall", "f1"))
-             for a in report["arm_names"]] for t in tags]
     sections += ["<h2>Emotion per class (precision / recall / F1)</h2>",
-                 _html_table(["emotion", "n"] + report["arm_names"], rows)]
+                 _html_table(["emotion", "n"] + report["arm_names"], per_class_rows(report))]
     for title, path in images.items():
         data = base64.b64encode(Path(path).read_bytes()).decode()
         sections.append(f"<h3>Confusion: {html.escape(title)}</h3>"
                         f"<img alt='confusion {html.escape(title)}' src='data:image/png;base64,{data}'>")
     for kind, table in report["slices"].items():
-        rows = [[_tag(str(v)), str(e["n"])] +
-                [f"{_fmt(e[a]['error_rate'], 3)} / {_fmt(e[a]['emotion_accuracy'], 3)}"
-                 for a in report["arm_names"]] for v, e in table.items()]
         sections += [f"<h2>By {kind} (error rate / emotion accuracy)</h2>",
-                     _html_table([kind, "n"] + report["arm_names"], rows)]
+                     _html_table([kind, "n"] + report["arm_names"], slice_rows(report, table))]
     for arm, changed in report.get("changed_clips", {}).items():
         for direction in ("improved", "regressed"):
             rows = [[c["key"], c["audio"], c["reference"], _tag(c["reference_emotion"]),

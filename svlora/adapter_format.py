@@ -77,15 +77,23 @@ def check_adapter_matches_base(meta: dict, adapter_dir: str | Path, base_sha256:
 
 
 def attach_adapter(module, adapter_dir: str | Path, base_sha256: str,
-                   allow_base_mismatch: bool = False):
-    """Wrap `module` (a SenseVoiceSmall) with the adapter's LoRA weights, for inference.
+                   allow_base_mismatch: bool = False, name: str = "default"):
+    """Attach the adapter's LoRA weights under `name` and make it the active one, for inference.
 
-    PEFT injects the LoRA layers into `module` itself, so decoding `module` uses the adapter.
+    `module` is a SenseVoiceSmall (wrapped in a new PeftModel) or a PeftModel from an earlier
+    call (the adapter is added beside the others). PEFT injects the LoRA layers into the
+    SenseVoiceSmall itself, so decoding it uses the active adapter.
     """
     from peft import PeftModel
 
     meta = read_adapter_meta(adapter_dir)
     check_adapter_matches_base(meta, adapter_dir, base_sha256, allow_base_mismatch)
-    peft_model = PeftModel.from_pretrained(module, str(adapter_dir), is_trainable=False)
+    if isinstance(module, PeftModel):
+        peft_model = module
+        peft_model.load_adapter(str(adapter_dir), adapter_name=name)
+    else:
+        peft_model = PeftModel.from_pretrained(module, str(adapter_dir), adapter_name=name,
+                                               is_trainable=False)
+    peft_model.set_adapter(name)
     peft_model.eval()
     return peft_model, meta
