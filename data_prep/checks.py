@@ -32,7 +32,6 @@ class ClipReport:
     seconds: float = 0.0
     source_rate: int = 0
     channels: int = 0
-    file_sha256: str = ""
     content_sha256: str = ""  # of the decoded 16 kHz mono samples: finds duplicates
 
 
@@ -52,15 +51,16 @@ def inspect_clip(path: str, limits: AudioLimits, features: FeatureJob | None = N
         return ClipReport(reason=f"unreadable audio: {error}")
     samples = decoded.samples
     report = ClipReport(seconds=samples.size / TARGET_RATE, source_rate=decoded.source_rate,
-                        channels=decoded.channels, file_sha256=sha256_file(path),
+                        channels=decoded.channels,
                         content_sha256=hashlib.sha256(samples.tobytes()).hexdigest())
     report.reason = audio_problem(samples, decoded.clipped_fraction, limits)
     if report.reason is None and features is not None:
         from svlora.feature_cache import FeatureCache
 
         cache = FeatureCache(features.cache_root, features.config)
-        if not cache.path(report.file_sha256).is_file():
-            cache.store(report.file_sha256, compute_features(samples, features.config))
+        file_sha256 = sha256_file(path)  # the cache's key, as training and eval look it up
+        if not cache.path(file_sha256).is_file():
+            cache.store(file_sha256, compute_features(samples, features.config))
     return report
 
 
