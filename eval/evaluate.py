@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from svlora.adapter_format import attach_adapter
-from svlora.decoding import transcribe_features
+from svlora.decoding import decoding_precision, transcribe_features
 from svlora.errors import SvloraError
 from svlora.eval.gates import check_gates, parse_gates
 from svlora.eval.report import render_html, render_markdown, write_confusion_pngs
@@ -52,10 +52,15 @@ class PredictionCache:
     def __init__(self, directory: Path | None):
         self.directory = directory
 
-    def key(self, base_sha256: str, arm: Arm, manifest: str, max_seconds: float) -> str:
-        adapter_sha = sha256_file(Path(arm.adapter) / "adapter_model.safetensors") if arm.adapter else None
-        identity = {"model": base_sha256, "adapter": adapter_sha, "manifest": sha256_file(manifest),
-                    "max_seconds": max_seconds, "decoding": DECODING_VERSION}
+    def key(self, base_sha256: str, arm: Arm, manifest: str, settings: dict) -> str:
+        """Everything that changes outputs: weights, the adapter's weights and config, the clips
+        and labels, and the decoding settings (device type, precision, batching, options)."""
+        adapter = None
+        if arm.adapter:
+            adapter = {name: sha256_file(Path(arm.adapter) / name)
+                       for name in ("adapter_model.safetensors", "adapter_config.json")}
+        identity = {"model": base_sha256, "adapter": adapter, "manifest": sha256_file(manifest),
+                    "settings": settings, "decoding": DECODING_VERSION}
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
     def load(self, key: str) -> dict | None:
@@ -84,8 +89,13 @@ class ArmDecoder:
         self.peft_model, _ = attach_adapter(self.peft_model or self.base.model, arm.adapter,
                                             self.base_sha256, self.allow_base_mismatch, arm.name)
 
+    def settings(self) -> dict:
+        return {"device": self.base.device.type, "precision": decoding_precision(self.base.device),
+                "max_seconds_per_batch": self.max_seconds, "language": "auto",
+                "itn": "per clip (manifest)"}
+
     def decode(self, arm: Arm, manifest: str, rows: list[ManifestRow]) -> list[str]:
-        key = self.cache.key(self.base_sha256, arm, manifest, self.max_seconds)
+        key = self.cache.key(self.base_sha256, arm, manifest, self.settings())
         cached = self.cache.load(key)
         if cached is not None and all(row.key in cached for row in rows):
             return [cached[row.key] for row in rows]

@@ -34,8 +34,25 @@ def parse_gates(spec: str | None) -> list[Gate]:
     return gates
 
 
+GATE_METRICS = ("error_rate", "cer", "wer", "empty_rate", "emotion_accuracy", "emotion_ua",
+                "emotion_macro_f1")
+# A gate on the headline error rate holds only if every text metric meets it: an English
+# adapter that empties its outputs can look fine in WER and not in CER.
+TEXT_GATE_METRICS = {"error_rate": ("error_rate", "cer", "wer")}
+
+
+def gate_value(gate_metric: str, delta: dict) -> tuple[float | None, str]:
+    """The delta a gate tests, and which metric gave it (the worst of the text metrics for
+    error_rate)."""
+    names = [m for m in TEXT_GATE_METRICS.get(gate_metric, (gate_metric,)) if delta.get(m) is not None]
+    if not names:
+        return None, gate_metric
+    worst = max(names, key=lambda m: delta[m])  # every gated text metric is lower-is-better
+    return delta[worst], worst
+
+
 def check_gates(gates: list[Gate], deltas: dict[str, dict], retention: dict | None) -> dict:
-    """{arm: [{gate, value, passed}]} for every non-base arm."""
+    """{arm: [{gate, value, metric, passed}]} for every non-base arm."""
     results = {}
     for arm, delta in deltas.items():
         checks = []
@@ -43,13 +60,15 @@ def check_gates(gates: list[Gate], deltas: dict[str, dict], retention: dict | No
             if gate.metric.startswith("general_"):
                 if retention is None:
                     raise SvloraError(f"gate {gate} needs --general MANIFEST")
-                value = retention["delta"][arm].get(gate.metric.removeprefix("general_"))
+                value, metric = gate_value(gate.metric.removeprefix("general_"),
+                                           retention["delta"][arm])
             else:
-                value = delta.get(gate.metric)
+                value, metric = gate_value(gate.metric, delta)
             if value is None:
-                raise SvloraError(f"gate {gate}: no such metric for arm {arm} (use error_rate, "
-                                  "cer, wer, emotion_accuracy, emotion_ua, emotion_macro_f1)")
+                raise SvloraError(f"gate {gate}: no such metric for arm {arm} (use "
+                                  f"{', '.join(GATE_METRICS)})")
             passed = value >= gate.threshold if gate.operator == ">=" else value <= gate.threshold
-            checks.append({"gate": str(gate), "value": value, "passed": bool(passed)})
+            checks.append({"gate": str(gate), "value": value, "metric": metric,
+                           "passed": bool(passed)})
         results[arm] = checks
     return results

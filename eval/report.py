@@ -9,16 +9,17 @@ from pathlib import Path
 
 import numpy as np
 
-from svlora.eval.scoring import HEADLINE, LOWER_IS_BETTER
+from svlora.eval.scoring import HEADLINE, TEXT_METRICS
 from svlora.io import atomic_path
 
-LABELS = {"error_rate": "error rate", "cer": "CER", "wer": "WER",
+LABELS = {"error_rate": "error rate", "cer": "CER", "wer": "WER", "empty_rate": "empty outputs",
           "emotion_accuracy": "emotion acc", "emotion_ua": "emotion UA",
           "emotion_macro_f1": "emotion macro-F1"}
 
 
 def _tag(tag: str) -> str:
-    return tag.strip("<|>")
+    """'<|HAPPY|>' -> 'HAPPY'; anything else (e.g. the duration slice '<2s') as it is."""
+    return tag[2:-2] if tag.startswith("<|") and tag.endswith("|>") else tag
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -40,31 +41,64 @@ def significant(delta: dict, metric: str) -> bool:
     return delta.get("p_value", {}).get(metric, 1.0) < 0.05
 
 
+def _change(delta: dict, metric: str, resamples: int) -> str:
+    return (f"{LABELS[metric]} Δ {delta[metric]:+.3f}, 95% CI {_ci(delta['ci95'][metric])}, "
+            f"{_p(delta['p_value'][metric], resamples)}")
+
+
+def text_judgement(delta: dict) -> tuple[str, list[str], list[str]]:
+    """'worse' if any text metric (error rate, CER, WER, empty outputs) is significantly worse,
+    else 'better' if any is significantly better, else 'not significantly changed'; with the
+    metrics significantly worse and better. One metric never speaks for the others."""
+    present = [m for m in TEXT_METRICS if m in delta]
+    worse = [m for m in present if delta[m] > 0 and significant(delta, m)]
+    better = [m for m in present if delta[m] < 0 and significant(delta, m)]
+    word = "worse" if worse else "better" if better else "not significantly changed"
+    return word, worse, better
+
+
+def regressions(report: dict) -> dict[str, list[str]]:
+    """{arm: metrics significantly worse than base} over text and emotion metrics."""
+    result = {}
+    for arm, delta in report.get("deltas", {}).items():
+        _, worse, _ = text_judgement(delta)
+        worse += [m for m in ("emotion_accuracy", "emotion_ua")
+                  if m in delta and delta[m] < 0 and significant(delta, m)]
+        result[arm] = worse
+    return result
+
+
 def verdict(report: dict) -> str:
-    """One paragraph a reader sees first."""
+    """One paragraph a reader sees first. Text is judged on every text metric at once: it is
+    never called better while another text metric is significantly worse."""
     base = report["base"]
     if not report.get("deltas"):
         return (f"Base only, {report['n']} clips: error rate {_fmt(base['error_rate'], 3)}, "
                 f"emotion accuracy {_fmt(base['emotion_accuracy'], 3)}.")
+    resamples = report["bootstrap"]["resamples"]
     sentences = []
     for arm, delta in report["deltas"].items():
-        parts = []
-        for metric in ("error_rate", "emotion_accuracy", "emotion_ua"):
+        word, worse, better = text_judgement(delta)
+        text = f"text {word.upper() if word == 'worse' else word} (" + "; ".join(
+            _change(delta, m, resamples) for m in TEXT_METRICS if m in delta) + ")"
+        if worse and better:
+            text += (f"; text metrics DISAGREE: {', '.join(LABELS[m] for m in better)} better, "
+                     f"{', '.join(LABELS[m] for m in worse)} worse")
+        parts = [text]
+        for metric in ("emotion_accuracy", "emotion_ua"):
             if metric not in delta:
                 continue
-            better = delta[metric] < 0 if metric in LOWER_IS_BETTER else delta[metric] > 0
-            word = ("better" if better else "worse") if delta[metric] != 0 else "unchanged"
+            direction = ("better" if delta[metric] > 0 else "WORSE") if delta[metric] != 0 \
+                else "unchanged"
             sure = "significant" if significant(delta, metric) else "not significant"
-            resamples = report["bootstrap"]["resamples"]
-            parts.append(f"{LABELS[metric]} {word}: Δ {delta[metric]:+.3f}, 95% CI "
-                         f"{_ci(delta['ci95'][metric])}, {_p(delta['p_value'][metric], resamples)} "
-                         f"({sure})")
+            parts.append(f"{LABELS[metric]} {direction}: {_change(delta, metric, resamples)} ({sure})")
         sentences.append(f"{arm} vs base on the same {report['n']} clips: " + "; ".join(parts) + ".")
         retention = report.get("retention")
         if retention:
             general = retention["delta"][arm]
-            sentences.append(f"General-domain error rate: Δ {general['error_rate']:+.3f}, 95% CI "
-                             f"{_ci(general['ci95']['error_rate'])}.")
+            word, _, _ = text_judgement(general)
+            sentences.append(f"General domain: text {word} (" + "; ".join(
+                _change(general, m, resamples) for m in TEXT_METRICS if m in general) + ").")
     if report.get("gates"):
         sentences.append("Gates: " + ("all passed." if report["gates_passed"] else "FAILED."))
     return " ".join(sentences)
@@ -137,7 +171,7 @@ def render_markdown(report: dict) -> str:
         lines += ["", "## Gates", ""]
         for arm, checks in report["gates"].items():
             for check in checks:
-                lines.append(f"- {arm}: {check['gate']} → {check['value']:+.4f} "
+                lines.append(f"- {arm}: {check['gate']} → {check['value']:+.4f} ({check['metric']}) "
                              f"{'pass' if check['passed'] else 'FAIL'}")
     if report.get("retention"):
         retention = report["retention"]
@@ -227,7 +261,7 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
 
 def render_html(report: dict, images: dict[str, Path]) -> str:
     """A self-contained page: verdict and headline first, then details; PNGs embedded."""
-    passed = report.get("gates_passed", True)
+    passed = report.get("gates_passed", True) and not any(regressions(report).values())
     verdict_class = "pass" if passed else "fail"
     sections = [f"<h1>A/B report</h1><p class='meta'>{html.escape(report['data'])} · "
                 f"{report['n']} clips · base {html.escape(report['model'])}</p>",

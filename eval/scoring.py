@@ -18,26 +18,25 @@ from svlora.eval.stats import (DEFAULT_RESAMPLES, bootstrap_interval, macro_f1_m
                                resample_indices, unweighted_recall_metric)
 from svlora.labels import EMOTION_TAGS, split_output
 from svlora.manifest import ManifestRow
-from svlora.metrics import edit_counts, normalize_text
+from svlora.metrics import text_edits
 
 NO_EMOTION = "(none)"  # column for outputs that carry no emotion tag
-WORD_LANGUAGES = {"en"}
-HEADLINE = ("error_rate", "cer", "wer", "emotion_accuracy", "emotion_ua", "emotion_macro_f1")
-LOWER_IS_BETTER = {"error_rate", "cer", "wer"}
+HEADLINE = ("error_rate", "cer", "wer", "empty_rate", "emotion_accuracy", "emotion_ua",
+            "emotion_macro_f1")
+TEXT_METRICS = ("error_rate", "cer", "wer", "empty_rate")  # judged together: see report.verdict
+LOWER_IS_BETTER = set(TEXT_METRICS)
 
 
 def score_clip(row: ManifestRow, raw_output: str) -> dict:
     """One clip's prediction: parsed tags, normalised texts and edit counts."""
     parts = split_output(raw_output)
     language = row.text_language.strip("<|>")
-    reference = normalize_text(row.target, language)
-    hypothesis = normalize_text(parts["text"], language)
-    chars = edit_counts(reference.replace(" ", ""), hypothesis.replace(" ", ""), "char")
-    words = edit_counts(reference, hypothesis, "word") if language in WORD_LANGUAGES else None
+    edits = text_edits(row.target, parts["text"], language)
+    chars, words = edits["chars"], edits["words"]
     headline = words if words is not None else chars
     return {"raw": raw_output, "text": parts["text"], "emotion": parts["emotion"] or NO_EMOTION,
             "language": parts["language"], "event": parts["event"],
-            "chars": chars, "words": words,
+            "chars": chars, "words": words, "empty": edits["empty"],
             "errors": headline["sub"] + headline["del"] + headline["ins"], "units": headline["ref"],
             "unit": "word" if words is not None else "char",
             "emotion_correct": parts["emotion"] == row.emo_target,
@@ -95,6 +94,7 @@ class ArmArrays:
             "error_rate": ratio_metric([c["errors"] for c in clips], [c["units"] for c in clips]),
             "cer": ratio_metric(char_edits, [c["chars"]["ref"] for c in clips]),
             "wer": ratio_metric(word_edits, [c["words"]["ref"] if c["words"] else 0 for c in clips]),
+            "empty_rate": mean_metric(np.array([c["empty"] for c in clips], dtype=float)),
             "emotion_accuracy": mean_metric(self.correct),
             "emotion_ua": unweighted_recall_metric(self.references, self.correct),
             "emotion_macro_f1": macro_f1_metric(self.references, self.predictions),

@@ -30,7 +30,7 @@ from svlora.finetune.run_log import MetricsLog, plot_curves, write_run_info
 from svlora.io import write_text_atomic
 from svlora.labels import split_output
 from svlora.manifest import read_manifest
-from svlora.metrics import accuracy, corpus_cer, normalize_text
+from svlora.metrics import accuracy, corpus_cer
 from svlora.model import BaseModel, load_base_model, weights_sha256, write_model_dir
 
 HIGHER_IS_BETTER = {"val_emotion_accuracy"}
@@ -73,9 +73,7 @@ def decoded_scores(base: BaseModel, examples: list[Example]) -> tuple[float, flo
     """CER and emotion accuracy of greedy decoding on these clips."""
     outputs = [split_output(text) for text in transcribe_features(base, [e.features for e in examples])]
     languages = [e.row.text_language.strip("<|>") for e in examples]
-    references = [normalize_text(e.row.target, lang) for e, lang in zip(examples, languages)]
-    hypotheses = [normalize_text(o["text"], lang) for o, lang in zip(outputs, languages)]
-    return (corpus_cer(references, hypotheses),
+    return (corpus_cer([e.row.target for e in examples], [o["text"] for o in outputs], languages),
             accuracy([e.row.emo_target for e in examples], [o["emotion"] for o in outputs]))
 
 
@@ -124,11 +122,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def planned_steps(recipe: Recipe, examples: list[Example], replay: list[Example]) -> int:
-    """train.max_steps, or train.epochs passes over the training batches when epochs > 0."""
+def planned_steps(recipe: Recipe, examples: list[Example], replay: list[Example],
+                  world_size: int = 1) -> int:
+    """train.max_steps, or train.epochs passes over the training batches when epochs > 0.
+    Each step consumes one batch per process, so an epoch is batches / processes steps."""
     if recipe.train.epochs <= 0:
         return recipe.train.max_steps
-    return recipe.train.epochs * len(epoch_batches(recipe, examples, replay, epoch=0))
+    batches = epoch_batches(recipe, examples, replay, epoch=0, world_size=world_size)
+    return recipe.train.epochs * len(batches) // world_size
 
 
 def epoch_batches(recipe: Recipe, examples: list[Example], replay: list[Example], epoch: int,
@@ -148,6 +149,9 @@ def build_objective(base: BaseModel, recipe: Recipe,
                     device: torch.device) -> tuple[SenseVoiceObjective, torch.nn.Module, dict]:
     """The loss module over the recipe's trainable model (LoRA attached and policed, or every
     weight), with gradient checkpointing if asked; also the trainable model and its counts."""
+    # The recipe's `augment` is the only augmentation: FunASR's own SpecAugLFR (declared in
+    # SenseVoiceSmall's config.yaml) would otherwise run inside `encode` on every training step.
+    base.model.specaug = None
     if recipe.mode == "lora":
         model = attach_lora(base.model, recipe.lora)
         summary = trainable_summary(model)
@@ -199,7 +203,7 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False, log=pri
     parameters = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=recipe.optim.lr,
                                   weight_decay=recipe.optim.weight_decay)
-    total_steps = planned_steps(recipe, train_examples, replay)
+    total_steps = planned_steps(recipe, train_examples, replay, accelerator.num_processes)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(
         step, recipe.optim.warmup_steps, total_steps, recipe.optim.schedule,
         recipe.optim.min_lr_ratio))

@@ -40,6 +40,11 @@ def duration_batches(lengths: list[int], max_seconds: float) -> list[list[int]]:
             for batch in pack_by_padded_seconds([lengths[i] for i in order], max_seconds)]
 
 
+def decoding_precision(device: torch.device) -> str:
+    """bf16 on GPUs that have it, else fp32: what transcribe_features runs in."""
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
 @torch.inference_mode()
 def transcribe_features(base: BaseModel, features: list[torch.Tensor],
                         max_seconds_per_batch: float = 240.0, language: str = "auto",
@@ -55,7 +60,7 @@ def transcribe_features(base: BaseModel, features: list[torch.Tensor],
     module.eval()
     itns = [itn] * len(features) if isinstance(itn, str) else list(itn)
     outputs: list[str] = [""] * len(features)
-    use_bf16 = base.device.type == "cuda" and torch.cuda.is_bf16_supported()
+    use_bf16 = decoding_precision(base.device) == "bf16"
     for style in sorted(set(itns)):
         members = [i for i, value in enumerate(itns) if value == style]
         for batch in duration_batches([features[i].shape[0] for i in members], max_seconds_per_batch):

@@ -41,17 +41,34 @@ def edit_counts(reference: str, hypothesis: str, unit: str = "char") -> dict:
             "del": output.deletions, "ins": output.insertions}
 
 
-def character_errors(reference: str, hypothesis: str) -> int:
-    """Edit distance in characters between two normalised strings."""
-    counts = edit_counts(reference, hypothesis, "char")
+WORD_LANGUAGES = {"en"}  # scored in words as well as characters
+
+
+def text_edits(reference: str, hypothesis: str, language: str | None) -> dict:
+    """Edits of one clip, the single definition both validation and the A/B report use:
+    `chars` (spaces not counted, every language) and `words` (en only, else None), each
+    {ref, sub, del, ins}, on normalised text; `empty` when the hypothesis has no text."""
+    reference, hypothesis = normalize_text(reference, language), normalize_text(hypothesis, language)
+    chars = edit_counts(reference.replace(" ", ""), hypothesis.replace(" ", ""), "char")
+    words = edit_counts(reference, hypothesis, "word") if language in WORD_LANGUAGES else None
+    return {"chars": chars, "words": words, "empty": not hypothesis and bool(reference)}
+
+
+def total_edits(counts: dict) -> int:
     return counts["sub"] + counts["del"] + counts["ins"]
 
 
-def corpus_cer(references: list[str], hypotheses: list[str]) -> float:
-    """Total character edits over total reference characters (strings already normalised)."""
-    total = sum(len(r) for r in references)
-    edits = sum(character_errors(r, h) for r, h in zip(references, hypotheses))
-    return edits / total if total else 0.0
+def character_errors(reference: str, hypothesis: str) -> int:
+    """Edit distance in characters between two normalised strings."""
+    return total_edits(edit_counts(reference, hypothesis, "char"))
+
+
+def corpus_cer(references: list[str], hypotheses: list[str], languages: list[str | None]) -> float:
+    """CER as `svlora eval` reports it: total character edits over total reference characters,
+    raw texts normalised per language, spaces not counted."""
+    edits = [text_edits(r, h, lang)["chars"] for r, h, lang in zip(references, hypotheses, languages)]
+    total = sum(e["ref"] for e in edits)
+    return sum(total_edits(e) for e in edits) / total if total else 0.0
 
 
 def accuracy(references: list[str], predictions: list[str | None]) -> float:

@@ -78,3 +78,67 @@ def test_per_class_and_confusion_order():
     matrix = confusion_matrix(["<|SAD|>", "<|HAPPY|>"], ["<|ANGRY|>", "<|HAPPY|>"])
     assert matrix["rows"] == ["<|HAPPY|>", "<|SAD|>"]
     assert matrix["columns"] == ["<|HAPPY|>", "<|SAD|>", "<|ANGRY|>"]
+
+
+def synthetic_report(delta: dict) -> dict:
+    metrics = ("error_rate", "cer", "wer", "empty_rate", "emotion_accuracy", "emotion_ua")
+    return {"n": 100, "bootstrap": {"resamples": 1000}, "base": {},
+            "deltas": {"adapter": {**delta, "ci95": {m: [-1, 1] for m in metrics if m in delta},
+                                   "p_value": {m: p for m, (_, p) in delta.items()}}}}
+
+
+def flatten(delta: dict) -> dict:
+    return {m: v for m, (v, _) in delta.items()}
+
+
+def test_verdict_never_calls_text_better_while_cer_is_significantly_worse():
+    from svlora.eval.report import verdict
+
+    delta = {"error_rate": (-0.05, 0.01), "cer": (0.135, 0.0005), "wer": (-0.05, 0.01),
+             "empty_rate": (0.30, 0.001), "emotion_accuracy": (0.02, 0.4)}
+    report = synthetic_report(delta)
+    report["deltas"]["adapter"].update(flatten(delta))
+    text = verdict(report)
+    assert "text WORSE" in text and "DISAGREE" in text
+    assert "text better" not in text and "CER Δ +0.135" in text and "empty outputs" in text
+
+
+def test_an_error_rate_gate_also_holds_cer_and_wer():
+    from svlora.eval.gates import check_gates, parse_gates
+
+    deltas = {"adapter": {"error_rate": -0.05, "cer": 0.135, "wer": -0.05, "empty_rate": 0.3}}
+    [check] = check_gates(parse_gates("error_rate<=+0.005"), deltas, None)["adapter"]
+    assert not check["passed"] and check["metric"] == "cer" and check["value"] == 0.135
+    [empty] = check_gates(parse_gates("empty_rate<=0.01"), deltas, None)["adapter"]
+    assert not empty["passed"]
+    fine = {"adapter": {"error_rate": -0.05, "cer": -0.01, "wer": -0.05}}
+    assert check_gates(parse_gates("error_rate<=0"), fine, None)["adapter"][0]["passed"]
+
+
+def test_duration_slice_labels_survive_rendering():
+    from svlora.eval.report import slice_rows
+
+    report = {"arm_names": ["base"]}
+    table = {"<2s": {"n": 1, "base": {"error_rate": 0.1, "emotion_accuracy": 1.0}},
+             "<|HAPPY|>": {"n": 1, "base": {"error_rate": 0.1, "emotion_accuracy": 1.0}}}
+    assert [r[0] for r in slice_rows(report, table)] == ["<2s", "HAPPY"]
+
+
+def test_prediction_cache_key_covers_everything_that_changes_outputs(tmp_path):
+    from svlora.eval.evaluate import Arm, PredictionCache
+
+    manifest = tmp_path / "test.jsonl"
+    manifest.write_text("{}\n")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    (adapter / "adapter_config.json").write_text('{"lora_alpha": 16}')
+    settings = {"device": "cpu", "precision": "fp32", "max_seconds_per_batch": 240.0}
+    cache, arm = PredictionCache(None), Arm("a", str(adapter))
+    key = cache.key("sha", arm, str(manifest), settings)
+    assert cache.key("sha", arm, str(manifest), dict(settings)) == key
+    assert cache.key("sha", arm, str(manifest), {**settings, "device": "cuda"}) != key
+    assert cache.key("sha", arm, str(manifest), {**settings, "precision": "bf16"}) != key
+    assert cache.key("sha", arm, str(manifest), {**settings, "max_seconds_per_batch": 60.0}) != key
+    (adapter / "adapter_config.json").write_text('{"lora_alpha": 32}')  # same weights, new scale
+    assert cache.key("sha", arm, str(manifest), settings) != key

@@ -104,19 +104,31 @@ def test_a_nan_loss_stops_naming_the_clip_and_keeps_the_checkpoint(tiny_model_di
     assert state["step"] == good_steps[-1]  # the last step that finished is what is kept
 
 
-def test_two_processes_both_step_and_write_one_adapter(tiny_model_dir, clinic_manifests, tmp_path):
+def test_two_processes_step_and_train_the_epochs_asked(tiny_model_dir, clinic_manifests, tmp_path):
+    from svlora.finetune.data import build_examples
+    from svlora.finetune.train import epoch_batches
+
     out = tmp_path / "ddp"
+    settings = overrides(tiny_model_dir, clinic_manifests, out, "train.epochs=1",
+                         "train.eval_every=1000", "data.max_seconds_per_batch=40")
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
                "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
                "--dynamo_backend", "no", "--main_process_port", "29517", "-m", "svlora.cli",
-               "train", "tiny_demo", *overrides(tiny_model_dir, clinic_manifests, out,
-                                                "train.max_steps=4", "train.eval_every=2")]
+               "train", "tiny_demo", *settings]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=300,
                                env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert json.loads((out / "run.json").read_text())["processes"] == 2
+    run = json.loads((out / "run.json").read_text())
+    assert run["processes"] == 2
+    # one epoch = each batch seen once across both ranks = batches / 2 steps (not batches)
+    recipe = load_recipe(recipe_path("tiny_demo"), settings)
+    base = load_base_model(str(tiny_model_dir))
+    examples = build_examples(base, read_manifest(recipe.data.train), "train")
+    batches = epoch_batches(recipe, examples, [], epoch=0, world_size=2)
+    assert len(batches) >= 4 and run["total_steps"] == len(batches) // 2
     records = metrics(out)
-    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert [r["step"] for r in records] == list(range(1, len(batches) // 2 + 1))
+    assert sum(r["clips_all_ranks"] for r in records) == sum(len(b) for b in batches)
     assert all(r["clips_all_ranks"] > r["clips"] for r in records)  # rank 1 stepped too
     assert completed.stdout.count("wrote ") == 1  # only the main process reports
     assert sorted(p.name for p in out.iterdir() if p.name.startswith((".", "adapter"))) == ["adapter"]
