@@ -37,7 +37,7 @@ def check_manifests(paths: list[str], decode_audio: bool = True, workers: int = 
     everything = [(p, where, row) for p, rows in per_manifest.items() for where, row in rows]
 
     for path, rows in per_manifest.items():
-        emotions = {row.emo_target for _, row in rows}
+        emotions = {row.emo_target for _, row in rows if row.has_emotion}
         if len(rows) >= CONSTANT_COLUMN_MIN_ROWS and len(emotions) == 1:
             warnings.append({"where": path, "message": f"emo_target is {emotions.pop()} on all "
                              f"{len(rows)} rows: was a default filled in?"})

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from svlora.data_prep.checks import AudioLimits, ClipReport, FeatureJob, inspect_clips
+from svlora.data_prep.formats import FORMATS, SPLIT_KEYS
 from svlora.data_prep.hf import HfColumns, read_hf
 from svlora.data_prep.presets import PRESETS
 from svlora.data_prep.readers import (FIELDS, InputRow, read_csv, read_folder, read_jsonl,
@@ -23,9 +24,8 @@ from svlora.io import write_json_atomic, write_text_atomic
 from svlora.labels import EVENT_TAGS, LANGUAGES, emotion_tag, tag_of
 from svlora.manifest import FRAMES_PER_SECOND, ManifestRow, write_manifest
 
-FORMATS = ("csv", "jsonl", "folder", "kaldi", "sensevoice-jsonl", "hf", *PRESETS)
-SPLIT_KEYS = ("auto", "speaker", "text", "speaker+text", "none")
 MIN_CLASS_CLIPS, MIN_CLASS_SHARE = 20, 0.05
+NO_EMOTION = "(none)"  # how text-only rows (--no-emotion) are counted in the report
 
 
 @dataclass
@@ -49,14 +49,19 @@ class PrepareOptions:
     hf: HfColumns = field(default_factory=HfColumns)  # column names for --format hf
     features_model: str | None = None  # a model dir: also cache its frontend's features
     feature_cache: str | None = None   # default OUT/features
+    no_emotion: bool = False  # a text-only corpus: rows without emotion kept (emo_target null)
 
 
 def load_label_map(path: str | None) -> dict[str, str]:
     """A YAML mapping {domain label: SenseVoice emotion}, e.g. {calm: NEUTRAL}."""
     if not path:
         return {}
-    with open(path, encoding="utf-8") as handle:
-        data = yaml.safe_load(handle) or {}
+    if not Path(path).is_file():
+        raise SvloraError(f"--label-map {path}: file not found (a YAML mapping like 'calm: NEUTRAL')")
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise SvloraError(f"--label-map {path}: invalid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise SvloraError(f"{path}: --label-map must be a YAML mapping like 'calm: NEUTRAL'")
     return {str(k): str(v) for k, v in data.items()}
@@ -71,14 +76,14 @@ def read_rows(options: PrepareOptions) -> tuple[list[InputRow], set[str]]:
         kind = "a directory" if options.format in directory_formats else "a file"
         raise ManifestError(f"{path}: --format {options.format} needs {kind}")
     transcripts = Path(options.transcripts) if options.transcripts else None
-    if options.format == "csv":
-        return read_csv(path, options.encoding)
-    if options.format == "jsonl":
-        return read_jsonl(path, options.encoding)
+    if options.format in ("csv", "jsonl"):
+        rows, columns = (read_csv if options.format == "csv" else read_jsonl)(path, options.encoding)
+        require_columns(path, columns, options)
+        return rows, columns
     if options.format == "folder":
         return read_folder(path, transcripts, options.encoding)
     if options.format == "kaldi":
-        return read_kaldi(path, options.encoding)
+        return read_kaldi(path, options.encoding, needs_emotion=not options.no_emotion)
     if options.format == "sensevoice-jsonl":
         return read_sensevoice_jsonl(path, options.encoding)
     if options.format == "hf":
@@ -94,12 +99,27 @@ def read_rows(options: PrepareOptions) -> tuple[list[InputRow], set[str]]:
     raise ManifestError(f"unknown --format {options.format!r}; use one of {', '.join(FORMATS)}")
 
 
+def require_columns(path: Path, columns: set[str], options: PrepareOptions) -> None:
+    """A table without a text or emotion column is a header problem: say so once, instead of
+    rejecting every row."""
+    needed = ["text"] + ([] if options.no_emotion else ["emotion"])
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        hint = " (or pass --no-emotion for a text-only corpus)" if "emotion" in missing else ""
+        raise ManifestError(f"{path}:1: no {' or '.join(repr(c) for c in missing)} column "
+                            f"(found: {', '.join(sorted(columns)) or 'nothing'}); add it{hint}")
+
+
+def emotion_counts(rows: list[ManifestRow]) -> dict[str, int]:
+    return dict(sorted(Counter(r.emo_target or NO_EMOTION for r in rows).items()))
+
+
 def label_problem(row: InputRow, options: PrepareOptions) -> tuple[dict | None, str | None]:
     """The row's SenseVoice tags, or why its labels cannot be used."""
-    if row.emotion is None:
-        return None, "missing emotion label"
-    emotion = emotion_tag(row.emotion, options.label_map)
-    if emotion is None:
+    if row.emotion is None and not options.no_emotion:
+        return None, "missing emotion label (pass --no-emotion for a text-only corpus)"
+    emotion = emotion_tag(row.emotion, options.label_map) if row.emotion is not None else None
+    if emotion is None and row.emotion is not None:
         return None, (f"unknown emotion label {row.emotion!r}: not a SenseVoice emotion; map it "
                       "with --label-map (e.g. 'calm: NEUTRAL')")
     if row.text is None:
@@ -168,13 +188,13 @@ def leakage(splits: dict[str, list[ManifestRow]], content: dict[str, str]) -> di
 
 def counts(rows: list[ManifestRow]) -> dict:
     return {"clips": len(rows), "audio_seconds": round(sum(r.audio_seconds for r in rows), 2),
-            "emotion": dict(sorted(Counter(r.emo_target for r in rows).items())),
+            "emotion": emotion_counts(rows),
             "language": dict(sorted(Counter(r.text_language for r in rows).items())),
             "speakers": len({r.speaker for r in rows if r.speaker})}
 
 
 def imbalance_warnings(rows: list[ManifestRow]) -> list[str]:
-    emotions = Counter(r.emo_target for r in rows)
+    emotions = Counter(r.emo_target for r in rows if r.has_emotion)
     return [f"class {tag} has {n} clips ({100 * n / len(rows):.1f}%): under "
             f"{MIN_CLASS_CLIPS} clips or {100 * MIN_CLASS_SHARE:.0f}% of the data"
             for tag, n in sorted(emotions.items())
@@ -258,7 +278,7 @@ def prepare(options: PrepareOptions) -> dict:
     split_by, keys_of = split_keys(options.split_by, rows)
     out = Path(options.out)
     if options.folds > 1:
-        parts = fold_rows(rows, keys_of, lambda r: r.emo_target, options.folds, options.seed)
+        parts = fold_rows(rows, keys_of, lambda r: r.emo_target or NO_EMOTION, options.folds, options.seed)
         splits = {}
         for k, part in enumerate(parts):
             train_rows = [r for j, other in enumerate(parts) if j != k for r in other]
@@ -266,7 +286,7 @@ def prepare(options: PrepareOptions) -> dict:
             write_manifest(out / f"fold{k}" / "test.jsonl", part)
             splits[f"fold{k}"] = part
     else:
-        splits = split_rows(rows, keys_of, lambda r: r.emo_target, options.val, options.test,
+        splits = split_rows(rows, keys_of, lambda r: r.emo_target or NO_EMOTION, options.val, options.test,
                             options.seed)
         for name in SPLITS:
             write_manifest(out / f"{name}.jsonl", splits[name])
@@ -279,7 +299,7 @@ def prepare(options: PrepareOptions) -> dict:
         "seed": options.seed, "folds": options.folds,
         "options": {k: v for k, v in asdict(options).items() if k not in ("input", "out")},
         "rows_read": len(inputs), "rows_accepted": len(rows), "rows_rejected": len(rejected),
-        "emotion_counts": dict(sorted(Counter(r.emo_target for r in rows).items())),
+        "emotion_counts": emotion_counts(rows),
         "warnings": imbalance_warnings(rows),
         "splits": {name: counts(split) for name, split in splits.items()},
         "leakage": leakage(splits, content),

@@ -140,11 +140,14 @@ def read_kaldi_table(path: Path, encoding: str) -> dict[str, tuple[str, str]]:
     return table
 
 
-def read_kaldi(root: Path, encoding: str = "utf-8") -> tuple[list[InputRow], set[str]]:
-    """A Kaldi data dir: wav.scp (plain paths), text, utt2spk; optional utt2emo, utt2lang."""
-    for required in ("wav.scp", "text", "utt2emo"):
+def read_kaldi(root: Path, encoding: str = "utf-8",
+               needs_emotion: bool = True) -> tuple[list[InputRow], set[str]]:
+    """A Kaldi data dir: wav.scp (plain paths), text, utt2emo (unless a text-only corpus);
+    optional utt2spk, utt2lang."""
+    for required in ("wav.scp", "text", "utt2emo") if needs_emotion else ("wav.scp", "text"):
         if not (root / required).is_file():
-            extra = " (one emotion label per utterance: `utt_id label`)" if required == "utt2emo" else ""
+            extra = (" (one emotion label per utterance: `utt_id label`; or --no-emotion for a "
+                     "text-only corpus)") if required == "utt2emo" else ""
             raise ManifestError(f"{root}: Kaldi data dir has no {required}{extra}")
     tables = {name: read_kaldi_table(root / name, encoding) if (root / name).is_file() else {}
               for name in ("wav.scp", "text", "utt2spk", "utt2emo", "utt2lang")}
@@ -158,8 +161,8 @@ def read_kaldi(root: Path, encoding: str = "utf-8") -> tuple[list[InputRow], set
         rows.append(InputRow(where=where, audio=resolve_audio(location.strip(), root),
                              text=value("text"), emotion=value("utt2emo"),
                              language=value("utt2lang"), speaker=value("utt2spk"), key=utterance))
-    columns = {"audio", "text", "emotion"} | ({"speaker"} if tables["utt2spk"] else set()) | \
-        ({"language"} if tables["utt2lang"] else set())
+    columns = {"audio", "text"} | ({"emotion"} if tables["utt2emo"] else set()) | \
+        ({"speaker"} if tables["utt2spk"] else set()) | ({"language"} if tables["utt2lang"] else set())
     return rows, columns
 
 

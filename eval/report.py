@@ -232,6 +232,8 @@ def write_confusion_pngs(report: dict, out_dir: Path) -> dict[str, Path]:
 
     arms = report["arm_names"]
     images = {}
+    if not report["arms"]["base"]["confusion"]["rows"]:  # a text-only test set
+        return images
     figure, axes = plt.subplots(1, len(arms), figsize=(5.5 * len(arms), 4.8), squeeze=False)
     for axis, arm in zip(axes[0], arms):
         _plot_matrix(axis, report["arms"][arm]["confusion"], True,

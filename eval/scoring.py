@@ -39,7 +39,8 @@ def score_clip(row: ManifestRow, raw_output: str) -> dict:
             "chars": chars, "words": words, "empty": edits["empty"],
             "errors": headline["sub"] + headline["del"] + headline["ins"], "units": headline["ref"],
             "unit": "word" if words is not None else "char",
-            "emotion_correct": parts["emotion"] == row.emo_target,
+            # None: a text-only clip (no emotion label), left out of every emotion metric
+            "emotion_correct": parts["emotion"] == row.emo_target if row.has_emotion else None,
             "language_correct": parts["language"] == row.text_language,
             "event_correct": parts["event"] == row.event_target}
 
@@ -84,9 +85,10 @@ class ArmArrays:
     """Per-clip arrays of one arm, and the metric functions the bootstrap resamples."""
 
     def __init__(self, rows: list[ManifestRow], clips: list[dict]):
-        self.references = np.array([r.emo_target for r in rows])
+        self.labelled = np.array([r.has_emotion for r in rows], dtype=bool)
+        self.references = np.array([r.emo_target or "" for r in rows])  # "": no class
         self.predictions = np.array([c["emotion"] for c in clips])
-        self.correct = np.array([c["emotion_correct"] for c in clips])
+        self.correct = np.array([bool(c["emotion_correct"]) for c in clips], dtype=bool)
         char_edits = [c["chars"]["sub"] + c["chars"]["del"] + c["chars"]["ins"] for c in clips]
         word_edits = [sum(c["words"][k] for k in ("sub", "del", "ins")) if c["words"] else 0
                       for c in clips]
@@ -95,7 +97,7 @@ class ArmArrays:
             "cer": ratio_metric(char_edits, [c["chars"]["ref"] for c in clips]),
             "wer": ratio_metric(word_edits, [c["words"]["ref"] if c["words"] else 0 for c in clips]),
             "empty_rate": mean_metric(np.array([c["empty"] for c in clips], dtype=float)),
-            "emotion_accuracy": mean_metric(self.correct),
+            "emotion_accuracy": ratio_metric(self.correct & self.labelled, self.labelled),
             "emotion_ua": unweighted_recall_metric(self.references, self.correct),
             "emotion_macro_f1": macro_f1_metric(self.references, self.predictions),
         }
@@ -115,8 +117,8 @@ def sdi(clips: list[dict], unit: str) -> dict | None:
 def arm_metrics(rows: list[ManifestRow], clips: list[dict], indices: np.ndarray) -> dict:
     """Every metric of one arm, with bootstrap 95% intervals for the headline ones."""
     arrays = ArmArrays(rows, clips)
-    references = [r.emo_target for r in rows]
-    predictions = [c["emotion"] for c in clips]
+    references = [r.emo_target for r in rows if r.has_emotion]
+    predictions = [c["emotion"] for r, c in zip(rows, clips) if r.has_emotion]
     classes = per_class(references, predictions)
     result = {"n": len(clips)}
     for name in HEADLINE:
@@ -147,9 +149,10 @@ def metric_delta(rows: list[ManifestRow], base_clips: list[dict], other_clips: l
         paired = paired_bootstrap(base.metrics[name], other.metrics[name], indices)
         delta[name] = b - a
         delta["ci95"][name], delta["p_value"][name] = paired["ci95"], paired["p_value"]
-    delta["emotion_mcnemar"] = mcnemar_exact(base.correct, other.correct)
-    base_classes = per_class(list(base.references), list(base.predictions))
-    other_classes = per_class(list(other.references), list(other.predictions))
+    labelled = base.labelled
+    delta["emotion_mcnemar"] = mcnemar_exact(base.correct[labelled], other.correct[labelled])
+    base_classes = per_class(list(base.references[labelled]), list(base.predictions[labelled]))
+    other_classes = per_class(list(other.references[labelled]), list(other.predictions[labelled]))
     delta["per_emotion_accuracy"] = {tag: other_classes[tag]["recall"] - s["recall"]
                                      for tag, s in base_classes.items()}
     return delta

@@ -18,7 +18,7 @@ def duration_bucket(seconds: float) -> str:
 
 SLICE_KEYS = {
     "speaker": lambda row: row.speaker,
-    "emotion": lambda row: row.emo_target,
+    "emotion": lambda row: row.emo_target,  # None (text-only rows): not an emotion slice
     "duration": lambda row: duration_bucket(row.audio_seconds),
     "language": lambda row: row.text_language,
 }
@@ -52,7 +52,7 @@ def changed_clips(rows: list[ManifestRow], base: list[dict], other: list[dict],
                   count: int = 10) -> dict:
     """The clips the other arm improved and regressed most (emotion flips first, then edits)."""
     def gain(i: int) -> float:
-        emotion = int(other[i]["emotion_correct"]) - int(base[i]["emotion_correct"])
+        emotion = int(bool(other[i]["emotion_correct"])) - int(bool(base[i]["emotion_correct"]))
         edits = (base[i]["errors"] - other[i]["errors"]) / max(1, base[i]["units"])
         return emotion + edits
 

@@ -4,6 +4,7 @@ deltas, and the exact McNemar test for paired correctness. Pure numpy, no I/O.""
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -75,10 +76,26 @@ def mean_metric(values: np.ndarray) -> Metric:
     return lambda indices: values[indices].mean(axis=-1)
 
 
-def unweighted_recall_metric(references: np.ndarray, correct: np.ndarray) -> Metric:
-    """Unweighted average recall (UA): the mean over classes of per-class accuracy."""
+def quiet_nanmean(values: np.ndarray) -> np.ndarray:
+    """Mean over classes; NaN (no warning) for a resample that drew no labelled clip."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=0)
+
+
+def no_classes_metric(indices: np.ndarray) -> np.ndarray:
+    """NaN everywhere: a set with no labelled clip has no class metric."""
+    return np.full(np.shape(indices)[:-1], np.nan)
+
+
+def unweighted_recall_metric(references: np.ndarray, correct: np.ndarray,
+                             unlabelled: str = "") -> Metric:
+    """Unweighted average recall (UA): the mean over classes of per-class accuracy; clips whose
+    reference is `unlabelled` belong to no class."""
     references, correct = np.asarray(references), np.asarray(correct, bool)
-    classes = np.unique(references)
+    classes = [c for c in np.unique(references) if c != unlabelled]
+    if not classes:
+        return no_classes_metric
 
     def metric(indices: np.ndarray) -> np.ndarray:
         picked_reference, picked_correct = references[indices], correct[indices]
@@ -89,14 +106,18 @@ def unweighted_recall_metric(references: np.ndarray, correct: np.ndarray) -> Met
             hits = (in_class & picked_correct).sum(axis=-1)
             with np.errstate(invalid="ignore", divide="ignore"):
                 recalls.append(np.where(count > 0, hits / np.maximum(count, 1), np.nan))
-        return np.nanmean(np.stack(recalls), axis=0)
+        return quiet_nanmean(np.stack(recalls))
     return metric
 
 
-def macro_f1_metric(references: np.ndarray, predictions: np.ndarray) -> Metric:
-    """Macro-F1 over the reference classes."""
+def macro_f1_metric(references: np.ndarray, predictions: np.ndarray,
+                    unlabelled: str = "") -> Metric:
+    """Macro-F1 over the reference classes (predictions on unlabelled clips are not counted)."""
     references, predictions = np.asarray(references), np.asarray(predictions)
-    classes = np.unique(references)
+    predictions = np.where(references == unlabelled, unlabelled, predictions)
+    classes = [c for c in np.unique(references) if c != unlabelled]
+    if not classes:
+        return no_classes_metric
 
     def metric(indices: np.ndarray) -> np.ndarray:
         picked_reference, picked_prediction = references[indices], predictions[indices]
@@ -109,5 +130,5 @@ def macro_f1_metric(references: np.ndarray, predictions: np.ndarray) -> Metric:
             with np.errstate(invalid="ignore", divide="ignore"):
                 scores.append(np.where(actual > 0, 2 * true_positive / np.maximum(denominator, 1),
                                        np.nan))
-        return np.nanmean(np.stack(scores), axis=0)
+        return quiet_nanmean(np.stack(scores))
     return metric

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +13,7 @@ from svlora.errors import RecipeError
 
 MODULES_TO_SAVE = {"ctc_head": "ctc.ctc_lo", "query_embed": "embed"}
 SELECT_METRICS = ("val_loss", "val_cer", "val_emotion_accuracy")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
 @dataclass
@@ -125,9 +129,28 @@ class Recipe:
         require(0 <= self.data.replay_ratio < 1, "data.replay_ratio must be in [0, 1)")
         require(self.data.replay_ratio == 0 or self.data.replay is not None,
                 "data.replay_ratio > 0 needs data.replay (a general-domain manifest)")
+        require(self.hub in ("ms", "hf"), f"hub={self.hub!r}; use ms (ModelScope) or hf")
+        require(math.isfinite(self.optim.lr) and self.optim.lr > 0,
+                f"optim.lr={self.optim.lr}; use a positive number such as 2e-4")
+        require(self.optim.weight_decay >= 0 and self.optim.warmup_steps >= 0
+                and self.optim.grad_clip > 0 and 0 <= self.optim.min_lr_ratio <= 1,
+                "optim.weight_decay and optim.warmup_steps must be ≥ 0, optim.grad_clip > 0, "
+                "optim.min_lr_ratio in [0, 1]")
+        require(self.lora.r > 0 and self.lora.alpha > 0,
+                f"lora.r={self.lora.r}, lora.alpha={self.lora.alpha}; both must be positive")
+        require(0 <= self.lora.dropout < 1, f"lora.dropout={self.lora.dropout}; use [0, 1)")
+        require(self.train.seed >= 0, f"train.seed={self.train.seed}; use 0 or more")
+        require(DEVICE_PATTERN.match(self.train.device) is not None,
+                f"train.device={self.train.device!r}; use auto, cpu, cuda or cuda:N")
+        require(self.data.max_seconds_per_batch > 0 and self.train.max_memory_gb > 0,
+                "data.max_seconds_per_batch and train.max_memory_gb must be positive")
+        require(self.loss.ctc_weight >= 0 and self.loss.rich_weight >= 0
+                and self.loss.ctc_weight + self.loss.rich_weight > 0,
+                "loss.ctc_weight and loss.rich_weight must be ≥ 0 and not both 0")
+        require(not self.logging.wandb or importlib.util.find_spec("wandb") is not None,
+                "logging.wandb=true needs wandb: pip install 'svlora[wandb]' (or set it false)")
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    recipe = load_config(Recipe, path, overrides)
-    recipe.validate(str(path))
-    return recipe
+    """The recipe at `path` with `overrides`, every value validated now (not when first used)."""
+    return load_config(Recipe, path, overrides, check=Recipe.validate)

@@ -70,11 +70,12 @@ def learning_rate_factor(step: int, warmup: int, total: int, schedule: str = "co
 
 
 def decoded_scores(base: BaseModel, examples: list[Example]) -> tuple[float, float]:
-    """CER and emotion accuracy of greedy decoding on these clips."""
+    """CER and emotion accuracy (over the clips that have an emotion) of greedy decoding."""
     outputs = [split_output(text) for text in transcribe_features(base, [e.features for e in examples])]
     languages = [e.row.text_language.strip("<|>") for e in examples]
     return (corpus_cer([e.row.target for e in examples], [o["text"] for o in outputs], languages),
-            accuracy([e.row.emo_target for e in examples], [o["emotion"] for o in outputs]))
+            accuracy([e.row.emo_target for e in examples if e.row.has_emotion],
+                     [o["emotion"] for e, o in zip(examples, outputs) if e.row.has_emotion]))
 
 
 @torch.no_grad()

@@ -27,6 +27,8 @@ class DecodedAudio:
 
 def decode_audio(path: str | Path, target_rate: int = TARGET_RATE) -> DecodedAudio:
     """Decode by content (the extension may lie), mix to mono, resample with soxr HQ."""
+    if not Path(path).is_file():
+        raise AudioDecodeError("not found" if not Path(path).exists() else "not a file")
     try:
         samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as error:  # libsndfile reports corrupt files through several types

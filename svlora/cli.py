@@ -6,8 +6,9 @@ import argparse
 import json
 import sys
 
-from svlora.data_prep.prepare import FORMATS, SPLIT_KEYS
 from svlora.errors import SvloraError
+# constants only: `svlora --help` must not import torch, FunASR or the stages
+from svlora.data_prep.formats import FORMATS, SPLIT_KEYS
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     for column in ("audio", "text", "emotion", "speaker", "language"):
         prep.add_argument(f"--{column}-column", default=column, help=f"hf: the {column} column")
     prep.add_argument("--hf-split", help="hf: which split of a DatasetDict")
+    prep.add_argument("--no-emotion", action="store_true",
+                      help="a text-only corpus (e.g. a retention set): rows without an emotion "
+                      "are kept with emo_target null; training and eval skip their emotion")
 
     check = commands.add_parser("check", help="lint SenseVoice jsonl manifests")
     check.add_argument("manifests", nargs="+")
@@ -99,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(transcribe)
     transcribe.add_argument("--adapter")
     transcribe.add_argument("--json", action="store_true", help="one JSON object per line")
-    transcribe.add_argument("--language", default="auto", help="auto, zh, en, yue, ja, ko")
+    transcribe.add_argument("--language", default="auto",
+                            choices=["auto", "zh", "en", "yue", "ja", "ko", "nospeech"])
     transcribe.add_argument("audio", nargs="+")
 
     quick = commands.add_parser("quickstart", help="the whole pipeline on a tiny model and demo data")
@@ -130,7 +135,7 @@ def run_prepare(args) -> None:
         test=args.test, folds=args.folds, seed=args.seed, label_map=load_label_map(args.label_map),
         language=args.language, event=args.event, itn=args.itn, transcripts=args.transcripts,
         encoding=args.encoding, workers=args.workers, features_model=args.features,
-        feature_cache=args.feature_cache,
+        feature_cache=args.feature_cache, no_emotion=args.no_emotion,
         hf=HfColumns(audio=args.audio_column, text=args.text_column, emotion=args.emotion_column,
                      speaker=args.speaker_column, language=args.language_column,
                      split=args.hf_split),

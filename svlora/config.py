@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import yaml
 
@@ -81,12 +82,19 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise RecipeError(f"override {override!r}: {part} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            problem = str(error).splitlines()[0]
+            raise RecipeError(f"override {override!r}: the value is not valid YAML ({problem}); "
+                              "quote it or complete it, e.g. lora.targets=[attention,ffn]") from None
     return data
 
 
-def load_config(cls: type[Config], path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read YAML at `path`, apply overrides, and build `cls` (errors name the file and key)."""
+def load_config(cls: type[Config], path: str | Path, overrides: list[str] | None = None,
+                check: Callable[[Config, str], None] | None = None) -> Config:
+    """Read YAML at `path`, apply overrides, and build `cls`; `check(config, where)` validates
+    values. Errors name the file and key, or the command-line override that caused them."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: recipe not found")
@@ -96,4 +104,13 @@ def load_config(cls: type[Config], path: str | Path, overrides: list[str] | None
         raise RecipeError(f"{path}: invalid YAML ({error})") from error
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a YAML mapping")
-    return from_dict(cls, apply_overrides(data, overrides or []), str(path))
+    config = from_dict(cls, data, str(path))
+    if check:
+        check(config, str(path))
+    for override in overrides or []:  # one at a time, so an error names the override, not the file
+        data = apply_overrides(copy.deepcopy(data), [override])
+        where = f"command-line override {override!r}"
+        config = from_dict(cls, data, where)
+        if check:
+            check(config, where)
+    return config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from svlora.errors import SvloraError
 from svlora.features import pack_by_padded_seconds, pad_features
 from svlora.model import BaseModel
 
@@ -13,7 +14,10 @@ def inference_log_probs(sensevoice: torch.nn.Module, features: torch.Tensor, len
     """CTC log-probabilities [B, T+4, V] with the [language, event, emotion, itn] queries prepended."""
     batch = features.size(0)
     device = features.device
-    language_id = sensevoice.lid_dict.get(language, 0)
+    if language not in sensevoice.lid_dict:
+        raise SvloraError(f"language {language!r}: use auto or one of "
+                          f"{', '.join(k for k in sensevoice.lid_dict if k != 'auto')}")
+    language_id = sensevoice.lid_dict[language]
     queries = torch.tensor([[language_id, 1, 2, sensevoice.textnorm_dict[itn]]], device=device)
     query_embeddings = sensevoice.embed(queries).repeat(batch, 1, 1).to(features.dtype)
     # FunASR order: language, then the event/emotion pair, then text-norm, then speech.
@@ -79,7 +83,6 @@ def transcribe_paths(base: BaseModel, paths: list[str], max_seconds_per_batch: f
                      language: str = "auto", itn: str = "woitn") -> list[str]:
     """Decoded outputs for audio files (any format soundfile reads; resampled to 16 kHz mono)."""
     from svlora.audio import AudioDecodeError, load_audio
-    from svlora.errors import SvloraError
 
     features = []
     for path in paths:

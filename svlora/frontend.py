@@ -83,8 +83,10 @@ def frontend_config(model_dir: str | Path) -> FrontendConfig:
     result = FrontendConfig(**{k: v for k, v in settings.items() if k in known})
     if result.window not in WINDOWS:
         raise ModelError(f"{model_dir}: frontend window {result.window!r} is not supported")
-    if (model_dir / "am.mvn").is_file():
-        result.cmvn_shift, result.cmvn_scale = read_cmvn(model_dir / "am.mvn")
+    if not (model_dir / "am.mvn").is_file():  # SenseVoiceSmall's features are always normalised
+        raise ModelError(f"{model_dir}: am.mvn is missing; without it features would be "
+                         "silently un-normalised. Copy am.mvn from the original model dir")
+    result.cmvn_shift, result.cmvn_scale = read_cmvn(model_dir / "am.mvn")
     return result
 
 

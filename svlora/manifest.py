@@ -12,6 +12,10 @@ from svlora.io import write_jsonl_atomic
 from svlora.labels import EMOTION_TAGS, EVENT_TAGS, ITN_TAGS, LANGUAGE_TAGS
 
 FRAMES_PER_SECOND = 100  # source_len counts 10 ms fbank frames
+FIELD_TYPES = {"key": str, "source": str, "source_len": int, "target": str, "target_len": int,
+               "text_language": str, "emo_target": (str, type(None)), "event_target": str,
+               "with_or_wo_itn": str, "speaker": (str, type(None))}
+TYPE_NAMES = {str: "a string", int: "an integer", type(None): "null"}
 
 
 @dataclass
@@ -24,7 +28,7 @@ class ManifestRow:
     target: str
     target_len: int
     text_language: str
-    emo_target: str
+    emo_target: str | None  # None (null in the jsonl): a text-only row, no emotion label
     event_target: str
     with_or_wo_itn: str
     speaker: str | None = None
@@ -50,10 +54,21 @@ class ManifestRow:
         row.validate(where)
         return row
 
+    @property
+    def has_emotion(self) -> bool:
+        return self.emo_target is not None
+
     def validate(self, where: str) -> None:
+        for name, kind in FIELD_TYPES.items():
+            value = getattr(self, name)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ManifestError(f"{where}: {name}={value!r} should be "
+                                    f"{' or '.join(TYPE_NAMES[k] for k in (kind if isinstance(kind, tuple) else (kind,)))}")
         for name, vocabulary in (("text_language", LANGUAGE_TAGS), ("emo_target", EMOTION_TAGS),
                                  ("event_target", EVENT_TAGS), ("with_or_wo_itn", ITN_TAGS)):
             value = getattr(self, name)
+            if name == "emo_target" and value is None:
+                continue
             if value not in vocabulary:
                 raise ManifestError(f"{where}: {name}={value!r} is not a SenseVoice tag; "
                                     f"expected one of {', '.join(vocabulary)}")

@@ -4,6 +4,7 @@ labels into the tensors it trains and decodes on. Every stage loads its model he
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import sys
@@ -20,6 +21,7 @@ from svlora.io import sha256_file
 from svlora.labels import EMOTION_TAGS, EVENT_TAGS, ITN_TAGS, LANGUAGE_TAGS
 
 RICH_PREFIX_LENGTH = 4  # [language, emotion, event, itn] precede the text in SenseVoice targets
+IGNORE_ID = -1  # SenseVoiceSmall's ignore_id: its rich-tag loss skips this target position
 
 
 @contextlib.contextmanager
@@ -32,18 +34,27 @@ def stdout_to_stderr():
 @contextlib.contextmanager
 def quiet_funasr_logging():
     """FunASR logs hub and checkpoint lines on every load, even for local dirs."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.ERROR))
+    previous = logging.root.manager.disable
+    logging.disable(max(previous, logging.WARNING))  # also loggers that bring their own handlers
     try:
         yield
     finally:
-        root.setLevel(level)
+        logging.disable(previous)
+
+
+FUNASR_IMPORT_NOTICES = ("Notice: ffmpeg is not installed", "If you want to use ffmpeg",
+                         "sudo apt install ffmpeg", "# brew install ffmpeg")
 
 
 def import_automodel():
-    with stdout_to_stderr():
+    """FunASR's AutoModel; its import-time ffmpeg notice (svlora decodes audio itself) is
+    dropped, anything else it prints goes to stderr."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
         from funasr import AutoModel
+    for line in printed.getvalue().splitlines():
+        if line.strip() and not any(n in line for n in FUNASR_IMPORT_NOTICES):
+            print(line, file=sys.stderr)
     return AutoModel
 
 
@@ -69,11 +80,16 @@ class BaseModel:
         model's WavFrontend computes them (without dither)."""
         return compute_features(waveform, self.frontend)
 
-    def target_ids(self, text: str, language: str, emotion: str, event: str, itn: str) -> list[int]:
-        """The training target: [lang, emotion, event, itn] tag ids then the text's ids."""
+    def target_ids(self, text: str, language: str, emotion: str | None, event: str,
+                   itn: str) -> list[int]:
+        """The training target: [lang, emotion, event, itn] tag ids then the text's ids. A
+        text-only row (emotion None) gets IGNORE_ID there: no emotion loss for it."""
         prefix = []
         for tag, vocabulary in ((language, LANGUAGE_TAGS), (emotion, EMOTION_TAGS),
                                 (event, EVENT_TAGS), (itn, ITN_TAGS)):
+            if tag is None and vocabulary is EMOTION_TAGS:
+                prefix.append(IGNORE_ID)
+                continue
             ids = self.tokenizer.encode(tag)
             if ids != [vocabulary[tag]]:
                 raise ModelError(f"tokenizer of {self.model_dir} encodes {tag} as {ids}, expected "
@@ -85,37 +101,134 @@ class BaseModel:
         return self.tokenizer.decode(token_ids)
 
 
+def resolve_device(name: str) -> str:
+    """'cpu', 'cuda' or 'cuda:N' as given ('auto': cuda when available); one clear error when the
+    device is not there, instead of a traceback from deep inside torch."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return name
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ModelError(f"device {name!r} asked for, but this torch has no CUDA device "
+                             f"(torch {torch.__version__}); use --device cpu")
+        if ":" in name and int(name[5:]) >= torch.cuda.device_count():
+            raise ModelError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
+        return name
+    raise ModelError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto")
+
+
+def _funasr_failure(printed: str) -> str:
+    """The reason FunASR printed (and swallowed) when a hub download failed."""
+    for line in printed.splitlines():
+        if "failed!:" in line:
+            return line.split("failed!:", 1)[1].strip()[:400]
+    return printed.strip().splitlines()[-1][:400] if printed.strip() else "no reason given"
+
+
 def resolve_model_dir(model: str, hub: str = "ms") -> Path:
     """A local model dir as is; a hub id (e.g. iic/SenseVoiceSmall) downloaded by FunASR."""
+    if hub not in ("ms", "hf"):
+        raise ModelError(f"unknown hub {hub!r}: use ms (ModelScope) or hf (Hugging Face)")
     if os.path.isdir(model):
         return Path(model)
+    if os.path.exists(model) or model.startswith((".", "/", "~")):
+        raise ModelError(f"{model}: no such model directory")
+    printed = io.StringIO()
     try:
-        with stdout_to_stderr():
+        with contextlib.redirect_stdout(printed), quiet_funasr_logging():
             from funasr.download.download_model_from_hub import download_model
-            kwargs = download_model(model=model, hub=hub, disable_update=True)
+            kwargs = download_model(model=model, hub=hub, disable_update=True,
+                                    trust_remote_code=False)
     except Exception as error:  # FunASR raises many types for an unreachable hub
-        raise ModelError(f"cannot find or download model '{model}' ({error}); pass a local model "
-                         "directory (config.yaml, model.pt, am.mvn, the .bpe.model)") from error
-    return Path(kwargs["model_path"])
+        raise ModelError(f"cannot download '{model}' from hub {hub}: {error}; pass a local "
+                         "model directory instead") from error
+    path = Path(kwargs.get("model_path", model))
+    if not path.is_dir():
+        raise ModelError(f"cannot download '{model}' from hub {hub}: {_funasr_failure(printed.getvalue())}; "
+                         f"check the id and the network (`pip install 'svlora[hub]'`), or pass a "
+                         "local SenseVoiceSmall directory")
+    return path
 
 
-def load_base_model(model: str, device: str = "cpu", hub: str = "ms") -> BaseModel:
-    """Build SenseVoiceSmall with FunASR's own AutoModel machinery and load its weights."""
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """model.pt as a tensor state dict, read with torch.load(weights_only=True): a pickle that
+    holds anything but tensors and plain containers is refused, never executed."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError, RuntimeError (corrupt zip), EOFError, ...
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise ModelError(f"{path}: refused: not a plain tensor state dict that "
+                         f"torch.load(weights_only=True) can read ({reason}). svlora never unpickles "
+                         "code; re-save the weights as a state dict of tensors") from None
+    for wrapper in ("state_dict", "model"):  # the layouts FunASR's loader also accepts
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+    return state
+
+
+def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Copy `state` into `module`; refuse a file that lacks weights or has wrong shapes (never
+    run with random weights)."""
+    expected = module.state_dict()
+    missing = [name for name in expected if name not in state]
+    if missing:
+        raise ModelError(f"{path} lacks {len(missing)} of the model's {len(expected)} weights "
+                         f"(e.g. {', '.join(missing[:3])}): refusing to run with random weights")
+    wrong = [f"{name} {tuple(state[name].shape)} vs {tuple(t.shape)}" for name, t in expected.items()
+             if state[name].shape != t.shape]
+    if wrong:
+        raise ModelError(f"{path}: weights of the wrong shape for config.yaml: {'; '.join(wrong[:3])}")
+    module.load_state_dict({name: state[name] for name in expected}, strict=True)
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        print(f"svlora: {path}: {len(extra)} tensor(s) not used by the model "
+              f"(e.g. {', '.join(extra[:3])})", file=sys.stderr)
+
+
+def load_base_model(model: str, device: str = "cpu", hub: str = "ms",
+                    trust_remote_code: bool = False) -> BaseModel:
+    """Build SenseVoiceSmall with FunASR's own machinery from the dir's config.yaml, then load
+    model.pt ourselves with torch.load(weights_only=True).
+
+    Code a model dir names (config.yaml's trust_remote_code/remote_code, requirements.txt) is
+    never imported or installed unless `trust_remote_code` is set.
+    """
+    device = resolve_device(device)
     model_dir = resolve_model_dir(model, hub)
-    if not (model_dir / "config.yaml").is_file() or not (model_dir / "model.pt").is_file():
-        raise ModelError(f"{model_dir} is not a SenseVoiceSmall model dir: it needs config.yaml "
-                         "and model.pt (run `svlora make-tiny-model DIR` for a test model)")
+    for name in ("config.yaml", "model.pt", "am.mvn"):
+        if not (model_dir / name).is_file():
+            raise ModelError(f"{model_dir} is not a SenseVoiceSmall model dir: {name} is missing "
+                             "(it needs config.yaml, model.pt, am.mvn and the .bpe.model; run "
+                             "`svlora make-tiny-model DIR` for a test model)")
+    frontend = frontend_config(model_dir)
+    state = read_weights(model_dir / "model.pt")
     AutoModel = import_automodel()
     threads = torch.get_num_threads()
     with stdout_to_stderr(), quiet_funasr_logging():
-        module, kwargs = AutoModel.build_model(model=str(model_dir), device=device,
-                                               disable_update=True, ncpu=threads, hub=hub)
+        from funasr.download.download_model_from_hub import download_model
+        kwargs = download_model(model=str(model_dir), hub=hub, disable_update=True,
+                                trust_remote_code=trust_remote_code)
+        if kwargs.get("model") != "SenseVoiceSmall" and not trust_remote_code:
+            raise ModelError(f"{model_dir}/config.yaml names model {kwargs.get('model')!r}, not "
+                             "SenseVoiceSmall; svlora runs no code from a model dir unless "
+                             "--trust-remote-code is given")
+        kwargs.pop("init_param", None)  # weights are loaded below, safely
+        kwargs.setdefault("model_conf", {})  # already resolved: build_model must not re-download
+        try:
+            module, kwargs = AutoModel.build_model(**{**kwargs, "device": device, "ncpu": threads})
+        except (RuntimeError, TypeError, KeyError, AssertionError) as error:
+            raise ModelError(f"{model_dir}: FunASR cannot build the model from config.yaml "
+                             f"({str(error).strip().splitlines()[0][:200]})") from None
     torch.set_num_threads(threads)
     if type(module).__name__ != "SenseVoiceSmall":
         raise ModelError(f"{model_dir} holds a {type(module).__name__}, not SenseVoiceSmall")
+    load_weights(module, state, model_dir / "model.pt")
     module.to(device)
     # svlora's vectorised WavFrontend, without dither: eval is repeatable, features cacheable.
-    return BaseModel(module, kwargs["tokenizer"], frontend_config(model_dir), model_dir, dict(kwargs))
+    return BaseModel(module, kwargs["tokenizer"], frontend, model_dir, dict(kwargs))
 
 
 def weights_sha256(model_dir: str | Path) -> str:
