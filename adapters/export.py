@@ -10,14 +10,17 @@ from pathlib import Path
 from svlora.adapter_format import META_FILE, PEFT_FILES, read_adapter_meta, replace_dir
 from svlora.adapters.runtime import load_model
 from svlora.io import write_json_atomic
-from svlora.model import write_model_dir
+from svlora.model import resolve_device, write_model_dir
 
 
 def export_adapter(model: str, adapter: str, out: str, merge: bool = False, hub: str = "ms",
-                   allow_base_mismatch: bool = False) -> Path:
-    """Write OUT atomically: the checked adapter package, or with merge=True a full model dir."""
+                   allow_base_mismatch: bool = False, device: str = "cpu",
+                   trust_remote_code: bool = False) -> Path:
+    """Write OUT atomically: the checked adapter package, or with merge=True a full model dir
+    (merged on `device`; the files written are the same)."""
+    resolve_device(device)  # a device that is not there is an error before any work
     runtime = load_model(model, adapter, hub=hub, allow_base_mismatch=allow_base_mismatch,
-                         merge=merge)
+                         merge=merge, device=device, trust_remote_code=trust_remote_code)
     out_dir = Path(out)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))

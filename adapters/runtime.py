@@ -43,12 +43,13 @@ class SenseVoiceRuntime:
 
 
 def load_model(model: str, adapter: str | None = None, device: str = "cpu", hub: str = "ms",
-               allow_base_mismatch: bool = False, merge: bool = False) -> SenseVoiceRuntime:
+               allow_base_mismatch: bool = False, merge: bool = False,
+               trust_remote_code: bool = False) -> SenseVoiceRuntime:
     """A runtime for base `model` (dir or hub id), with `adapter` attached (and merged) if given.
 
     An adapter trained on different base weights is refused unless allow_base_mismatch.
     """
-    base = load_base_model(model, device=device, hub=hub)
+    base = load_base_model(model, device=device, hub=hub, trust_remote_code=trust_remote_code)
     runtime = SenseVoiceRuntime(base, weights_sha256(base.model_dir))
     if adapter is not None:
         runtime.peft_model, runtime.adapter_meta = attach_adapter(

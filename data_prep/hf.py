@@ -24,11 +24,16 @@ class HfColumns:
     split: str | None = None  # which split of a DatasetDict (required when it has several)
 
 
-def load_dataset_dir(path: Path, split: str | None):
+def require_datasets():
     try:
         import datasets
-    except ImportError as error:
-        raise ManifestError("--format hf needs the datasets library: pip install 'svlora[hf]'") from error
+    except ImportError:
+        raise ManifestError("--format hf needs the datasets library: pip install 'svlora[hf]'") from None
+    return datasets
+
+
+def load_dataset_dir(path: Path, split: str | None):
+    datasets = require_datasets()
     if not any((path / name).is_file() for name in ("dataset_info.json", "dataset_dict.json",
                                                      "state.json")):
         hint = (" For an audiofolder, run --format csv on its metadata.csv."
@@ -44,7 +49,7 @@ def load_dataset_dir(path: Path, split: str | None):
 
 
 def read_hf(path: Path, audio_out: Path, columns: HfColumns) -> tuple[list[InputRow], set[str]]:
-    import datasets
+    datasets = require_datasets()
 
     dataset = load_dataset_dir(path, columns.split)
     if columns.audio not in dataset.column_names:

@@ -124,14 +124,15 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
              general: str | None = None, gate: str | None = None, device: str = "cpu",
              hub: str = "ms", max_seconds_per_batch: float = 240.0,
              allow_base_mismatch: bool = False, feature_cache: str | None = None,
-             cache_dir: str | None = None, resamples: int = 1000, seed: int = 0) -> dict:
+             cache_dir: str | None = None, resamples: int = 1000, seed: int = 0,
+             trust_remote_code: bool = False) -> dict:
     """Score every arm on every clip of `data` (and `general`); return the report dict."""
     gates = parse_gates(gate)
     arms = parse_arms(adapters or [])
     rows = read_manifest(data)
     general_rows = read_manifest(general) if general else None
     out_dir = Path(out)
-    base = load_base_model(model, device=device, hub=hub)
+    base = load_base_model(model, device=device, hub=hub, trust_remote_code=trust_remote_code)
     base_sha256 = weights_sha256(base.model_dir)
     decoder = ArmDecoder(base, base_sha256,
                          PredictionCache(Path(cache_dir) if cache_dir else out_dir / "cache"),

@@ -94,6 +94,7 @@ class LoggingSettings:
 class Recipe:
     model: str = "iic/SenseVoiceSmall"  # local SenseVoiceSmall dir or hub id
     hub: str = "ms"                      # ms (ModelScope) or hf, for hub ids
+    trust_remote_code: bool = False      # let FunASR import code the model dir names (never by default)
     mode: str = "lora"                   # lora: train an adapter; full: train every weight
     out: str = "runs/sensevoice_lora"
     data: DataSettings = field(default_factory=DataSettings)

@@ -187,7 +187,8 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False, log=pri
         write_text_atomic(out / "recipe.yaml", yaml.safe_dump(asdict(recipe), sort_keys=False))
     seed_everything(recipe.train.seed)
     precision = resolve_precision(recipe.train.precision, device)
-    base = load_base_model(recipe.model, device=str(device), hub=recipe.hub)
+    base = load_base_model(recipe.model, device=str(device), hub=recipe.hub,
+                           trust_remote_code=recipe.trust_remote_code)
     base_sha256 = weights_sha256(base.model_dir)
     cache = recipe.data.feature_cache
     train_examples = build_examples(base, read_manifest(recipe.data.train), "train features", cache)
@@ -345,7 +346,8 @@ def preflight(recipe: Recipe, log=print) -> dict:
     device = resolve_device(recipe.train.device)
     precision = resolve_precision(recipe.train.precision, device)
     seed_everything(recipe.train.seed)
-    base = load_base_model(recipe.model, device=str(device), hub=recipe.hub)
+    base = load_base_model(recipe.model, device=str(device), hub=recipe.hub,
+                           trust_remote_code=recipe.trust_remote_code)
     objective, _, summary = build_objective(base, recipe, device)
     optimizer = torch.optim.AdamW([p for p in objective.parameters() if p.requires_grad],
                                   lr=recipe.optim.lr)

@@ -17,6 +17,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--allow-base-mismatch", action="store_true",
                         help="load an adapter even if it was trained on other base weights")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="let FunASR import code the model dir names (config.yaml "
+                        "remote_code); off by default: a model dir is data")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,7 +191,8 @@ def run_eval(args) -> int:
                       max_seconds_per_batch=args.max_seconds_per_batch,
                       allow_base_mismatch=args.allow_base_mismatch,
                       feature_cache=args.feature_cache, cache_dir=args.cache_dir,
-                      resamples=args.resamples, seed=args.seed)
+                      resamples=args.resamples, seed=args.seed,
+                      trust_remote_code=args.trust_remote_code)
     print(verdict(report))
     print(f"report: {args.out}/report.html (report.md, report.json, predictions.jsonl, confusion*.png)")
     if not report["gates_passed"]:
@@ -202,7 +206,8 @@ def run_export(args) -> None:
     from svlora.adapters import export_adapter
 
     out = export_adapter(args.model, args.adapter, args.out, merge=args.merge, hub=args.hub,
-                         allow_base_mismatch=args.allow_base_mismatch)
+                         allow_base_mismatch=args.allow_base_mismatch, device=args.device,
+                         trust_remote_code=args.trust_remote_code)
     print(f"wrote {'merged model' if args.merge else 'adapter package'} {out}")
 
 
@@ -210,6 +215,7 @@ def run_transcribe(args) -> None:
     from svlora.adapters import load_model
 
     runtime = load_model(args.model, args.adapter, device=args.device, hub=args.hub,
+                         trust_remote_code=args.trust_remote_code,
                          allow_base_mismatch=args.allow_base_mismatch)
     for result in runtime.transcribe(args.audio, language=args.language):
         if args.json:
