@@ -10,7 +10,7 @@ from svlora.adapter_format import attach_adapter
 from svlora.decoding import transcribe_paths
 from svlora.errors import AdapterError
 from svlora.labels import split_output
-from svlora.model import BaseModel, load_base_model, weights_sha256
+from svlora.model import BaseModel, load_base_model, quantize_int8, weights_sha256
 
 
 @dataclass
@@ -44,10 +44,12 @@ class SenseVoiceRuntime:
 
 def load_model(model: str, adapter: str | None = None, device: str = "cpu", hub: str = "ms",
                allow_base_mismatch: bool = False, merge: bool = False,
-               trust_remote_code: bool = False) -> SenseVoiceRuntime:
+               trust_remote_code: bool = False, int8: bool = False) -> SenseVoiceRuntime:
     """A runtime for base `model` (dir or hub id), with `adapter` attached (and merged) if given.
 
     An adapter trained on different base weights is refused unless allow_base_mismatch.
+    `int8`: merge the adapter, then quantise every Linear layer to int8 (dynamic, CPU): faster,
+    outputs may differ slightly (benchmarks/eval_bench.py --int8 reports by how much).
     """
     base = load_base_model(model, device=device, hub=hub, trust_remote_code=trust_remote_code)
     runtime = SenseVoiceRuntime(base, weights_sha256(base.model_dir))
@@ -55,6 +57,8 @@ def load_model(model: str, adapter: str | None = None, device: str = "cpu", hub:
         runtime.peft_model, runtime.adapter_meta = attach_adapter(
             base.model, adapter, runtime.base_sha256, allow_base_mismatch)
         runtime.adapter_path = str(adapter)
-        if merge:
+        if merge or int8:
             runtime.merge()
+    if int8:
+        runtime.base.model = quantize_int8(runtime.base.model)
     return runtime

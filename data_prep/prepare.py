@@ -123,7 +123,7 @@ def label_problem(row: InputRow, options: PrepareOptions) -> tuple[dict | None, 
         return None, (f"unknown emotion label {row.emotion!r}: not a SenseVoice emotion; map it "
                       "with --label-map (e.g. 'calm: NEUTRAL')")
     if row.text is None:
-        return None, "missing transcript"
+        return None, "missing transcript" + (f" ({row.no_text_reason})" if row.no_text_reason else "")
     language = (row.language or options.language or "").strip().lower()
     if not language:
         return None, "no language (add a 'language' column or pass --language)"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from svlora.data_prep.readers import InputRow, audio_files, read_transcripts
+from svlora.data_prep.readers import InputRow, audio_files, read_transcripts, single_text_file
 from svlora.errors import ManifestError
 
 # ESD (Zhou et al. 2021): <speaker>/<Emotion>/[train|evaluation|test/]<speaker>_<utt>.wav and
@@ -119,16 +119,29 @@ def read_emodb(root: Path, encoding: str) -> list[InputRow]:
 
 
 def read_casia(root: Path, encoding: str, transcripts_file: Path | None = None) -> list[InputRow]:
+    """<speaker>/<emotion>/<id>.wav; transcripts from --transcripts or the sentence list in the
+    root (public copies: one GB18030 .txt numbered `201. text`). Only the ids it lists have a
+    transcript; the other clips are reported with that reason."""
+    transcripts_file = transcripts_file or single_text_file(root)
     transcripts = read_transcripts(transcripts_file, encoding) if transcripts_file else {}
+    if transcripts_file:
+        reason = f"clip id not in the sentence list {transcripts_file.name}"
+    else:
+        texts = sorted(p.name for p in root.glob("*.txt"))
+        reason = (f"{len(texts)} .txt files in {root} ({', '.join(texts[:3])}); pass the sentence "
+                  "list with --transcripts" if texts else
+                  "CASIA ships no transcript file here; pass the sentence list with --transcripts")
     rows = []
     for speaker_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for emotion_dir in sorted(p for p in speaker_dir.iterdir() if p.is_dir()):
             if emotion_dir.name.lower() not in CASIA_EMOTIONS:
                 continue
             for clip in audio_files(emotion_dir):
-                rows.append(InputRow(where=str(clip), audio=clip, text=transcripts.get(clip.stem),
+                text = transcripts.get(clip.stem) or transcripts.get(clip.stem.lstrip("0"))
+                rows.append(InputRow(where=str(clip), audio=clip, text=text,
                                      emotion=emotion_dir.name, language="zh",
-                                     speaker=speaker_dir.name))
+                                     speaker=speaker_dir.name,
+                                     no_text_reason=None if text else reason))
     return _require(rows, root, "casia", "<speaker>/<emotion>/<id>.wav")
 
 

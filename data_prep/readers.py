@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ class InputRow:
     speaker: str | None = None
     itn: str | None = None
     key: str | None = None  # the input's own clip id, when it has one (Kaldi, manifests)
+    no_text_reason: str | None = None  # why a reader found no transcript, for the report
     extra: dict = field(default_factory=dict, repr=False)
 
     def as_fields(self) -> dict:
@@ -97,16 +99,42 @@ def read_jsonl(path: Path, encoding: str = "utf-8") -> tuple[list[InputRow], set
     return rows, columns
 
 
+NUMBERED_LINE = re.compile(r"^\s*(\d+)\s*(?:[.、:：]|\t)\s*(\S.*?)\s*$")
+TRANSCRIPT_ENCODINGS = ("utf-8", "gb18030")  # tried in order when --encoding is left at utf-8
+
+
+def parse_transcript_line(line: str) -> tuple[str, str] | None:
+    """(id, text) of one transcript line: `id<TAB>text[<TAB>...]` (ESD), numbered sentence
+    lists `201. text`, `201、text`, `201: text` (CASIA's copies), or `id text` (Kaldi)."""
+    if not line.strip():
+        return None
+    numbered = NUMBERED_LINE.match(line)
+    if numbered:
+        return numbered.group(1), numbered.group(2).split("\t")[0].strip()
+    parts = line.split("\t") if "\t" in line else line.split(maxsplit=1)
+    if len(parts) >= 2 and parts[1].strip():
+        return parts[0].strip(), parts[1].strip()
+    return None
+
+
 def read_transcripts(path: Path, encoding: str = "utf-8") -> dict[str, str]:
-    """`id<TAB>text[<TAB>...]` lines (ESD style) or `id text` lines (Kaldi style)."""
-    transcripts = {}
-    for line in read_text(path, encoding).splitlines():
-        if not line.strip():
-            continue
-        parts = line.split("\t") if "\t" in line else line.split(maxsplit=1)
-        if len(parts) >= 2 and parts[1].strip():
-            transcripts[parts[0].strip()] = parts[1].strip()
-    return transcripts
+    """{id: text} from a transcript file (see parse_transcript_line). With the default UTF-8,
+    a file that is not UTF-8 is tried as GB18030 (Chinese corpora) before giving up."""
+    candidates = TRANSCRIPT_ENCODINGS if encoding.lower() in ("utf-8", "utf8") else (encoding,)
+    for attempt, codec in enumerate(candidates):
+        try:
+            text = read_text(path, codec)
+            break
+        except ManifestError:
+            if attempt == len(candidates) - 1:
+                raise
+    return dict(pair for line in text.splitlines() if (pair := parse_transcript_line(line)))
+
+
+def single_text_file(root: Path) -> Path | None:
+    """The one .txt in a corpus root (its sentence list), if there is exactly one."""
+    candidates = sorted(p for p in root.glob("*.txt") if p.is_file())
+    return candidates[0] if len(candidates) == 1 else None
 
 
 def audio_files(folder: Path) -> list[Path]:
@@ -116,9 +144,7 @@ def audio_files(folder: Path) -> list[Path]:
 def read_folder(root: Path, transcripts_file: Path | None,
                 encoding: str = "utf-8") -> tuple[list[InputRow], set[str]]:
     """`root/<emotion>/<clip>`; transcripts from `transcripts_file` or a single top-level .txt."""
-    if transcripts_file is None:
-        candidates = sorted(root.glob("*.txt"))
-        transcripts_file = candidates[0] if len(candidates) == 1 else None
+    transcripts_file = transcripts_file or single_text_file(root)
     transcripts = read_transcripts(transcripts_file, encoding) if transcripts_file else {}
     rows = [InputRow(where=str(clip), audio=clip, text=transcripts.get(clip.stem),
                      emotion=emotion_dir.name)

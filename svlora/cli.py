@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(transcribe)
     transcribe.add_argument("--adapter")
     transcribe.add_argument("--json", action="store_true", help="one JSON object per line")
+    transcribe.add_argument("--int8", action="store_true",
+                            help="int8 dynamic quantisation (CPU): faster, outputs may differ slightly")
     transcribe.add_argument("--language", default="auto",
                             choices=["auto", "zh", "en", "yue", "ja", "ko", "nospeech"])
     transcribe.add_argument("audio", nargs="+")
@@ -215,7 +217,7 @@ def run_transcribe(args) -> None:
     from svlora.adapters import load_model
 
     runtime = load_model(args.model, args.adapter, device=args.device, hub=args.hub,
-                         trust_remote_code=args.trust_remote_code,
+                         trust_remote_code=args.trust_remote_code, int8=args.int8,
                          allow_base_mismatch=args.allow_base_mismatch)
     for result in runtime.transcribe(args.audio, language=args.language):
         if args.json:

@@ -106,7 +106,7 @@ def resolve_device(name: str) -> str:
     device is not there, instead of a traceback from deep inside torch."""
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
+    if name == "cpu" or (name.startswith("cpu:") and name[4:].isdigit()):  # accelerate: cpu:0
         return name
     if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
         if not torch.cuda.is_available():
@@ -229,6 +229,20 @@ def load_base_model(model: str, device: str = "cpu", hub: str = "ms",
     module.to(device)
     # svlora's vectorised WavFrontend, without dither: eval is repeatable, features cacheable.
     return BaseModel(module, kwargs["tokenizer"], frontend, model_dir, dict(kwargs))
+
+
+def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
+    """Every nn.Linear as a dynamically quantised int8 Linear (weights int8, activations
+    quantised per batch): PyTorch's CPU path, as ONNX runtimes ship int8 MatMuls."""
+    import warnings
+
+    if next(module.parameters()).device.type != "cpu":
+        raise ModelError("int8 decoding runs on the CPU; use --device cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice (torchao later)
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def weights_sha256(model_dir: str | Path) -> str:

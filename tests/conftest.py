@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -37,13 +38,27 @@ def clinic_manifests(tmp_path_factory, demo_corpora) -> Path:
 
 
 @pytest.fixture(scope="session")
-def quickstart_run(tmp_path_factory) -> dict:
-    """`svlora quickstart --out DIR` run exactly as the README does, in a subprocess."""
+def quickstart_run(tmp_path_factory, request) -> dict:
+    """`svlora quickstart --out DIR` run exactly as the README does, in a subprocess; its stage
+    lines are shown live (a few minutes of work should not look like a hang in CI)."""
     out = tmp_path_factory.mktemp("quickstart") / "qs"
-    completed = subprocess.run([sys.executable, "-m", "svlora.cli", "quickstart", "--out", str(out)],
-                               capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    return {"out": out, "returncode": completed.returncode, "stdout": completed.stdout,
-            "stderr": completed.stderr}
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    process = subprocess.Popen([sys.executable, "-m", "svlora.cli", "quickstart", "--out", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    stderr = []
+    reader = threading.Thread(target=lambda: stderr.extend(process.stderr), daemon=True)
+    reader.start()
+    stdout = []
+    for line in process.stdout:
+        stdout.append(line)
+        if line.startswith("== "):  # quickstart's stage lines (name, then seconds)
+            with capture.global_and_fixture_disabled():
+                print(f"  quickstart fixture: {line.rstrip()}", flush=True)
+    process.wait()
+    reader.join()
+    return {"out": out, "returncode": process.returncode, "stdout": "".join(stdout),
+            "stderr": "".join(stderr)}
 
 
 @pytest.fixture(scope="session")

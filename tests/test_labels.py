@@ -1,6 +1,6 @@
 from funasr.models.sense_voice.model import SenseVoiceSmall
 
-from svlora.labels import (EMOTION_TAGS, FIRST_SPECIAL_ID, ITN_TAGS, LANGUAGE_TAGS,
+from svlora.labels import (EMOTION_TAGS, EVENT_TAGS, FIRST_SPECIAL_ID, ITN_TAGS, LANGUAGE_TAGS,
                            SPECIAL_TOKENS_FROM_24884, VOCAB_SIZE, emotion_tag, split_output,
                            strip_rich_tags, tag_of)
 from svlora.tiny_model import build_model, sensevoice_config, TinyModelSpec
@@ -24,10 +24,16 @@ def test_ids_agree_with_funasr_sensevoice_constants():
         assert EMOTION_TAGS[tag] == token_id
 
 
-def test_special_block_positions_match_the_named_tags():
-    for vocabulary in (LANGUAGE_TAGS, EMOTION_TAGS, ITN_TAGS):
-        for tag, token_id in vocabulary.items():
-            assert SPECIAL_TOKENS_FROM_24884[token_id - FIRST_SPECIAL_ID] == tag
+def test_our_tag_names_are_the_ones_funasr_postprocesses():
+    """FunASR's rich_transcription_postprocess table names every tag SenseVoiceSmall emits:
+    each of our language, emotion, event and ITN tags must be one of them (spelling included),
+    and each single tag there must sit in our special-token block."""
+    from funasr.utils.postprocess_utils import emoji_dict
+
+    funasr_tags = {tag for tag in emoji_dict if tag.count("<|") == 1}
+    for vocabulary in (LANGUAGE_TAGS, EMOTION_TAGS, EVENT_TAGS, ITN_TAGS):
+        assert set(vocabulary) <= funasr_tags, set(vocabulary) - funasr_tags
+    assert funasr_tags - {"<|GBG|>"} <= set(SPECIAL_TOKENS_FROM_24884)
     assert FIRST_SPECIAL_ID + len(SPECIAL_TOKENS_FROM_24884) == VOCAB_SIZE
 
 

@@ -6,7 +6,6 @@ import soundfile as sf
 import torch
 import yaml
 
-from svlora.labels import FIRST_SPECIAL_ID, SPECIAL_TOKENS_FROM_24884, VOCAB_SIZE
 from svlora.adapters import load_model
 from svlora.model import load_base_model, stdout_to_stderr
 from svlora.tiny_model import BPE_MODEL_NAME, full_size_config, build_model, parameter_count
@@ -22,11 +21,28 @@ def test_layout_is_sensevoice_smalls(tiny_model_dir):
     torch.load(tiny_model_dir / "model.pt", weights_only=True)  # a plain tensor state dict
 
 
-def test_tokenizer_has_every_special_token_at_its_real_id(tiny_model_dir):
+def test_tokenizer_puts_funasrs_anchor_tokens_at_funasrs_ids(tiny_model_dir):
+    """The ids FunASR's SenseVoiceSmall hard-codes (its language, text-norm and emotion tables),
+    read from FunASR itself, not from the list the tokenizer was built from."""
+    from tests.test_labels import funasr_model
+
+    model = funasr_model()
     processor = spm.SentencePieceProcessor(model_file=str(tiny_model_dir / BPE_MODEL_NAME))
-    assert processor.get_piece_size() == VOCAB_SIZE
-    for offset, tag in enumerate(SPECIAL_TOKENS_FROM_24884):
-        assert processor.encode(tag) == [FIRST_SPECIAL_ID + offset], tag
+    assert processor.get_piece_size() == model.vocab_size
+    languages = {code: model.lid_int_dict[token_id] for token_id, code in (
+        (24884, "zh"), (24885, "en"), (24888, "yue"), (24892, "ja"), (24896, "ko"),
+        (24992, "nospeech"))}
+    assert languages == {k: v for k, v in model.lid_dict.items() if k != "auto"}
+    for token_id in model.lid_int_dict:
+        query = model.lid_int_dict[token_id]
+        code = next(k for k, v in model.lid_dict.items() if v == query)
+        assert processor.encode(f"<|{code}|>") == [token_id], code
+    for token_id, query in model.textnorm_int_dict.items():
+        name = next(k for k, v in model.textnorm_dict.items() if v == query)
+        assert processor.encode(f"<|{name}|>") == [token_id], name
+    for name, token_id in model.emo_dict.items():
+        tag = "<|EMO_UNKNOWN|>" if name == "unk" else f"<|{name.upper()}|>"
+        assert processor.encode(tag) == [token_id], tag
     assert processor.decode(processor.encode("hello world")) == "hello world"
 
 

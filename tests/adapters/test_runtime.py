@@ -22,7 +22,7 @@ def test_merged_outputs_equal_attached_outputs(quickstart_dir):
         m, _ = inference_log_probs(merged.base.model, features, lengths)
         base_only = load_model(str(quickstart_dir / "tiny-base"))
         b, _ = inference_log_probs(base_only.base.model, features, lengths)
-    assert torch.allclose(a, m, atol=1e-4)
+    assert torch.allclose(a, m, rtol=1e-5, atol=1e-3)  # float rounding: W x + B A x vs (W + BA) x
     assert not torch.allclose(a, b, atol=1e-2)  # the adapter really changes the outputs
     paths = [r.source for r in rows]
     assert [r["raw"] for r in attached.transcribe(paths)] == [r["raw"] for r in merged.transcribe(paths)]

@@ -120,3 +120,48 @@ def test_emodb_is_german_and_needs_an_explicit_language(tmp_path):
     with pytest.raises(Exception, match="every row .* was rejected"):
         prepare(PrepareOptions(input=str(tmp_path / "emodb"), out=str(tmp_path / "out"),
                                format="emodb", label_map={"boredom": "NEUTRAL"}))
+
+
+def make_casia_as_circulated(root: Path) -> None:
+    """What public copies hold: 4 speakers × 6 emotions, ids 201-250 share the 50 sentences
+    listed (GB18030, numbered '201. text') in the root; other ids have no transcript."""
+    for speaker in ("liuchanhg", "wangzhe", "zhaoquanyin", "ZhaoZuoxiang"):
+        for emotion in ("angry", "fear", "happy", "neutral", "sad", "surprise"):
+            for clip_id in ("201", "202", "203", "1"):
+                tone(root / speaker / emotion / f"{clip_id}.wav")
+    sentences = "201. 我们去公园\r\n202、今天下雨了\r\n203：他说的是真的\r\n"
+    (root / "CASIA 50 sentences.txt").write_bytes(sentences.encode("gb18030"))
+
+
+def test_casia_as_circulated_finds_its_gb18030_sentence_list(tmp_path):
+    root = tmp_path / "casia"
+    make_casia_as_circulated(root)
+    report = prepare(PrepareOptions(input=str(root), out=str(tmp_path / "out"), format="casia",
+                                    split_by="speaker", val=0.25, test=0.25))
+    assert report["rows_accepted"] == 4 * 6 * 3
+    rows = [r for s in ("train", "val", "test") for r in read_manifest(tmp_path / "out" / f"{s}.jsonl")]
+    assert {r.target for r in rows} == {"我们去公园", "今天下雨了", "他说的是真的"}
+    # the 24 clips with id 1 are reported, with why they have no transcript
+    assert report["rejected_by_reason"] == {"missing transcript": 24}
+    assert all("not in the sentence list CASIA 50 sentences.txt" in r["reason"]
+               for r in report["rejected"])
+
+
+@pytest.mark.parametrize("line, parsed", [
+    ("201. 我们去公园", ("201", "我们去公园")), ("201、我们去公园", ("201", "我们去公园")),
+    ("201: 我们去公园", ("201", "我们去公园")), ("201：我们去公园", ("201", "我们去公园")),
+    ("201\t我们去公园", ("201", "我们去公园")), ("0020_000001\tDog!\tNeutral", ("0020_000001", "Dog!")),
+    ("BAC009S0252W0121 在 北京", ("BAC009S0252W0121", "在 北京")), ("   ", None)])
+def test_transcript_lines_in_every_numbering(line, parsed):
+    from svlora.data_prep.readers import parse_transcript_line
+
+    assert parse_transcript_line(line) == parsed
+
+
+def test_casia_without_a_sentence_list_says_what_to_pass(tmp_path):
+    root = tmp_path / "casia"
+    make_casia_as_circulated(root)
+    (root / "CASIA 50 sentences.txt").unlink()
+    with pytest.raises(Exception, match="pass the sentence list with --transcripts"):
+        prepare(PrepareOptions(input=str(root), out=str(tmp_path / "out"), format="casia",
+                               split_by="speaker"))
