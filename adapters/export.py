@@ -4,26 +4,28 @@ base's layout that FunASR's AutoModel loads unchanged."""
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 from svlora.adapter_format import META_FILE, PEFT_FILES, read_adapter_meta, replace_dir
+from svlora.errors import AdapterError
 from svlora.adapters.runtime import load_model
-from svlora.io import write_json_atomic
+from svlora.io import staging_dir, write_json_atomic
 from svlora.model import resolve_device, write_model_dir
 
 
 def export_adapter(model: str, adapter: str, out: str, merge: bool = False, hub: str = "ms",
                    allow_base_mismatch: bool = False, device: str = "cpu",
-                   trust_remote_code: bool = False) -> Path:
+                   trust_remote_code: bool = False, overwrite: bool = False) -> Path:
     """Write OUT atomically: the checked adapter package, or with merge=True a full model dir
     (merged on `device`; the files written are the same)."""
     resolve_device(device)  # a device that is not there is an error before any work
+    check_output_dir(Path(out), [("the adapter", Path(adapter)), ("the base model", Path(model))],
+                     overwrite)
     runtime = load_model(model, adapter, hub=hub, allow_base_mismatch=allow_base_mismatch,
                          merge=merge, device=device, trust_remote_code=trust_remote_code)
     out_dir = Path(out)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging = staging_dir(out_dir.parent, f".{out_dir.name}.")
     try:
         if merge:
             write_model_dir(runtime.state_dict(), runtime.base.model_dir, staging)
@@ -40,6 +42,27 @@ def export_adapter(model: str, adapter: str, out: str, merge: bool = False, hub:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir
+
+
+def check_output_dir(out: Path, protected: list[tuple[str, Path]], overwrite: bool) -> None:
+    """Refuse an --out that would delete what it must not: the adapter, the base model or the
+    training run (or a folder holding them), and any non-empty folder without --overwrite."""
+    target = out.resolve()
+    for name, path in protected:
+        if not path.exists():
+            continue
+        guarded = [path.resolve()]
+        if name == "the adapter" and (path.resolve().parent / "metrics.jsonl").is_file():
+            guarded.append(path.resolve().parent)  # the run the adapter came from
+        for folder in guarded:
+            if target == folder or target in folder.parents:
+                raise AdapterError(f"--out {out} would replace {folder}, which holds {name} or its "
+                                   "training run; choose a new directory")
+    if target.exists() and not target.is_dir():
+        raise AdapterError(f"--out {out} is a file; give a directory")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise AdapterError(f"--out {out} exists and is not empty; pass --overwrite to replace it "
+                           "or choose a new directory")
 
 
 def _package_readme(meta: dict) -> str:

@@ -21,7 +21,7 @@ class SenseVoiceRuntime:
     adapter_meta: dict | None = None
     peft_model: object | None = None  # the PeftModel while an adapter is attached, unmerged
 
-    def transcribe(self, paths: list[str | Path], max_seconds_per_batch: float = 240.0,
+    def transcribe(self, paths: list[str | Path], max_seconds_per_batch: float | None = None,
                    language: str = "auto", itn: str = "woitn") -> list[dict]:
         """One dict per file: path, raw output, text, language, emotion and event tags."""
         raws = transcribe_paths(self.base, [str(p) for p in paths], max_seconds_per_batch,

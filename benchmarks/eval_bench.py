@@ -49,7 +49,7 @@ def padding_share(lengths: list[int], batches: list[list[int]]) -> float:
 def profile_svlora(runtime, files: list[str], max_seconds: float) -> None:
     """One pass of svlora's path with each phase timed."""
     from svlora.audio import load_audio
-    from svlora.decoding import duration_batches, greedy_ids, inference_log_probs
+    from svlora.decoding import default_batch_seconds, duration_batches, greedy_ids, inference_log_probs
     from svlora.features import pad_features
 
     phases = dict.fromkeys(("audio decode", "features", "encoder+CTC head", "greedy+tokenizer"), 0.0)
@@ -60,7 +60,7 @@ def profile_svlora(runtime, files: list[str], max_seconds: float) -> None:
     features = [runtime.base.features(w) for w in waves]
     phases["features"] = time.perf_counter() - started
     lengths = [f.shape[0] for f in features]
-    batches = duration_batches(lengths, max_seconds)
+    batches = duration_batches(lengths, max_seconds or default_batch_seconds(runtime.base.device))
     with torch.inference_mode():
         for batch in batches:
             padded, lens = pad_features([features[i] for i in batch])
@@ -101,7 +101,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,16,64", help="AutoModel.generate batch sizes")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--max-seconds-per-batch", type=float, default=240.0)
+    parser.add_argument("--max-seconds-per-batch", type=float, default=None,
+                        help="svlora's batch budget (default: its own, 60 s on a CPU)")
     parser.add_argument("--int8", action="store_true", help="also time svlora's int8 path (CPU)")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()

@@ -27,6 +27,9 @@ def read_rows(path: Path, errors: list) -> list[tuple[str, ManifestRow]]:
                 errors.append({"where": where, "message": str(error).removeprefix(f"{where}: ")})
     except (ManifestError, OSError, UnicodeDecodeError) as error:
         errors.append({"where": str(path), "message": str(error)})
+        return rows
+    if not rows and not any(e["where"].startswith(f"{path}:") for e in errors):
+        errors.append({"where": str(path), "message": "the manifest has no rows"})
     return rows
 
 

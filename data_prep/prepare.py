@@ -21,7 +21,7 @@ from svlora.data_prep.readers import (FIELDS, InputRow, read_csv, read_folder, r
 from svlora.data_prep.splits import SPLITS, fold_rows, split_rows
 from svlora.errors import ManifestError, SvloraError
 from svlora.io import write_json_atomic, write_text_atomic
-from svlora.labels import EVENT_TAGS, LANGUAGES, emotion_tag, tag_of
+from svlora.labels import EVENT_TAGS, LANGUAGES, emotion_tag, strip_rich_tags, tag_of
 from svlora.manifest import FRAMES_PER_SECOND, ManifestRow, write_manifest
 
 MIN_CLASS_CLIPS, MIN_CLASS_SHARE = 20, 0.05
@@ -116,6 +116,8 @@ def emotion_counts(rows: list[ManifestRow]) -> dict[str, int]:
 
 def label_problem(row: InputRow, options: PrepareOptions) -> tuple[dict | None, str | None]:
     """The row's SenseVoice tags, or why its labels cannot be used."""
+    if row.problem:
+        return None, row.problem
     if row.emotion is None and not options.no_emotion:
         return None, "missing emotion label (pass --no-emotion for a text-only corpus)"
     emotion = emotion_tag(row.emotion, options.label_map) if row.emotion is not None else None
@@ -124,6 +126,9 @@ def label_problem(row: InputRow, options: PrepareOptions) -> tuple[dict | None, 
                       "with --label-map (e.g. 'calm: NEUTRAL')")
     if row.text is None:
         return None, "missing transcript" + (f" ({row.no_text_reason})" if row.no_text_reason else "")
+    if strip_rich_tags(row.text) != row.text:
+        return None, ("transcript contains a SenseVoice tag such as <|zh|>: put language, emotion "
+                      "and event in their own columns and keep only the words in the text")
     language = (row.language or options.language or "").strip().lower()
     if not language:
         return None, "no language (add a 'language' column or pass --language)"
@@ -226,9 +231,26 @@ def validate_options(options: PrepareOptions) -> None:
         raise SvloraError(f"--language {options.language!r}: use one of {', '.join(LANGUAGES)}")
 
 
+def output_files(options: PrepareOptions) -> list[Path]:
+    out = Path(options.out)
+    names = [f"fold{k}/{split}.jsonl" for k in range(options.folds) for split in ("train", "test")] \
+        if options.folds > 1 else [f"{name}.jsonl" for name in SPLITS]
+    return [out / name for name in (*names, "prepare_report.json", "rejected.csv")]
+
+
+def refuse_overwriting_input(options: PrepareOptions) -> None:
+    """prepare never writes over what it reads (e.g. `--out .` beside train.jsonl)."""
+    source = Path(options.input).resolve()
+    for path in output_files(options):
+        if path.resolve() == source:
+            raise SvloraError(f"--out {options.out} would write {path.name} over the input "
+                              f"{options.input}; choose another --out")
+
+
 def prepare(options: PrepareOptions) -> dict:
     """Write the manifests, prepare_report.json and rejected.csv under options.out."""
     validate_options(options)
+    refuse_overwriting_input(options)
     inputs, columns = read_rows(options)
     if "language" not in columns and options.language is None:
         raise ManifestError(f"{options.input}: no 'language' column and no --language flag; "

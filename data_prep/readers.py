@@ -31,11 +31,14 @@ class InputRow:
     itn: str | None = None
     key: str | None = None  # the input's own clip id, when it has one (Kaldi, manifests)
     no_text_reason: str | None = None  # why a reader found no transcript, for the report
+    problem: str | None = None  # a row the reader could not use (e.g. an empty audio cell)
     extra: dict = field(default_factory=dict, repr=False)
 
     def as_fields(self) -> dict:
         """The row as csv fields (what rejected.csv holds, ready to fix and re-run)."""
-        return {"audio": str(self.audio), "text": self.text or "", "emotion": self.emotion or "",
+        # absolute, so OUT/rejected.csv re-runs from its own folder
+        audio = "" if self.problem and str(self.audio) in ("", ".") else str(self.audio.resolve())
+        return {"audio": audio, "text": self.text or "", "emotion": self.emotion or "",
                 "language": self.language or "", "event": self.event or "",
                 "speaker": self.speaker or ""}
 
@@ -69,10 +72,11 @@ def resolve_audio(value: str, base_dir: Path) -> Path:
 
 def row_from_fields(fields: dict, where: str, base_dir: Path) -> InputRow:
     audio = clean(fields.get("audio", fields.get("file_name")))  # file_name: HF audiofolder
-    if audio is None:
-        raise ManifestError(f"{where}: no 'audio' value (the clip's path is required)")
-    return InputRow(where=where, audio=resolve_audio(audio, base_dir),
-                    **{name: clean(fields.get(name)) for name in FIELDS[1:]})
+    values = {name: clean(fields.get(name)) for name in FIELDS[1:]}
+    if audio is None:  # this row is rejected with its own line; the others go on
+        return InputRow(where=where, audio=Path(""), **values,
+                        problem="empty audio cell (the clip's path is required)")
+    return InputRow(where=where, audio=resolve_audio(audio, base_dir), **values)
 
 
 def read_csv(path: Path, encoding: str = "utf-8") -> tuple[list[InputRow], set[str]]:

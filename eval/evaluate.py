@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from svlora.adapter_format import attach_adapter
-from svlora.decoding import decoding_precision, transcribe_features
+from svlora.decoding import decoding_precision, default_batch_seconds, transcribe_features
 from svlora.errors import SvloraError
 from svlora.eval.gates import check_gates, parse_gates
 from svlora.eval.report import render_html, render_markdown, write_confusion_pngs
@@ -46,6 +46,17 @@ def parse_arms(adapters: list[str]) -> list[Arm]:
             raise SvloraError(f"--adapter {spec}: arm name {name!r} is used twice; name it NAME=PATH")
         arms.append(Arm(name, path))
     return arms
+
+
+def read_unique_manifest(path: str) -> list[ManifestRow]:
+    """A manifest whose keys are unique: predictions and the cache are keyed by clip key."""
+    rows, first = read_manifest(path), {}
+    for number, row in enumerate(rows, start=1):
+        if row.key in first:
+            raise SvloraError(f"{path}: key {row.key!r} appears twice (rows {first[row.key]} and "
+                              f"{number}); keys must be unique: re-run svlora prepare or rename one")
+        first[row.key] = number
+    return rows
 
 
 class PredictionCache:
@@ -122,21 +133,22 @@ def score_manifest(rows: list[ManifestRow], raw_by_arm: dict[str, list[str]], re
 
 def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
              general: str | None = None, gate: str | None = None, device: str = "cpu",
-             hub: str = "ms", max_seconds_per_batch: float = 240.0,
+             hub: str = "ms", max_seconds_per_batch: float | None = None,
              allow_base_mismatch: bool = False, feature_cache: str | None = None,
              cache_dir: str | None = None, resamples: int = 1000, seed: int = 0,
              trust_remote_code: bool = False) -> dict:
     """Score every arm on every clip of `data` (and `general`); return the report dict."""
-    gates = parse_gates(gate)
+    gates = parse_gates(gate, has_adapters=bool(adapters), has_general=general is not None)
     arms = parse_arms(adapters or [])
-    rows = read_manifest(data)
-    general_rows = read_manifest(general) if general else None
+    rows = read_unique_manifest(data)
+    general_rows = read_unique_manifest(general) if general else None
     out_dir = Path(out)
     base = load_base_model(model, device=device, hub=hub, trust_remote_code=trust_remote_code)
     base_sha256 = weights_sha256(base.model_dir)
     decoder = ArmDecoder(base, base_sha256,
                          PredictionCache(Path(cache_dir) if cache_dir else out_dir / "cache"),
-                         max_seconds_per_batch, feature_cache, allow_base_mismatch)
+                         max_seconds_per_batch or default_batch_seconds(base.device), feature_cache,
+                         allow_base_mismatch)
     raw, raw_general = {}, {}
     for arm in arms:  # base first: adapters are layered onto the same module afterwards
         decoder.activate(arm)

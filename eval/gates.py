@@ -21,16 +21,28 @@ class Gate:
         return f"{self.metric}{self.operator}{self.threshold:+g}"
 
 
-def parse_gates(spec: str | None) -> list[Gate]:
-    if not spec:
+def parse_gates(spec: str | None, has_adapters: bool = True, has_general: bool = True) -> list[Gate]:
+    """The gates of `spec`, every metric name and value checked now (before any decoding): a
+    gate the run cannot evaluate is an error, never a vacuous pass."""
+    if spec is None:
         return []
+    if not spec.strip():
+        raise SvloraError("--gate is empty: give thresholds such as 'emotion_ua>=+0.02,cer<=+0.005'")
     gates = []
     for part in spec.split(","):
         match = GATE_PATTERN.match(part)
         if not match:
             raise SvloraError(f"--gate {part!r}: expected METRIC>=+DELTA or METRIC<=+DELTA, e.g. "
                               "emotion_ua>=+0.02 or cer<=+0.005")
-        gates.append(Gate(match.group(1), match.group(2), float(match.group(3))))
+        metric = match.group(1)
+        if metric.removeprefix("general_") not in GATE_METRICS:
+            raise SvloraError(f"--gate {part!r}: unknown metric {metric!r}; use one of "
+                              f"{', '.join(GATE_METRICS)} (general_ prefix: on --general)")
+        if metric.startswith("general_") and not has_general:
+            raise SvloraError(f"--gate {part!r} needs --general MANIFEST")
+        gates.append(Gate(metric, match.group(2), float(match.group(3))))
+    if not has_adapters:
+        raise SvloraError("--gate compares adapters with the base, but no --adapter was given")
     return gates
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from svlora.adapter_format import replace_dir
 from svlora.errors import SvloraError
+from svlora.io import staging_dir
 
 WEIGHTS = "trainable.safetensors"
 STATE = "trainer_state.pt"
@@ -41,7 +41,7 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(out: Path, model: torch.nn.Module, trainer_state: dict) -> None:
     """Write OUT/checkpoint atomically; the previous checkpoint survives until the swap."""
-    staging = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=out))
+    staging = staging_dir(out, ".checkpoint.")
     try:
         weights = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()
                    if p.requires_grad}
@@ -52,10 +52,42 @@ def save_checkpoint(out: Path, model: torch.nn.Module, trainer_state: dict) -> N
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def load_checkpoint(out: Path, model: torch.nn.Module) -> dict:
-    """Restore trainable weights and RNG; return the trainer state (optimizer etc.)."""
-    directory = out / "checkpoint"
+def readable_state(directory: Path) -> dict | None:
+    """The trainer state of a complete checkpoint directory, else None."""
     if not (directory / WEIGHTS).is_file() or not (directory / STATE).is_file():
+        return None
+    try:
+        load_file(str(directory / WEIGHTS))
+        return torch.load(directory / STATE, map_location="cpu", weights_only=True)
+    except Exception:  # a file cut short by a kill: not a checkpoint
+        return None
+
+
+def settle_checkpoints(out: Path) -> Path | None:
+    """OUT/checkpoint as the newest complete checkpoint, whichever of OUT/checkpoint, a staged
+    `.checkpoint.*` or the `.checkpoint.old` a kill between two renames left behind; every
+    other leftover is removed. None when there is none."""
+    candidates = [out / "checkpoint", *sorted(out.glob(".checkpoint.*"))]
+    states = {d: readable_state(d) for d in candidates if d.is_dir()}
+    complete = {d: s for d, s in states.items() if s is not None}
+    if not complete:
+        for directory in candidates[1:]:
+            shutil.rmtree(directory, ignore_errors=True)
+        return None
+    newest = max(complete, key=lambda d: (complete[d]["step"], d == out / "checkpoint"))
+    if newest != out / "checkpoint":
+        shutil.rmtree(out / "checkpoint", ignore_errors=True)
+        newest.replace(out / "checkpoint")
+    for directory in candidates[1:]:
+        shutil.rmtree(directory, ignore_errors=True)
+    return out / "checkpoint"
+
+
+def load_checkpoint(out: Path, model: torch.nn.Module) -> dict:
+    """Restore trainable weights and RNG from the newest complete checkpoint; return the
+    trainer state (optimizer etc.)."""
+    directory = settle_checkpoints(out)
+    if directory is None:
         raise SvloraError(f"{out}: no checkpoint to resume from (OUT/checkpoint is written every "
                           "train.checkpoint_every steps); start without --resume")
     weights = load_file(str(directory / WEIGHTS))

@@ -7,12 +7,13 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
-from svlora.io import atomic_path, sha256_file, write_json_atomic
+from svlora.io import atomic_path, json_line, sha256_file, write_json_atomic
 
 PACKAGES = ("svlora", "torch", "funasr", "peft", "accelerate", "transformers", "numpy")
 
@@ -44,6 +45,23 @@ def write_run_info(out: Path, recipe, extra: dict) -> None:
         "recipe": asdict(recipe), **extra})
 
 
+def kept_lines(path: Path) -> list[str]:
+    """The complete JSON lines of a metrics log; a torn last line (a kill or a full disk mid-
+    write) is dropped with a warning."""
+    lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
+             if line.strip()]
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            json.loads(line)
+        except json.JSONDecodeError:
+            print(f"svlora: {path}:{number}: incomplete line dropped (the run was cut mid-write)",
+                  file=sys.stderr)
+            continue
+        kept.append(line)
+    return kept
+
+
 class MetricsLog:
     """metrics.jsonl plus the optional tensorboard and wandb sinks."""
 
@@ -51,8 +69,7 @@ class MetricsLog:
         self.path = out / "metrics.jsonl"
         records = []
         if resume_step is not None and self.path.exists():  # drop steps the resume redoes
-            records = [line for line in self.path.read_text().splitlines()
-                       if line.strip() and json.loads(line)["step"] <= resume_step]
+            records = [line for line in kept_lines(self.path) if json.loads(line)["step"] <= resume_step]
         with atomic_path(self.path) as temporary:
             temporary.write_text("".join(r + "\n" for r in records))
         self.handle = open(self.path, "a", encoding="utf-8")
@@ -68,7 +85,7 @@ class MetricsLog:
                                     config=asdict(recipe), name=out.name, reinit="finish_previous")
 
     def write(self, record: dict) -> None:
-        self.handle.write(json.dumps(record) + "\n")
+        self.handle.write(json_line(record) + "\n")
         self.handle.flush()
         scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
         if self.tensorboard:

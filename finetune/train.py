@@ -5,7 +5,9 @@ checkpoints, DDP through accelerate (`accelerate launch -m svlora.cli train ...`
 from __future__ import annotations
 
 import math
+import os
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -111,6 +113,17 @@ def validation_loss(objective: SenseVoiceObjective, examples: list[Example], rec
     return {"val_loss": total_loss / max(1, total_clips)}
 
 
+def require_finite_validation(record: dict, recipe: Recipe) -> None:
+    """A NaN or infinite validation score is never "best": the run stops (exit 1), keeping the
+    last finite checkpoint and best adapter."""
+    broken = {k: record[k] for k in ("val_loss", "val_cer", "val_emotion_accuracy", "retention_cer")
+              if k in record and not math.isfinite(record[k])}
+    if broken:
+        raise SvloraError(f"step {record['step']}: validation became non-finite ({broken}); the last "
+                          f"finite checkpoint is kept in {recipe.out}/checkpoint and the best "
+                          f"adapter in {recipe.out}/adapter; lower optim.lr and --resume, or check the data")
+
+
 def is_better(value: float, best: float | None, metric: str) -> bool:
     if best is None:
         return True
@@ -180,10 +193,83 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False, log=pri
     if (out / "metrics.jsonl").exists() and not (overwrite or resume):
         raise SvloraError(f"{out} already holds a training run; pass --resume to continue it, "
                           "--overwrite to replace it, or set out=ANOTHER_DIR")
+    if overwrite and resume:
+        raise SvloraError("--overwrite and --resume contradict each other: choose one")
     accelerator = make_accelerator(resolve_device(recipe.train.device))
+    if not accelerator.is_main_process:
+        return run_training(recipe, accelerator, resume, log)
+    prepare_output_dir(out)
+    with RunLock(out):
+        if overwrite:
+            clear_run(out)
+        return run_training(recipe, accelerator, resume, log)
+
+
+def prepare_output_dir(out: Path) -> None:
+    """OUT as a writable directory, or one clear error naming it."""
+    if out.exists() and not out.is_dir():
+        raise SvloraError(f"out={out} is a file; give a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SvloraError(f"out={out}: cannot create it ({error.strerror}); choose another "
+                          "directory") from None
+    if not os.access(out, os.W_OK):
+        raise SvloraError(f"out={out} is not writable; choose another directory")
+
+
+def clear_run(out: Path) -> None:
+    """--overwrite: the old run's checkpoints, adapter, model and logs go before the new run
+    starts, so a later --resume can never continue the old one."""
+    for name in ("checkpoint", "adapter", "model", "tensorboard", "wandb"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for leftover in (*out.glob(".checkpoint*"), *out.glob(".adapter*"), *out.glob(".model*")):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for name in ("metrics.jsonl", "curves.png", "run.json"):
+        (out / name).unlink(missing_ok=True)
+
+
+class RunLock:
+    """OUT/.lock holding the training process's pid: a second run into the same OUT refuses,
+    naming the holder; a lock whose process is gone is taken over."""
+
+    def __init__(self, out: Path):
+        self.path = out / ".lock"
+
+    def __enter__(self) -> "RunLock":
+        for _ in range(2):
+            try:
+                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self.path.read_text().strip() or "?"
+                if holder.isdigit() and process_alive(int(holder)):
+                    raise SvloraError(f"{self.path.parent} is in use by another svlora train "
+                                      f"(pid {holder}); wait for it, or use another out=") from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(str(os.getpid()))
+            return self
+        raise SvloraError(f"{self.path}: cannot take the run lock; remove it if no run is active")
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_training(recipe: Recipe, accelerator, resume: bool, log) -> TrainResult:
+    out = Path(recipe.out)
     device, main = accelerator.device, accelerator.is_main_process
     if main:
-        out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "recipe.yaml", yaml.safe_dump(asdict(recipe), sort_keys=False))
     seed_everything(recipe.train.seed)
     precision = resolve_precision(recipe.train.precision, device)
@@ -253,6 +339,7 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False, log=pri
                 if step % recipe.train.eval_every == 0 or step == total_steps:
                     record.update(validate(base, accelerator.unwrap_model(objective), val_examples,
                                            retention, recipe, device, precision))
+                    require_finite_validation(record, recipe)
                     stopped_early = consider_best(record, state, recipe, trainable_model, base,
                                                   base_sha256, summary, main)
                     if main:

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from svlora.errors import AdapterError
-from svlora.io import write_json_atomic
+from svlora.io import staging_dir, write_json_atomic
 from svlora.labels import EMOTION_TAGS, EVENT_TAGS, ITN_TAGS, LANGUAGE_TAGS
 
 META_FILE = "svlora.json"
@@ -27,7 +26,7 @@ def save_adapter(peft_model, out_dir: str | Path, meta: dict) -> Path:
     """Write the PEFT adapter and svlora.json into a temp dir, then swap it into place."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging = staging_dir(out.parent, f".{out.name}.")
     try:
         peft_model.save_pretrained(str(staging), safe_serialization=True)
         write_json_atomic(staging / META_FILE, {"format": "svlora-adapter",

@@ -25,14 +25,42 @@ class DecodedAudio:
     clipped_fraction: float   # of the original samples, before mixing and resampling
 
 
+def wav_truncation(path: str | Path) -> str | None:
+    """Why a RIFF/WAVE file is truncated (its data chunk declares more bytes than the file
+    holds; libsndfile would read the part that is there without a word), else None."""
+    with open(path, "rb") as handle:
+        header = handle.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return None
+        size = Path(path).stat().st_size
+        while True:
+            chunk = handle.read(8)
+            if len(chunk) < 8:
+                return None
+            name, length = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if name == b"data":
+                available = size - handle.tell()
+                if length != 0xFFFFFFFF and length > available:
+                    return (f"truncated WAV: its header declares {length} bytes of audio, the "
+                            f"file holds {available}; re-export or re-copy it")
+                return None
+            handle.seek(length + (length & 1), 1)
+
+
 def decode_audio(path: str | Path, target_rate: int = TARGET_RATE) -> DecodedAudio:
     """Decode by content (the extension may lie), mix to mono, resample with soxr HQ."""
     if not Path(path).is_file():
         raise AudioDecodeError("not found" if not Path(path).exists() else "not a file")
+    truncated = wav_truncation(path)
+    if truncated:
+        raise AudioDecodeError(truncated)
     try:
         samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as error:  # libsndfile reports corrupt files through several types
         raise AudioDecodeError(f"cannot decode audio ({error})") from error
+    if not np.isfinite(samples).all():
+        raise AudioDecodeError("audio contains NaN or infinite samples (a float file written "
+                               "from a broken pipeline?)")
     clipped = float(np.mean(np.abs(samples) >= FULL_SCALE)) if samples.size else 0.0
     mono = samples.mean(axis=1)
     if rate != target_rate and mono.size:

@@ -89,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--gate", help="thresholds on changes vs base, e.g. "
                           "'emotion_ua>=+0.02,cer<=+0.005,general_cer<=+0.01'; exit 2 if missed")
     evaluate.add_argument("--out", required=True, help="report directory")
-    evaluate.add_argument("--max-seconds-per-batch", type=float, default=240.0,
-                          help="padded audio seconds per decoding batch")
+    evaluate.add_argument("--max-seconds-per-batch", type=float, default=None,
+                          help="padded audio seconds per decoding batch (default 60 on a CPU, "
+                          "240 on a GPU)")
     evaluate.add_argument("--feature-cache", help="feature cache dir from `prepare --features`")
     evaluate.add_argument("--cache-dir", help="prediction cache (default OUT/cache)")
     evaluate.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--adapter", required=True)
     export.add_argument("--out", required=True)
     export.add_argument("--merge", action="store_true", help="fold the adapter into the base weights")
+    export.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
     transcribe = commands.add_parser("transcribe", help="transcribe audio files")
     _add_model_args(transcribe)
@@ -209,7 +211,7 @@ def run_export(args) -> None:
 
     out = export_adapter(args.model, args.adapter, args.out, merge=args.merge, hub=args.hub,
                          allow_base_mismatch=args.allow_base_mismatch, device=args.device,
-                         trust_remote_code=args.trust_remote_code)
+                         trust_remote_code=args.trust_remote_code, overwrite=args.overwrite)
     print(f"wrote {'merged model' if args.merge else 'adapter package'} {out}")
 
 

@@ -44,6 +44,12 @@ def duration_batches(lengths: list[int], max_seconds: float) -> list[list[int]]:
             for batch in pack_by_padded_seconds([lengths[i] for i in order], max_seconds)]
 
 
+def default_batch_seconds(device: torch.device) -> float:
+    """Padded audio seconds per decoding batch: on a CPU, batches beyond ~60 s only add padding
+    (its matmuls are already efficient; benchmarks/eval_bench.py); a GPU wants larger ones."""
+    return 240.0 if device.type == "cuda" else 60.0
+
+
 def decoding_precision(device: torch.device) -> str:
     """bf16 on GPUs that have it, else fp32: what transcribe_features runs in."""
     return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
@@ -51,7 +57,7 @@ def decoding_precision(device: torch.device) -> str:
 
 @torch.inference_mode()
 def transcribe_features(base: BaseModel, features: list[torch.Tensor],
-                        max_seconds_per_batch: float = 240.0, language: str = "auto",
+                        max_seconds_per_batch: float | None = None, language: str = "auto",
                         itn: str | list[str] = "woitn") -> list[str]:
     """Decoded SenseVoice outputs ('<|en|><|HAPPY|><|Speech|><|woitn|>text') per feature matrix.
 
@@ -59,6 +65,7 @@ def transcribe_features(base: BaseModel, features: list[torch.Tensor],
     one per clip (each clip decoded with its manifest's with/without-ITN query); bf16 on GPUs
     that have it.
     """
+    max_seconds_per_batch = max_seconds_per_batch or default_batch_seconds(base.device)
     module = base.model
     was_training = module.training
     module.eval()
@@ -79,7 +86,7 @@ def transcribe_features(base: BaseModel, features: list[torch.Tensor],
     return outputs
 
 
-def transcribe_paths(base: BaseModel, paths: list[str], max_seconds_per_batch: float = 240.0,
+def transcribe_paths(base: BaseModel, paths: list[str], max_seconds_per_batch: float | None = None,
                      language: str = "auto", itn: str = "woitn") -> list[str]:
     """Decoded outputs for audio files (any format soundfile reads; resampled to 16 kHz mono)."""
     from svlora.audio import AudioDecodeError, load_audio

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -27,6 +28,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(temporary)
 
 
+def staging_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """A new hidden directory in `parent` to build output in before an atomic rename; with the
+    normal permissions (mkdtemp's are 0700, which would leak into the final output)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(path, 0o777 & ~_current_umask())
+    return path
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -38,12 +47,28 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         temporary.write_text(text, encoding="utf-8")
 
 
+def finite_json(data: object) -> object:
+    """`data` with NaN and ±inf floats as None: strict JSON (json.dumps would write bare NaN,
+    which other tools refuse)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: finite_json(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_json(value) for value in data]
+    return data
+
+
+def json_line(data: object, **options) -> str:
+    return json.dumps(finite_json(data), ensure_ascii=False, allow_nan=False, **options)
+
+
 def write_json_atomic(path: str | os.PathLike, data: object) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(path, json_line(data, indent=2) + "\n")
 
 
 def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> None:
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_text_atomic(path, "".join(json_line(r) + "\n" for r in rows))
 
 
 def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:

@@ -71,9 +71,10 @@ def run_quickstart(out: str | Path = "svlora-quickstart", seed: int = 0) -> dict
                           str(root / "report"), adapters=[str(adapter)])
         print(verdict(report))
     with stage("export adapter package and merged model", timings):
-        export_adapter(str(root / "tiny-base"), str(adapter), str(root / "export" / "adapter"))
+        export_adapter(str(root / "tiny-base"), str(adapter), str(root / "export" / "adapter"),
+                       overwrite=True)
         export_adapter(str(root / "tiny-base"), str(adapter), str(root / "export" / "merged"),
-                       merge=True)
+                       merge=True, overwrite=True)
     with stage("transcribe with the merged model", timings):
         sample = [row.source for row in read_manifest(root / "clinic" / "test.jsonl")[:3]]
         runtime = load_model(str(root / "export" / "merged"))

@@ -20,6 +20,7 @@ import yaml
 
 from svlora.io import atomic_path, write_json_atomic, write_text_atomic
 from svlora.labels import FIRST_SPECIAL_ID, SPECIAL_TOKENS_FROM_24884, VOCAB_SIZE
+from svlora.model import import_automodel
 
 BPE_MODEL_NAME = "chn_jpn_yue_eng_ko_spectok.bpe.model"
 FEATURE_DIM = 560  # 80 mel bins x LFR m=7, as SenseVoiceSmall
@@ -141,6 +142,7 @@ def reference_cmvn(seed: int) -> tuple[np.ndarray, np.ndarray]:
     factors stay at or below 1 like SenseVoiceSmall's am.mvn; steady tones alone would give
     factors up to ~20 and amplify float rounding in the features.
     """
+    import_automodel()  # FunASR's package import, its notices filtered
     from funasr.frontends.wav_frontend import WavFrontend
 
     rng = np.random.default_rng(seed)
@@ -158,6 +160,7 @@ def reference_cmvn(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def build_model(config: dict, seed: int) -> torch.nn.Module:
     """FunASR's own SenseVoiceSmall class, randomly initialised from `config`."""
+    import_automodel()
     from funasr.models.sense_voice.model import SenseVoiceSmall
 
     torch.manual_seed(seed)
