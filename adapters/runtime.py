@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from svlora.adapter_format import attach_adapter
-from svlora.decoding import transcribe_paths
+from svlora.decoding import transcribe_files
+from svlora.segments import MAX_SEGMENT_SECONDS, load_vad
 from svlora.errors import AdapterError
-from svlora.labels import split_output
 from svlora.model import BaseModel, load_base_model, quantize_int8, weights_sha256
 
 
@@ -20,13 +20,22 @@ class SenseVoiceRuntime:
     adapter_path: str | None = None
     adapter_meta: dict | None = None
     peft_model: object | None = None  # the PeftModel while an adapter is attached, unmerged
+    vad: object | None = None         # Silero VAD, loaded on the first long file
 
     def transcribe(self, paths: list[str | Path], max_seconds_per_batch: float | None = None,
-                   language: str = "auto", itn: str = "woitn") -> list[dict]:
-        """One dict per file: path, raw output, text, language, emotion and event tags."""
-        raws = transcribe_paths(self.base, [str(p) for p in paths], max_seconds_per_batch,
-                                language, itn)
-        return [{"path": str(path), "raw": raw, **split_output(raw)} for path, raw in zip(paths, raws)]
+                   language: str = "auto", itn: str = "woitn",
+                   max_segment_seconds: float = MAX_SEGMENT_SECONDS,
+                   max_file_seconds: float | None = None) -> list[dict]:
+        """One dict per file: path, raw output, text, language, emotion and event tags; files
+        longer than `max_segment_seconds` also carry `segments` (VAD-cut, each decoded alone)."""
+        return transcribe_files(self.base, [str(p) for p in paths], max_seconds_per_batch, language,
+                                itn, max_segment_seconds, max_file_seconds, self.vad_model)
+
+    def vad_model(self):
+        """Silero VAD, loaded once, on the first long file (None where it is not installed)."""
+        if self.vad is None:
+            self.vad = load_vad() or False
+        return self.vad or None
 
     def merge(self) -> None:
         """Fold the LoRA weights into the base Linear layers (faster inference, no PEFT)."""

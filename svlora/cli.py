@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(transcribe)
     transcribe.add_argument("--adapter")
     transcribe.add_argument("--json", action="store_true", help="one JSON object per line")
+    transcribe.add_argument("--max-seconds", type=float, default=None,
+                            help="refuse files longer than this (default: any length)")
+    transcribe.add_argument("--segment-seconds", type=float, default=30.0,
+                            help="files longer than this are cut at speech pauses (Silero VAD) "
+                            "into segments of at most this length, each reported")
     transcribe.add_argument("--int8", action="store_true",
                             help="int8 dynamic quantisation (CPU): faster, outputs may differ slightly")
     transcribe.add_argument("--language", default="auto",
@@ -221,9 +226,14 @@ def run_transcribe(args) -> None:
     runtime = load_model(args.model, args.adapter, device=args.device, hub=args.hub,
                          trust_remote_code=args.trust_remote_code, int8=args.int8,
                          allow_base_mismatch=args.allow_base_mismatch)
-    for result in runtime.transcribe(args.audio, language=args.language):
+    for result in runtime.transcribe(args.audio, language=args.language,
+                                     max_segment_seconds=args.segment_seconds,
+                                     max_file_seconds=args.max_seconds):
         if args.json:
             print(json.dumps(result, ensure_ascii=False))
+        elif "segments" in result:
+            for segment in result["segments"]:
+                print(f"{result['path']}\t{segment['start']:.2f}-{segment['end']:.2f}\t{segment['raw']}")
         else:
             print(f"{result['path']}\t{result['raw']}")
 

@@ -1,12 +1,15 @@
-"""Batched greedy CTC decoding exactly as FunASR's SenseVoiceSmall.inference builds its input."""
+"""Batched greedy CTC decoding exactly as FunASR's SenseVoiceSmall.inference builds its input,
+and audio files to results (long files cut into bounded segments first)."""
 
 from __future__ import annotations
 
 import torch
 
+from svlora.audio import TARGET_RATE
 from svlora.errors import SvloraError
 from svlora.features import pack_by_padded_seconds, pad_features
 from svlora.model import BaseModel
+from svlora.segments import MAX_SEGMENT_SECONDS, Segment, load_vad, speech_segments, weighted_tag
 
 
 def inference_log_probs(sensevoice: torch.nn.Module, features: torch.Tensor, lengths: torch.Tensor,
@@ -86,15 +89,63 @@ def transcribe_features(base: BaseModel, features: list[torch.Tensor],
     return outputs
 
 
-def transcribe_paths(base: BaseModel, paths: list[str], max_seconds_per_batch: float | None = None,
-                     language: str = "auto", itn: str = "woitn") -> list[str]:
-    """Decoded outputs for audio files (any format soundfile reads; resampled to 16 kHz mono)."""
+def transcribe_files(base: BaseModel, paths: list[str], max_seconds_per_batch: float | None = None,
+                     language: str = "auto", itn: str = "woitn",
+                     max_segment_seconds: float = MAX_SEGMENT_SECONDS,
+                     max_file_seconds: float | None = None, vad_loader=load_vad,
+                     pending_seconds: float = 600.0) -> list[dict]:
+    """One result per audio file: the raw output and its tags and text; a file longer than
+    `max_segment_seconds` is cut (Silero VAD, else fixed windows) and decoded per segment, with
+    `segments` listing each one and file-level tags weighted by duration. Files are decoded in
+    groups of about `pending_seconds` of audio, so memory stays bounded however many or how
+    long the files are. `max_file_seconds` refuses longer files; `vad_loader()` gives the VAD
+    (called on the first long file; None: fixed windows)."""
     from svlora.audio import AudioDecodeError, load_audio
 
-    features = []
+    results: list[dict] = []
+    pending: list[tuple[str, list[Segment], str, list[torch.Tensor]]] = []
+
+    def flush() -> None:
+        features = [f for _, _, _, pieces in pending for f in pieces]
+        raws = iter(transcribe_features(base, features, max_seconds_per_batch, language, itn))
+        for path, segments, how, _ in pending:
+            outputs = [next(raws) for _ in segments]
+            results.append(file_result(path, segments, how, outputs))
+        pending.clear()
+
     for path in paths:
         try:
-            features.append(base.features(load_audio(path)))
-        except (AudioDecodeError, FileNotFoundError) as error:
+            waveform = load_audio(path)
+        except AudioDecodeError as error:
             raise SvloraError(f"{path}: {error}") from error
-    return transcribe_features(base, features, max_seconds_per_batch, language, itn)
+        seconds = waveform.size / TARGET_RATE
+        if max_file_seconds is not None and seconds > max_file_seconds:
+            raise SvloraError(f"{path}: {seconds:.1f} s is longer than --max-seconds "
+                              f"{max_file_seconds:g}; raise the limit or cut the file")
+        vad = vad_loader() if seconds > max_segment_seconds else None
+        segments, how = speech_segments(waveform, max_segment_seconds, vad)
+        pieces = [base.features(waveform[int(s.start * TARGET_RATE):int(s.end * TARGET_RATE)])
+                  for s in segments]
+        pending.append((str(path), segments, how, pieces))
+        if sum(s.seconds for _, segs, _, _ in pending for s in segs) >= pending_seconds:
+            flush()
+    if pending:
+        flush()
+    return results
+
+
+def file_result(path: str, segments: list[Segment], how: str, outputs: list[str]) -> dict:
+    """A file's result: as one clip when it was decoded whole; else its segments, the joined
+    text and the duration-weighted emotion, event and language."""
+    from svlora.labels import split_output
+
+    if how == "whole":
+        return {"path": path, "raw": outputs[0], **split_output(outputs[0])}
+    parts = [split_output(raw) for raw in outputs]
+    rows = [{"start": round(s.start, 3), "end": round(s.end, 3), "raw": raw, **part}
+            for s, raw, part in zip(segments, outputs, parts)]
+    return {"path": path, "raw": "".join(outputs), "text": " ".join(p["text"] for p in parts if p["text"]),
+            "language": weighted_tag([p["language"] for p in parts], segments),
+            "emotion": weighted_tag([p["emotion"] for p in parts], segments),
+            "event": weighted_tag([p["event"] for p in parts], segments),
+            "itn": parts[0]["itn"], "segmentation": how, "segments": rows}
