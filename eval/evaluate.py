@@ -59,6 +59,15 @@ def read_unique_manifest(path: str) -> list[ManifestRow]:
     return rows
 
 
+def refuse_long_clips(path: str, rows: list[ManifestRow], limit: float | None) -> None:
+    """--max-seconds: a clip over the limit is an error naming it (never silently skipped)."""
+    longer = [row for row in rows if limit is not None and row.audio_seconds > limit]
+    if longer:
+        raise SvloraError(f"{path}: {len(longer)} clip(s) longer than --max-seconds {limit:g} "
+                          f"(e.g. {longer[0].key}, {longer[0].audio_seconds:.1f} s); raise the limit "
+                          "or cut them with svlora prepare --max-seconds")
+
+
 class PredictionCache:
     def __init__(self, directory: Path | None):
         self.directory = directory
@@ -136,12 +145,14 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
              hub: str = "ms", max_seconds_per_batch: float | None = None,
              allow_base_mismatch: bool = False, feature_cache: str | None = None,
              cache_dir: str | None = None, resamples: int = 1000, seed: int = 0,
-             trust_remote_code: bool = False) -> dict:
+             trust_remote_code: bool = False, max_clip_seconds: float | None = None) -> dict:
     """Score every arm on every clip of `data` (and `general`); return the report dict."""
     gates = parse_gates(gate, has_adapters=bool(adapters), has_general=general is not None)
     arms = parse_arms(adapters or [])
     rows = read_unique_manifest(data)
     general_rows = read_unique_manifest(general) if general else None
+    for path, manifest_rows in ((data, rows), (general, general_rows or [])):
+        refuse_long_clips(path, manifest_rows, max_clip_seconds)
     out_dir = Path(out)
     base = load_base_model(model, device=device, hub=hub, trust_remote_code=trust_remote_code)
     base_sha256 = weights_sha256(base.model_dir)

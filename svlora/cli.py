@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="padded audio seconds per decoding batch (default 60 on a CPU, "
                           "240 on a GPU)")
     evaluate.add_argument("--feature-cache", help="feature cache dir from `prepare --features`")
+    evaluate.add_argument("--max-seconds", type=float, default=None,
+                          help="refuse clips longer than this (default: any length)")
     evaluate.add_argument("--cache-dir", help="prediction cache (default OUT/cache)")
     evaluate.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed")
@@ -201,7 +203,7 @@ def run_eval(args) -> int:
                       allow_base_mismatch=args.allow_base_mismatch,
                       feature_cache=args.feature_cache, cache_dir=args.cache_dir,
                       resamples=args.resamples, seed=args.seed,
-                      trust_remote_code=args.trust_remote_code)
+                      trust_remote_code=args.trust_remote_code, max_clip_seconds=args.max_seconds)
     print(verdict(report))
     print(f"report: {args.out}/report.html (report.md, report.json, predictions.jsonl, confusion*.png)")
     if not report["gates_passed"]:

@@ -70,3 +70,16 @@ def test_max_seconds_refuses_longer_files(tiny_model_dir, tmp_path, capsys):
     path = speechy_file(tmp_path / "call.wav", minutes=0.5)
     assert main(["transcribe", "--model", str(tiny_model_dir), "--max-seconds", "10", str(path)]) == 1
     assert "longer than --max-seconds 10" in capsys.readouterr().err
+
+
+def test_eval_max_seconds_names_the_long_clip(tiny_model_dir, tmp_path, capsys):
+    import json
+
+    path = speechy_file(tmp_path / "call.wav", minutes=0.5)
+    row = {"key": "call", "source": str(path), "source_len": 3000, "target": "x", "target_len": 1,
+           "text_language": "<|en|>", "emo_target": "<|SAD|>", "event_target": "<|Speech|>",
+           "with_or_wo_itn": "<|woitn|>"}
+    (tmp_path / "m.jsonl").write_text(json.dumps(row) + "\n")
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", str(tmp_path / "m.jsonl"),
+                 "--out", str(tmp_path / "r"), "--max-seconds", "20"]) == 1
+    assert "1 clip(s) longer than --max-seconds 20 (e.g. call, 30.0 s)" in capsys.readouterr().err
