@@ -29,11 +29,14 @@ def funasr_dataset(manifest: Path, model_dir: Path):
     """FunASR's own SenseVoice training dataset over `manifest`, dither off."""
     from svlora.model import import_automodel, quiet_funasr_logging, stdout_to_stderr
 
+    import torch
+
     AutoModel = import_automodel()
     from funasr.datasets.sense_voice_datasets.datasets import SenseVoiceCTCDataset
 
     with stdout_to_stderr(), quiet_funasr_logging():
-        kwargs = AutoModel(model=str(model_dir), disable_update=True,
+        threads = torch.get_num_threads()
+        kwargs = AutoModel(model=str(model_dir), disable_update=True, ncpu=threads,
                            frontend_conf={"dither": 0.0}).kwargs
     return SenseVoiceCTCDataset(path=str(manifest), index_ds="IndexDSJsonl",
                                 frontend=kwargs["frontend"], tokenizer=kwargs["tokenizer"],
@@ -64,6 +67,7 @@ def main() -> None:
     from svlora.model import load_base_model
     from svlora.tiny_model import make_tiny_model
 
+    print(machine_line("cpu"))
     work = Path(tempfile.mkdtemp(prefix="svlora-prepare-bench-"))
     try:
         model_dir = make_tiny_model(work / "model")  # SenseVoiceSmall's frontend settings
@@ -100,7 +104,6 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(machine_line("cpu"))
     print(f"{clips} clips, {audio_s:.0f} s of audio, {workers} workers, dither off on both sides")
     for name, timing in timings.items():
         print(row(name, timing, clips, "clips", f" {audio_s / timing['best']:9.1f} audio-s/s"))
