@@ -75,6 +75,23 @@ def check_adapter_matches_base(meta: dict, adapter_dir: str | Path, base_sha256:
             "pass the base it was trained on, or --allow-base-mismatch to load it anyway")
 
 
+def check_adapter_weights(path: Path) -> None:
+    """A readable safetensors file (a truncated or foreign file is one clear error, not a
+    traceback from deep inside PEFT)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            for name in handle.keys():
+                handle.get_slice(name)
+        if path.stat().st_size < 8:
+            raise ValueError("file too short")
+    except Exception as error:  # SafetensorError, ValueError, OSError
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        raise AdapterError(f"{path}: not a readable safetensors file ({reason}); copy it again or "
+                           "re-export the adapter") from None
+
+
 def attach_adapter(module, adapter_dir: str | Path, base_sha256: str,
                    allow_base_mismatch: bool = False, name: str = "default"):
     """Attach the adapter's LoRA weights under `name` and make it the active one, for inference.
@@ -87,6 +104,7 @@ def attach_adapter(module, adapter_dir: str | Path, base_sha256: str,
 
     meta = read_adapter_meta(adapter_dir)
     check_adapter_matches_base(meta, adapter_dir, base_sha256, allow_base_mismatch)
+    check_adapter_weights(Path(adapter_dir) / "adapter_model.safetensors")
     if isinstance(module, PeftModel):
         peft_model = module
         peft_model.load_adapter(str(adapter_dir), adapter_name=name)

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 
 from svlora.errors import SvloraError
 # constants only: `svlora --help` must not import torch, FunASR or the stages
 from svlora.data_prep.formats import FORMATS, SPLIT_KEYS
+
+
+FILE_ERRNOS = {errno.ENOSPC: "free some space and run again (training: --resume)",
+               errno.EDQUOT: "free some space and run again (training: --resume)",
+               errno.EROFS: "choose a writable output directory",
+               errno.EACCES: "check the permissions or choose another directory",
+               errno.ENOTDIR: "a file stands where a directory is needed; choose another path"}
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -273,6 +281,13 @@ def main(argv: list[str] | None = None) -> int:
         code = HANDLERS[args.command](args)
     except SvloraError as error:
         print(f"svlora {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # disk full, read-only or missing folder, permissions
+        if error.errno not in FILE_ERRNOS:
+            raise
+        where = error.filename or "a file"
+        print(f"svlora {args.command}: error: {where}: {error.strerror}; "
+              f"{FILE_ERRNOS[error.errno]}", file=sys.stderr)
         return 1
     return code or 0
 

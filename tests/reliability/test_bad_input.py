@@ -116,3 +116,35 @@ def test_duplicate_keys_in_an_eval_manifest_are_an_error(quickstart_dir, tmp_pat
                  str(tmp_path / "dup.jsonl"), "--out", str(tmp_path / "r")]) == 1
     assert "appears twice" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()  # refused before decoding anything
+
+
+def test_a_truncated_adapter_is_one_clear_error(quickstart_dir, tmp_path, capsys):
+    adapter = tmp_path / "adapter"
+    shutil.copytree(quickstart_dir / "clinic-run/adapter", adapter)
+    weights = adapter / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    write_tone(tmp_path / "a.wav")
+    assert main(["transcribe", "--model", str(quickstart_dir / "tiny-base"), "--adapter",
+                 str(adapter), str(tmp_path / "a.wav")]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("svlora transcribe: error:") and "not a readable safetensors file" in line
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    rows = good(tmp_path)
+    table(tmp_path / "labels.csv", rows)
+    real_replace = os.replace
+
+    def full(source, target, *args, **kwargs):
+        if str(target).endswith("prepare_report.json"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(target))
+        return real_replace(source, target, *args, **kwargs)
+    monkeypatch.setattr(os, "replace", full)
+    assert main(["prepare", str(tmp_path / "labels.csv"), "--format", "csv", "--out",
+                 str(tmp_path / "out"), "--language", "en", "--split-by", "speaker",
+                 "--val", "0.34", "--test", "0.33"]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "prepare_report.json: No space left on device; free some space" in line
