@@ -48,11 +48,15 @@ def merge_speech(spans: list[tuple[float, float]], max_seconds: float) -> list[S
 
 def load_vad():
     """Silero VAD's model (TorchScript shipped in the silero-vad wheel), or None."""
+    import warnings
+
     try:
         from silero_vad import load_silero_vad
     except ImportError:
         return None
-    return load_silero_vad()
+    with warnings.catch_warnings():  # its importlib.resources and torch.jit deprecation notices
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return load_silero_vad()
 
 
 def speech_segments(waveform: np.ndarray, max_seconds: float = MAX_SEGMENT_SECONDS,
