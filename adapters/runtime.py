@@ -25,11 +25,15 @@ class SenseVoiceRuntime:
     def transcribe(self, paths: list[str | Path], max_seconds_per_batch: float | None = None,
                    language: str = "auto", itn: str = "woitn",
                    max_segment_seconds: float = MAX_SEGMENT_SECONDS,
-                   max_file_seconds: float | None = None) -> list[dict]:
+                   max_file_seconds: float | None = None,
+                   ban_emo_unknown: bool = False) -> list[dict]:
         """One dict per file: path, raw output, text, language, emotion and event tags; files
-        longer than `max_segment_seconds` also carry `segments` (VAD-cut, each decoded alone)."""
+        longer than `max_segment_seconds` also carry `segments` (VAD-cut, each decoded alone).
+        `language_probs`, `emotion_probs`, `event_probs`: the decoder's distribution over each
+        tag set (duration-weighted over segments)."""
         return transcribe_files(self.base, [str(p) for p in paths], max_seconds_per_batch, language,
-                                itn, max_segment_seconds, max_file_seconds, self.vad_model)
+                                itn, max_segment_seconds, max_file_seconds, self.vad_model,
+                                ban_emo_unknown=ban_emo_unknown)
 
     def vad_model(self):
         """Silero VAD, loaded once, on the first long file (None where it is not installed)."""

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from svlora.adapter_format import attach_adapter
-from svlora.decoding import decoding_precision, default_batch_seconds, transcribe_features
+from svlora.decoding import Decoded, decode_features, decoding_precision, default_batch_seconds
 from svlora.errors import SvloraError
 from svlora.eval.gates import check_gates, parse_gates
-from svlora.eval.report import render_html, render_markdown, write_confusion_pngs
+from svlora.eval.report import (render_html, render_markdown, write_confusion_pngs,
+                                write_reliability_png)
 from svlora.eval.scoring import arm_metrics, bootstrap_indices, metric_delta, score_clip
 from svlora.eval.slices import changed_clips, slice_table
 from svlora.features import row_features
@@ -24,7 +25,7 @@ from svlora.model import BaseModel, load_base_model, weights_sha256
 
 REPORT_SCHEMA = "svlora-eval-report"
 REPORT_VERSION = 2
-DECODING_VERSION = 1  # bump when decoding changes, to invalidate cached predictions
+DECODING_VERSION = 2  # bump when decoding changes, to invalidate cached predictions
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,10 @@ class ArmDecoder:
     """Decodes manifests with the base and then each adapter, loading features only on a miss."""
 
     def __init__(self, base: BaseModel, base_sha256: str, cache: PredictionCache,
-                 max_seconds: float, feature_cache: str | None, allow_base_mismatch: bool):
+                 max_seconds: float, feature_cache: str | None, allow_base_mismatch: bool,
+                 ban_emo_unknown: bool = False):
         self.base, self.base_sha256, self.cache = base, base_sha256, cache
+        self.ban_emo_unknown = ban_emo_unknown
         self.max_seconds, self.feature_cache = max_seconds, feature_cache
         self.allow_base_mismatch = allow_base_mismatch
         self.peft_model = None
@@ -112,27 +115,28 @@ class ArmDecoder:
     def settings(self) -> dict:
         return {"device": self.base.device.type, "precision": decoding_precision(self.base.device),
                 "max_seconds_per_batch": self.max_seconds, "language": "auto",
-                "itn": "per clip (manifest)"}
+                "itn": "per clip (manifest)", "ban_emo_unknown": self.ban_emo_unknown}
 
-    def decode(self, arm: Arm, manifest: str, rows: list[ManifestRow]) -> list[str]:
+    def decode(self, arm: Arm, manifest: str, rows: list[ManifestRow]) -> list[Decoded]:
         key = self.cache.key(self.base_sha256, arm, manifest, self.settings())
         cached = self.cache.load(key)
         if cached is not None and all(row.key in cached for row in rows):
-            return [cached[row.key] for row in rows]
+            return [Decoded.from_dict(cached[row.key]) for row in rows]
         if manifest not in self.features:
             self.features[manifest] = row_features(self.base, rows, f"features {Path(manifest).name}",
                                                    self.feature_cache)
-        outputs = transcribe_features(self.base, self.features[manifest], self.max_seconds,
-                                      itn=[row.with_or_wo_itn.strip("<|>") for row in rows])
-        self.cache.store(key, {row.key: raw for row, raw in zip(rows, outputs)})
+        outputs = decode_features(self.base, self.features[manifest], self.max_seconds,
+                                  itn=[row.with_or_wo_itn.strip("<|>") for row in rows],
+                                  ban_emo_unknown=self.ban_emo_unknown)
+        self.cache.store(key, {row.key: d.to_dict() for row, d in zip(rows, outputs)})
         return outputs
 
 
-def score_manifest(rows: list[ManifestRow], raw_by_arm: dict[str, list[str]], resamples: int,
-                   seed: int) -> tuple[dict, dict, dict]:
+def score_manifest(rows: list[ManifestRow], decoded_by_arm: dict[str, list[Decoded]],
+                   resamples: int, seed: int) -> tuple[dict, dict, dict]:
     """(clips by arm, metrics by arm, deltas vs base by arm)."""
-    clips = {arm: [score_clip(row, raw) for row, raw in zip(rows, raws)]
-             for arm, raws in raw_by_arm.items()}
+    clips = {arm: [score_clip(row, d.raw, d.emotion_probs) for row, d in zip(rows, decoded)]
+             for arm, decoded in decoded_by_arm.items()}
     indices = bootstrap_indices(len(rows), resamples, seed)
     metrics = {arm: arm_metrics(rows, arm_clips, indices) for arm, arm_clips in clips.items()}
     deltas = {arm: metric_delta(rows, clips["base"], arm_clips, indices)
@@ -145,7 +149,8 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
              hub: str = "ms", max_seconds_per_batch: float | None = None,
              allow_base_mismatch: bool = False, feature_cache: str | None = None,
              cache_dir: str | None = None, resamples: int = 1000, seed: int = 0,
-             trust_remote_code: bool = False, max_clip_seconds: float | None = None) -> dict:
+             trust_remote_code: bool = False, max_clip_seconds: float | None = None,
+             ban_emo_unknown: bool = False) -> dict:
     """Score every arm on every clip of `data` (and `general`); return the report dict."""
     gates = parse_gates(gate, has_adapters=bool(adapters), has_general=general is not None)
     arms = parse_arms(adapters or [])
@@ -159,7 +164,7 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
     decoder = ArmDecoder(base, base_sha256,
                          PredictionCache(Path(cache_dir) if cache_dir else out_dir / "cache"),
                          max_seconds_per_batch or default_batch_seconds(base.device), feature_cache,
-                         allow_base_mismatch)
+                         allow_base_mismatch, ban_emo_unknown)
     raw, raw_general = {}, {}
     for arm in arms:  # base first: adapters are layered onto the same module afterwards
         decoder.activate(arm)
@@ -194,6 +199,9 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
                    for i, row in enumerate(rows)]
     write_jsonl_atomic(out_dir / "predictions.jsonl", predictions)
     images = write_confusion_pngs(report, out_dir)
+    reliability = write_reliability_png(report, out_dir)
+    if reliability:
+        images["emotion calibration (reliability)"] = reliability
     write_text_atomic(out_dir / "report.md", render_markdown(report))
     write_text_atomic(out_dir / "report.html", render_html(report, images))
     write_json_atomic(out_dir / "report.json", report)

@@ -41,9 +41,9 @@ def significant(delta: dict, metric: str) -> bool:
     return delta.get("p_value", {}).get(metric, 1.0) < 0.05
 
 
-def _change(delta: dict, metric: str, resamples: int) -> str:
-    return (f"{LABELS[metric]} Δ {delta[metric]:+.3f}, 95% CI {_ci(delta['ci95'][metric])}, "
-            f"{_p(delta['p_value'][metric], resamples)}")
+def _change(delta: dict, metric: str, resamples: int, label: bool = True) -> str:
+    return (f"{LABELS[metric] + ' ' if label else ''}Δ {delta[metric]:+.3f}, 95% CI "
+            f"{_ci(delta['ci95'][metric])}, {_p(delta['p_value'][metric], resamples)}")
 
 
 def text_judgement(delta: dict) -> tuple[str, list[str], list[str]]:
@@ -91,7 +91,8 @@ def verdict(report: dict) -> str:
             direction = ("better" if delta[metric] > 0 else "WORSE") if delta[metric] != 0 \
                 else "unchanged"
             sure = "significant" if significant(delta, metric) else "not significant"
-            parts.append(f"{LABELS[metric]} {direction}: {_change(delta, metric, resamples)} ({sure})")
+            parts.append(f"{LABELS[metric]} {direction}: "
+                         f"{_change(delta, metric, resamples, label=False)} ({sure})")
         sentences.append(f"{arm} vs base on the same {report['n']} clips: " + "; ".join(parts) + ".")
         retention = report.get("retention")
         if retention:
@@ -186,7 +187,7 @@ def render_markdown(report: dict) -> str:
     lines += ["", f"Language-ID accuracy: " + ", ".join(
         f"{arm} {report['arms'][arm]['language_accuracy']:.3f}" for arm in report["arm_names"]),
         "Event macro-F1: " + ", ".join(f"{arm} {report['arms'][arm]['event_f1']:.3f}"
-                                       for arm in report["arm_names"])]
+                                       for arm in report["arm_names"]), calibration_line(report)]
     for kind, table in report["slices"].items():
         lines += ["", f"## By {kind} (error rate / emotion accuracy)", ""]
         lines += markdown_table([kind, "n"] + report["arm_names"], slice_rows(report, table))
@@ -241,7 +242,7 @@ def write_confusion_pngs(report: dict, out_dir: Path) -> dict[str, Path]:
     figure.tight_layout()
     _save(figure, out_dir / "confusion.png")
     plt.close(figure)
-    images["all arms, row-normalised"] = out_dir / "confusion.png"
+    images["Confusion: all arms, row-normalised"] = out_dir / "confusion.png"
     for arm in arms:
         figure, axes = plt.subplots(1, 2, figsize=(11, 4.8))
         _plot_matrix(axes[0], report["arms"][arm]["confusion"], False, f"{arm}: counts")
@@ -250,8 +251,42 @@ def write_confusion_pngs(report: dict, out_dir: Path) -> dict[str, Path]:
         path = out_dir / f"confusion_{arm}.png"
         _save(figure, path)
         plt.close(figure)
-        images[arm] = path
+        images[f"Confusion: {arm}"] = path
     return images
+
+
+def write_reliability_png(report: dict, out_dir: Path) -> Path | None:
+    """reliability.png: per arm, accuracy against the decoded emotion's probability (binned)."""
+    arms = [a for a in report["arm_names"] if report["arms"][a].get("calibration")]
+    if not arms:
+        return None
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5.5, 5))
+    axis = figure.subplots()
+    axis.plot([0, 1], [0, 1], color="#999", linestyle="--", label="perfectly calibrated")
+    for arm in arms:
+        calibration = report["arms"][arm]["calibration"]
+        axis.plot([b["confidence"] for b in calibration["bins"]],
+                  [b["accuracy"] for b in calibration["bins"]], marker="o",
+                  label=f"{arm} (ECE {calibration['ece']:.3f})")
+    axis.set_xlabel("probability of the decoded emotion")
+    axis.set_ylabel("share correct")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.legend(loc="upper left", fontsize=8)
+    axis.set_title("emotion calibration")
+    path = out_dir / "reliability.png"
+    _save(figure, path)
+    return path
+
+
+def calibration_line(report: dict) -> str:
+    parts = [f"{arm} {report['arms'][arm]['calibration']['ece']:.3f} "
+             f"({report['arms'][arm]['calibration']['n']} clips)"
+             for arm in report["arm_names"] if report["arms"][arm].get("calibration")]
+    return ("Emotion calibration, expected calibration error (10 bins; lower is better): "
+            + ", ".join(parts)) if parts else ""
 
 
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
@@ -289,8 +324,8 @@ def render_html(report: dict, images: dict[str, Path]) -> str:
                  _html_table(["emotion", "n"] + report["arm_names"], per_class_rows(report))]
     for title, path in images.items():
         data = base64.b64encode(Path(path).read_bytes()).decode()
-        sections.append(f"<h3>Confusion: {html.escape(title)}</h3>"
-                        f"<img alt='confusion {html.escape(title)}' src='data:image/png;base64,{data}'>")
+        sections.append(f"<h3>{html.escape(title)}</h3>"
+                        f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
     for kind, table in report["slices"].items():
         sections += [f"<h2>By {kind} (error rate / emotion accuracy)</h2>",
                      _html_table([kind, "n"] + report["arm_names"], slice_rows(report, table))]

@@ -27,8 +27,9 @@ TEXT_METRICS = ("error_rate", "cer", "wer", "empty_rate")  # judged together: se
 LOWER_IS_BETTER = set(TEXT_METRICS)
 
 
-def score_clip(row: ManifestRow, raw_output: str) -> dict:
-    """One clip's prediction: parsed tags, normalised texts and edit counts."""
+def score_clip(row: ManifestRow, raw_output: str, emotion_probs: dict | None = None) -> dict:
+    """One clip's prediction: parsed tags, normalised texts and edit counts; with the decoder's
+    emotion distribution, the probability of the decoded emotion (its confidence)."""
     parts = split_output(raw_output)
     language = row.text_language.strip("<|>")
     edits = text_edits(row.target, parts["text"], language)
@@ -41,6 +42,8 @@ def score_clip(row: ManifestRow, raw_output: str) -> dict:
             "unit": "word" if words is not None else "char",
             # None: a text-only clip (no emotion label), left out of every emotion metric
             "emotion_correct": parts["emotion"] == row.emo_target if row.has_emotion else None,
+            "emotion_probs": emotion_probs,
+            "emotion_confidence": (emotion_probs or {}).get(parts["emotion"]) if emotion_probs else None,
             "language_correct": parts["language"] == row.text_language,
             "event_correct": parts["event"] == row.event_target}
 
@@ -107,6 +110,32 @@ class ArmArrays:
         return None if np.isnan(value) else value
 
 
+CALIBRATION_BINS = 10
+
+
+def calibration(clips: list[dict]) -> dict | None:
+    """Expected calibration error of the decoded emotion's probability over the labelled clips
+    that carry one (equal-width bins), with each bin for the reliability diagram."""
+    pairs = [(c["emotion_confidence"], bool(c["emotion_correct"])) for c in clips
+             if c.get("emotion_confidence") is not None and c["emotion_correct"] is not None]
+    if not pairs:
+        return None
+    confidence = np.array([p for p, _ in pairs])
+    correct = np.array([k for _, k in pairs], dtype=float)
+    edges = np.linspace(0, 1, CALIBRATION_BINS + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, CALIBRATION_BINS - 1)
+    bins, ece = [], 0.0
+    for b in range(CALIBRATION_BINS):
+        members = which == b
+        if members.any():
+            gap = abs(confidence[members].mean() - correct[members].mean())
+            ece += members.mean() * gap
+            bins.append({"low": float(edges[b]), "high": float(edges[b + 1]), "n": int(members.sum()),
+                         "confidence": float(confidence[members].mean()),
+                         "accuracy": float(correct[members].mean())})
+    return {"ece": float(ece), "n": len(pairs), "bins": bins}
+
+
 def sdi(clips: list[dict], unit: str) -> dict | None:
     counted = [c[unit] for c in clips if c[unit]]
     if not counted:
@@ -132,6 +161,7 @@ def arm_metrics(rows: list[ManifestRow], clips: list[dict], indices: np.ndarray)
         "per_class": classes,
         "per_emotion_accuracy": {tag: {"n": s["n"], "accuracy": s["recall"]} for tag, s in classes.items()},
         "confusion": confusion_matrix(references, predictions),
+        "calibration": calibration(clips),
     })
     return result
 

@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="padded audio seconds per decoding batch (default 60 on a CPU, "
                           "240 on a GPU)")
     evaluate.add_argument("--feature-cache", help="feature cache dir from `prepare --features`")
+    evaluate.add_argument("--ban-emo-unknown", action="store_true",
+                          help="never predict <|EMO_UNKNOWN|> (as SenseVoice's published emotion "
+                          "results are decoded)")
     evaluate.add_argument("--max-seconds", type=float, default=None,
                           help="refuse clips longer than this (default: any length)")
     evaluate.add_argument("--cache-dir", help="prediction cache (default OUT/cache)")
@@ -123,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--segment-seconds", type=float, default=30.0,
                             help="files longer than this are cut at speech pauses (Silero VAD) "
                             "into segments of at most this length, each reported")
+    transcribe.add_argument("--ban-emo-unknown", action="store_true",
+                            help="never predict <|EMO_UNKNOWN|>")
     transcribe.add_argument("--int8", action="store_true",
                             help="int8 dynamic quantisation (CPU): faster, outputs may differ slightly")
     transcribe.add_argument("--language", default="auto",
@@ -211,7 +216,8 @@ def run_eval(args) -> int:
                       allow_base_mismatch=args.allow_base_mismatch,
                       feature_cache=args.feature_cache, cache_dir=args.cache_dir,
                       resamples=args.resamples, seed=args.seed,
-                      trust_remote_code=args.trust_remote_code, max_clip_seconds=args.max_seconds)
+                      trust_remote_code=args.trust_remote_code, max_clip_seconds=args.max_seconds,
+                      ban_emo_unknown=args.ban_emo_unknown)
     print(verdict(report))
     print(f"report: {args.out}/report.html (report.md, report.json, predictions.jsonl, confusion*.png)")
     if not report["gates_passed"]:
@@ -238,7 +244,8 @@ def run_transcribe(args) -> None:
                          allow_base_mismatch=args.allow_base_mismatch)
     for result in runtime.transcribe(args.audio, language=args.language,
                                      max_segment_seconds=args.segment_seconds,
-                                     max_file_seconds=args.max_seconds):
+                                     max_file_seconds=args.max_seconds,
+                                     ban_emo_unknown=args.ban_emo_unknown):
         if args.json:
             print(json.dumps(result, ensure_ascii=False))
         elif "segments" in result:

@@ -3,11 +3,14 @@ and audio files to results (long files cut into bounded segments first)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from svlora.audio import TARGET_RATE
 from svlora.errors import SvloraError
 from svlora.features import pack_by_padded_seconds, pad_features
+from svlora.labels import EMOTION_TAGS, EVENT_TAGS, LANGUAGE_TAGS
 from svlora.model import BaseModel
 from svlora.segments import MAX_SEGMENT_SECONDS, Segment, load_vad, speech_segments, weighted_tag
 
@@ -58,23 +61,58 @@ def decoding_precision(device: torch.device) -> str:
     return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
 
 
+@dataclass
+class Decoded:
+    """One clip's greedy decoding and the tag distributions of its first output frames
+    (SenseVoice emits language, emotion and event there), each restricted to that tag set."""
+
+    raw: str
+    language_probs: dict[str, float]
+    emotion_probs: dict[str, float]
+    event_probs: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return {"raw": self.raw, "language_probs": self.language_probs,
+                "emotion_probs": self.emotion_probs, "event_probs": self.event_probs}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Decoded":
+        return cls(data["raw"], data["language_probs"], data["emotion_probs"], data["event_probs"])
+
+
+# output frame of each tag and its vocabulary, in SenseVoice's target order
+TAG_FRAMES = {"language": (0, LANGUAGE_TAGS), "emotion": (1, EMOTION_TAGS), "event": (2, EVENT_TAGS)}
+EMO_UNKNOWN = "<|EMO_UNKNOWN|>"
+
+
+def tag_distributions(log_probs: torch.Tensor, kind: str, banned: tuple[str, ...] = ()) -> list[dict]:
+    """Per clip, the softmax over one tag set at that tag's frame (sums to 1)."""
+    frame, vocabulary = TAG_FRAMES[kind]
+    tags = [tag for tag in vocabulary if tag not in banned]
+    ids = torch.tensor([vocabulary[tag] for tag in tags], device=log_probs.device)
+    probabilities = torch.softmax(log_probs[:, frame, ids].float(), dim=-1).cpu()
+    return [{tag: round(float(p), 6) for tag, p in zip(tags, row)} for row in probabilities]
+
+
 @torch.inference_mode()
-def transcribe_features(base: BaseModel, features: list[torch.Tensor],
-                        max_seconds_per_batch: float | None = None, language: str = "auto",
-                        itn: str | list[str] = "woitn") -> list[str]:
-    """Decoded SenseVoice outputs ('<|en|><|HAPPY|><|Speech|><|woitn|>text') per feature matrix.
+def decode_features(base: BaseModel, features: list[torch.Tensor],
+                    max_seconds_per_batch: float | None = None, language: str = "auto",
+                    itn: str | list[str] = "woitn", ban_emo_unknown: bool = False) -> list[Decoded]:
+    """Greedy outputs ('<|en|><|HAPPY|><|Speech|><|woitn|>text') with tag distributions.
 
     Clips are batched by duration (padded seconds per batch bounded); `itn` may be one value or
     one per clip (each clip decoded with its manifest's with/without-ITN query); bf16 on GPUs
-    that have it.
+    that have it. `ban_emo_unknown` forbids <|EMO_UNKNOWN|>, as SenseVoice's published emotion
+    results do (FunASR's ban_emo_unk).
     """
     max_seconds_per_batch = max_seconds_per_batch or default_batch_seconds(base.device)
     module = base.model
     was_training = module.training
     module.eval()
     itns = [itn] * len(features) if isinstance(itn, str) else list(itn)
-    outputs: list[str] = [""] * len(features)
+    outputs: list[Decoded | None] = [None] * len(features)
     use_bf16 = decoding_precision(base.device) == "bf16"
+    banned = (EMO_UNKNOWN,) if ban_emo_unknown else ()
     for style in sorted(set(itns)):
         members = [i for i, value in enumerate(itns) if value == style]
         for batch in duration_batches([features[i].shape[0] for i in members], max_seconds_per_batch):
@@ -83,17 +121,31 @@ def transcribe_features(base: BaseModel, features: list[torch.Tensor],
             with torch.autocast(base.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 log_probs, out_lengths = inference_log_probs(module, padded.to(base.device),
                                                              lengths, language, style)
-            for index, ids in zip(chunk, greedy_ids(log_probs.float(), out_lengths)):
-                outputs[index] = base.decode(ids)
+            log_probs = log_probs.float()
+            if banned:
+                log_probs[:, :, EMOTION_TAGS[EMO_UNKNOWN]] = -float("inf")
+            distributions = {kind: tag_distributions(log_probs, kind, banned if kind == "emotion" else ())
+                             for kind in TAG_FRAMES}
+            for row, (index, ids) in enumerate(zip(chunk, greedy_ids(log_probs, out_lengths))):
+                outputs[index] = Decoded(base.decode(ids), distributions["language"][row],
+                                         distributions["emotion"][row], distributions["event"][row])
     module.train(was_training)
     return outputs
+
+
+def transcribe_features(base: BaseModel, features: list[torch.Tensor],
+                        max_seconds_per_batch: float | None = None, language: str = "auto",
+                        itn: str | list[str] = "woitn", ban_emo_unknown: bool = False) -> list[str]:
+    """The raw outputs of decode_features."""
+    return [d.raw for d in decode_features(base, features, max_seconds_per_batch, language, itn,
+                                           ban_emo_unknown)]
 
 
 def transcribe_files(base: BaseModel, paths: list[str], max_seconds_per_batch: float | None = None,
                      language: str = "auto", itn: str = "woitn",
                      max_segment_seconds: float = MAX_SEGMENT_SECONDS,
                      max_file_seconds: float | None = None, vad_loader=load_vad,
-                     pending_seconds: float = 600.0) -> list[dict]:
+                     pending_seconds: float = 600.0, ban_emo_unknown: bool = False) -> list[dict]:
     """One result per audio file: the raw output and its tags and text; a file longer than
     `max_segment_seconds` is cut (Silero VAD, else fixed windows) and decoded per segment, with
     `segments` listing each one and file-level tags weighted by duration. Files are decoded in
@@ -107,7 +159,8 @@ def transcribe_files(base: BaseModel, paths: list[str], max_seconds_per_batch: f
 
     def flush() -> None:
         features = [f for _, _, _, pieces in pending for f in pieces]
-        raws = iter(transcribe_features(base, features, max_seconds_per_batch, language, itn))
+        raws = iter(decode_features(base, features, max_seconds_per_batch, language, itn,
+                                    ban_emo_unknown))
         for path, segments, how, _ in pending:
             outputs = [next(raws) for _ in segments]
             results.append(file_result(path, segments, how, outputs))
@@ -134,18 +187,29 @@ def transcribe_files(base: BaseModel, paths: list[str], max_seconds_per_batch: f
     return results
 
 
-def file_result(path: str, segments: list[Segment], how: str, outputs: list[str]) -> dict:
+def file_result(path: str, segments: list[Segment], how: str, outputs: list[Decoded]) -> dict:
     """A file's result: as one clip when it was decoded whole; else its segments, the joined
-    text and the duration-weighted emotion, event and language."""
+    text, the duration-weighted emotion, event and language, and duration-weighted
+    distributions."""
     from svlora.labels import split_output
 
     if how == "whole":
-        return {"path": path, "raw": outputs[0], **split_output(outputs[0])}
-    parts = [split_output(raw) for raw in outputs]
-    rows = [{"start": round(s.start, 3), "end": round(s.end, 3), "raw": raw, **part}
-            for s, raw, part in zip(segments, outputs, parts)]
-    return {"path": path, "raw": "".join(outputs), "text": " ".join(p["text"] for p in parts if p["text"]),
+        return {"path": path, **outputs[0].to_dict(), **split_output(outputs[0].raw)}
+    parts = [split_output(d.raw) for d in outputs]
+    rows = [{"start": round(s.start, 3), "end": round(s.end, 3), **d.to_dict(), **part}
+            for s, d, part in zip(segments, outputs, parts)]
+    weights = [s.seconds for s in segments]
+    return {"path": path, "raw": "".join(d.raw for d in outputs),
+            "text": " ".join(p["text"] for p in parts if p["text"]),
             "language": weighted_tag([p["language"] for p in parts], segments),
             "emotion": weighted_tag([p["emotion"] for p in parts], segments),
             "event": weighted_tag([p["event"] for p in parts], segments),
-            "itn": parts[0]["itn"], "segmentation": how, "segments": rows}
+            "itn": parts[0]["itn"], "segmentation": how, "segments": rows,
+            **{f"{kind}_probs": weighted_distribution([getattr(d, f"{kind}_probs") for d in outputs],
+                                                      weights) for kind in TAG_FRAMES}}
+
+
+def weighted_distribution(distributions: list[dict], weights: list[float]) -> dict:
+    total = sum(weights) or 1.0
+    return {tag: round(sum(d[tag] * w for d, w in zip(distributions, weights)) / total, 6)
+            for tag in distributions[0]}

@@ -63,7 +63,7 @@ def test_many_arms_retention_gates_and_the_prediction_cache(quickstart_dir, tmp_
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded although the predictions were cached")
-    monkeypatch.setattr(evaluate_module, "transcribe_features", no_decoding)
+    monkeypatch.setattr(evaluate_module, "decode_features", no_decoding)
     assert main(arguments) == 0
     again = json.loads((tmp_path / "report.json").read_text())
     assert again["arms"] == report["arms"]

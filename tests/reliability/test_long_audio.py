@@ -29,12 +29,12 @@ def speechy_file(path, minutes: float = 2.0):
 @pytest.fixture()
 def longest_batch_input(monkeypatch):
     seen = []
-    real = decoding.transcribe_features
+    real = decoding.decode_features
 
     def spy(base, features, *args, **kwargs):
         seen.extend(f.shape[0] for f in features)
         return real(base, features, *args, **kwargs)
-    monkeypatch.setattr(decoding, "transcribe_features", spy)
+    monkeypatch.setattr(decoding, "decode_features", spy)
     return seen
 
 
