@@ -8,7 +8,8 @@ from pathlib import Path
 
 from svlora.adapter_format import attach_adapter
 from svlora.decoding import transcribe_files
-from svlora.segments import MAX_SEGMENT_SECONDS, load_vad
+from svlora.labels import split_output
+from svlora.segments import MAX_SEGMENT_SECONDS, Segment, load_vad, weighted_tag
 from svlora.errors import AdapterError
 from svlora.model import BaseModel, load_base_model, quantize_int8, weights_sha256
 
@@ -21,6 +22,7 @@ class SenseVoiceRuntime:
     adapter_meta: dict | None = None
     peft_model: object | None = None  # the PeftModel while an adapter is attached, unmerged
     vad: object | None = None         # Silero VAD, loaded on the first long file
+    rules: object | None = None       # a svlora.postprocess.RuleSet applied to every output
 
     def transcribe(self, paths: list[str | Path], max_seconds_per_batch: float | None = None,
                    language: str = "auto", itn: str = "woitn",
@@ -31,9 +33,28 @@ class SenseVoiceRuntime:
         longer than `max_segment_seconds` also carry `segments` (VAD-cut, each decoded alone).
         `language_probs`, `emotion_probs`, `event_probs`: the decoder's distribution over each
         tag set (duration-weighted over segments)."""
-        return transcribe_files(self.base, [str(p) for p in paths], max_seconds_per_batch, language,
-                                itn, max_segment_seconds, max_file_seconds, self.vad_model,
-                                ban_emo_unknown=ban_emo_unknown)
+        results = transcribe_files(self.base, [str(p) for p in paths], max_seconds_per_batch,
+                                   language, itn, max_segment_seconds, max_file_seconds,
+                                   self.vad_model, ban_emo_unknown=ban_emo_unknown)
+        return [self.apply_rules(result) for result in results] if self.rules else results
+
+    def apply_rules(self, result: dict) -> dict:
+        """The result with the rules applied (per segment for long files); `rules_fired` names
+        the rules that changed something."""
+        from svlora.postprocess import apply_rules
+
+        def one(item: dict, seconds: float | None) -> dict:
+            applied = apply_rules(self.rules, item["raw"], item.get("emotion_probs"), seconds)
+            return {**item, **split_output(applied["raw"]), "raw": applied["raw"],
+                    "emotion_probs": applied["emotion_probs"], "rules_fired": applied["fired"]}
+
+        if "segments" not in result:
+            return one(result, None)
+        segments = [one(s, s["end"] - s["start"]) for s in result["segments"]]
+        spans = [Segment(s["start"], s["end"]) for s in segments]
+        return {**result, "segments": segments,
+                "emotion": weighted_tag([s["emotion"] for s in segments], spans),
+                "event": weighted_tag([s["event"] for s in segments], spans)}
 
     def vad_model(self):
         """Silero VAD, loaded once, on the first long file (None where it is not installed)."""
@@ -57,7 +78,8 @@ class SenseVoiceRuntime:
 
 def load_model(model: str, adapter: str | None = None, device: str = "cpu", hub: str = "ms",
                allow_base_mismatch: bool = False, merge: bool = False,
-               trust_remote_code: bool = False, int8: bool = False) -> SenseVoiceRuntime:
+               trust_remote_code: bool = False, int8: bool = False,
+               rules: str | None = None) -> SenseVoiceRuntime:
     """A runtime for base `model` (dir or hub id), with `adapter` attached (and merged) if given.
 
     An adapter trained on different base weights is refused unless allow_base_mismatch.
@@ -74,4 +96,8 @@ def load_model(model: str, adapter: str | None = None, device: str = "cpu", hub:
             runtime.merge()
     if int8:
         runtime.base.model = quantize_int8(runtime.base.model)
+    if rules:
+        from svlora.postprocess import load_rules
+
+        runtime.rules = load_rules(rules)
     return runtime

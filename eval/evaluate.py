@@ -132,6 +132,46 @@ class ArmDecoder:
         return outputs
 
 
+@dataclass(frozen=True)
+class RulesArm:
+    source: str      # the arm whose decoded outputs the rules rewrite
+    path: str        # the rules file
+    rules: object    # its svlora.postprocess.RuleSet
+
+
+def parse_rules_arms(specs: list[str], stage1: list[str]) -> dict[str, RulesArm]:
+    """{name: RulesArm} from 'NAME=ARM:RULES' (RULES a path or a shipped example's name)."""
+    from svlora.postprocess import load_rules
+    from svlora.recipes.rules import rules_path
+
+    arms = {}
+    for spec in specs:
+        name, _, rest = spec.partition("=")
+        source, _, rules = rest.partition(":")
+        if not (name and source and rules):
+            raise SvloraError(f"--rules-arm {spec!r}: expected NAME=ARM:RULES, e.g. "
+                              "base+rules=base:rules.yaml")
+        if source not in stage1:
+            raise SvloraError(f"--rules-arm {spec!r}: arm {source!r} is not base or an --adapter "
+                              f"arm ({', '.join(stage1)})")
+        if name in stage1 or name in arms:
+            raise SvloraError(f"--rules-arm {spec!r}: arm name {name!r} is used twice")
+        arms[name] = RulesArm(source, str(rules_path(rules)), load_rules(rules_path(rules)))
+    return arms
+
+
+def with_rules(rules, decoded: list[Decoded], rows: list[ManifestRow]) -> list[Decoded]:
+    """Another arm's outputs after the rules (no decoding)."""
+    from svlora.postprocess import apply_rules
+
+    result = []
+    for d, row in zip(decoded, rows):
+        applied = apply_rules(rules, d.raw, d.emotion_probs, row.audio_seconds)
+        result.append(Decoded(applied["raw"], d.language_probs,
+                              applied["emotion_probs"] or d.emotion_probs, d.event_probs))
+    return result
+
+
 def score_manifest(rows: list[ManifestRow], decoded_by_arm: dict[str, list[Decoded]],
                    resamples: int, seed: int) -> tuple[dict, dict, dict]:
     """(clips by arm, metrics by arm, deltas vs base by arm)."""
@@ -150,10 +190,16 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
              allow_base_mismatch: bool = False, feature_cache: str | None = None,
              cache_dir: str | None = None, resamples: int = 1000, seed: int = 0,
              trust_remote_code: bool = False, max_clip_seconds: float | None = None,
-             ban_emo_unknown: bool = False) -> dict:
-    """Score every arm on every clip of `data` (and `general`); return the report dict."""
-    gates = parse_gates(gate, has_adapters=bool(adapters), has_general=general is not None)
+             ban_emo_unknown: bool = False, rules_arms: list[str] | None = None) -> dict:
+    """Score every arm on every clip of `data` (and `general`); return the report dict.
+
+    `rules_arms` ('NAME=ARM:RULES.yaml') add arms that apply a rules file to another arm's
+    decoded outputs: each model (base, each adapter) is decoded once, rules reuse its outputs.
+    """
+    gates = parse_gates(gate, has_adapters=bool(adapters) or bool(rules_arms),
+                        has_general=general is not None)
     arms = parse_arms(adapters or [])
+    post_arms = parse_rules_arms(rules_arms or [], [a.name for a in arms])
     rows = read_unique_manifest(data)
     general_rows = read_unique_manifest(general) if general else None
     for path, manifest_rows in ((data, rows), (general, general_rows or [])):
@@ -172,18 +218,26 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
         if general_rows:
             raw_general[arm.name] = decoder.decode(arm, general, general_rows)
 
+    for name, arm in post_arms.items():
+        raw[name] = with_rules(arm.rules, raw[arm.source], rows)
+        if general_rows:
+            raw_general[name] = with_rules(arm.rules, raw_general[arm.source], general_rows)
+
     clips, metrics, deltas = score_manifest(rows, raw, resamples, seed)
     report = {"schema": REPORT_SCHEMA, "version": REPORT_VERSION, "model": str(model),
               "base_sha256": base_sha256, "data": str(data), "data_sha256": sha256_file(data),
               "n": len(rows), "bootstrap": {"resamples": resamples, "seed": seed},
-              "arm_names": [a.name for a in arms],
+              "arm_names": [a.name for a in arms] + list(post_arms),
               "adapters": {a.name: a.adapter for a in arms if a.adapter},
+              "rules_arms": {name: {"stage1": arm.source, "rules": arm.path}
+                             for name, arm in post_arms.items()},
               "arms": metrics, "deltas": deltas}
     # the walking skeleton's keys: base, the first adapter, and their delta
     report["base"] = metrics["base"]
     report["adapter_path"] = arms[1].adapter if len(arms) > 1 else None
-    if len(arms) > 1:
-        report["adapter"], report["delta"] = metrics[arms[1].name], deltas[arms[1].name]
+    first_other = report["arm_names"][1] if len(report["arm_names"]) > 1 else None
+    if first_other:
+        report["adapter"], report["delta"] = metrics[first_other], deltas[first_other]
     if general_rows:
         _, general_metrics, general_deltas = score_manifest(general_rows, raw_general, resamples, seed)
         report["retention"] = {"data": str(general), "n": len(general_rows),

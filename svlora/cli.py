@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="test manifest (SenseVoice jsonl)")
     evaluate.add_argument("--adapter", action="append", default=[], metavar="[NAME=]PATH",
                           help="an adapter arm; repeat for several")
+    evaluate.add_argument("--rules-arm", action="append", default=[], metavar="NAME=ARM:RULES",
+                          help="an arm that applies a rules file to ARM's outputs (base or an "
+                          "--adapter arm's name), e.g. base+rules=base:rules.yaml; repeatable")
     evaluate.add_argument("--general", help="a general-domain manifest: retention of every arm")
     evaluate.add_argument("--gate", help="thresholds on changes vs base, e.g. "
                           "'emotion_ua>=+0.02,cer<=+0.005,general_cer<=+0.01'; exit 2 if missed")
@@ -128,11 +131,24 @@ def build_parser() -> argparse.ArgumentParser:
                             "into segments of at most this length, each reported")
     transcribe.add_argument("--ban-emo-unknown", action="store_true",
                             help="never predict <|EMO_UNKNOWN|>")
+    transcribe.add_argument("--rules", help="a rules file (or a shipped example name) applied to "
+                            "every output")
     transcribe.add_argument("--int8", action="store_true",
                             help="int8 dynamic quantisation (CPU): faster, outputs may differ slightly")
     transcribe.add_argument("--language", default="auto",
                             choices=["auto", "zh", "en", "yue", "ja", "ko", "nospeech"])
     transcribe.add_argument("audio", nargs="+")
+
+    rules = commands.add_parser("rules", help="post-processing rules: fit offsets, check a file")
+    rule_actions = rules.add_subparsers(dest="rules_action", required=True)
+    fit = rule_actions.add_parser("fit", help="fit emotion offsets and mine confusions on labelled clips")
+    _add_model_args(fit)
+    fit.add_argument("--adapter", help="stage 1 is base + this adapter")
+    fit.add_argument("--data", required=True, help="a labelled manifest (validation split)")
+    fit.add_argument("--out", required=True, help="the rules file to write (YAML)")
+    fit.add_argument("--ban-emo-unknown", action="store_true")
+    check_rules = rule_actions.add_parser("check", help="validate a rules file")
+    check_rules.add_argument("rules_file")
 
     quick = commands.add_parser("quickstart", help="the whole pipeline on a tiny model and demo data")
     quick.add_argument("--out", default="svlora-quickstart")
@@ -217,7 +233,7 @@ def run_eval(args) -> int:
                       feature_cache=args.feature_cache, cache_dir=args.cache_dir,
                       resamples=args.resamples, seed=args.seed,
                       trust_remote_code=args.trust_remote_code, max_clip_seconds=args.max_seconds,
-                      ban_emo_unknown=args.ban_emo_unknown)
+                      ban_emo_unknown=args.ban_emo_unknown, rules_arms=args.rules_arm)
     print(verdict(report))
     print(f"report: {args.out}/report.html (report.md, report.json, predictions.jsonl, confusion*.png)")
     if not report["gates_passed"]:
@@ -242,10 +258,15 @@ def run_transcribe(args) -> None:
     runtime = load_model(args.model, args.adapter, device=args.device, hub=args.hub,
                          trust_remote_code=args.trust_remote_code, int8=args.int8,
                          allow_base_mismatch=args.allow_base_mismatch)
+    if args.rules:
+        from svlora.postprocess import load_rules
+        from svlora.recipes.rules import rules_path
+
+        runtime.rules = load_rules(rules_path(args.rules))
     for result in runtime.transcribe(args.audio, language=args.language,
                                      max_segment_seconds=args.segment_seconds,
                                      max_file_seconds=args.max_seconds,
-                                     ban_emo_unknown=args.ban_emo_unknown):
+                                     ban_emo_unknown=args.ban_emo_unknown, rules_arms=args.rules_arm):
         if args.json:
             print(json.dumps(result, ensure_ascii=False))
         elif "segments" in result:
@@ -253,6 +274,26 @@ def run_transcribe(args) -> None:
                 print(f"{result['path']}\t{segment['start']:.2f}-{segment['end']:.2f}\t{segment['raw']}")
         else:
             print(f"{result['path']}\t{result['raw']}")
+
+
+def run_rules(args) -> None:
+    from svlora.postprocess import load_rules
+    from svlora.recipes.rules import rules_path
+
+    if args.rules_action == "check":
+        rules = load_rules(rules_path(args.rules_file))
+        print(f"{args.rules_file}: {len(rules.rules)} rule(s), offsets for "
+              f"{', '.join(rules.emotion_offsets) or 'no emotion'}: valid")
+        return
+    from svlora.postprocess.fit import fit_rules_file
+
+    content = fit_rules_file(args.model, args.data, args.out, adapter=args.adapter,
+                             device=args.device, hub=args.hub,
+                             allow_base_mismatch=args.allow_base_mismatch,
+                             ban_emo_unknown=args.ban_emo_unknown,
+                             trust_remote_code=args.trust_remote_code)
+    offsets = ", ".join(f"{k} {v:+.2f}" for k, v in content["emotion_offsets"].items()) or "none"
+    print(f"emotion offsets: {offsets}; {len(content['miner'])} confusion(s) mined; wrote {args.out}")
 
 
 def run_quickstart(args) -> None:
@@ -272,7 +313,7 @@ def run_recipes(args) -> None:
 HANDLERS = {"make-tiny-model": run_make_tiny_model, "prepare": run_prepare, "check": run_check,
             "train": run_train,
             "eval": run_eval, "export": run_export, "transcribe": run_transcribe,
-            "quickstart": run_quickstart, "recipes": run_recipes}
+            "quickstart": run_quickstart, "recipes": run_recipes, "rules": run_rules}
 
 
 def main(argv: list[str] | None = None) -> int:

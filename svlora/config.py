@@ -92,18 +92,18 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def load_config(cls: type[Config], path: str | Path, overrides: list[str] | None = None,
-                check: Callable[[Config, str], None] | None = None) -> Config:
+                check: Callable[[Config, str], None] | None = None, kind: str = "recipe") -> Config:
     """Read YAML at `path`, apply overrides, and build `cls`; `check(config, where)` validates
     values. Errors name the file and key, or the command-line override that caused them."""
     path = Path(path)
     if not path.is_file():
-        raise RecipeError(f"{path}: recipe not found")
+        raise RecipeError(f"{path}: {kind} not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise RecipeError(f"{path}: invalid YAML ({error})") from error
     if not isinstance(data, dict):
-        raise RecipeError(f"{path}: a recipe is a YAML mapping")
+        raise RecipeError(f"{path}: a {kind} is a YAML mapping")
     config = from_dict(cls, data, str(path))
     if check:
         check(config, str(path))

@@ -1,0 +1,177 @@
+"""Rules files: ordered rules with conditions on a clip's decoded emotion, event, language,
+their probabilities, its duration and transcript, and actions that set or clear the emotion,
+set the event or replace words; plus per-emotion score offsets (a prior correction, usually
+fitted by `svlora rules fit`). Loaded from YAML into typed dataclasses, every value checked
+with errors that name the rule and the field."""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from svlora.config import load_config
+from svlora.errors import RecipeError
+from svlora.labels import EMOTION_TAGS, EVENT_TAGS, LANGUAGE_TAGS, split_output
+
+RULES_VERSION = 1
+CLEAR = "clear"  # action emotion: clear → <|EMO_UNKNOWN|>
+
+
+@dataclass
+class Condition:
+    emotion: list[str] = field(default_factory=list)    # predicted emotion is one of (SAD, ...)
+    event: list[str] = field(default_factory=list)      # predicted event is one of
+    language: list[str] = field(default_factory=list)   # predicted language is one of (zh, ...)
+    emotion_prob_below: float | None = None  # probability of the predicted emotion
+    emotion_prob_above: float | None = None
+    min_seconds: float | None = None         # clip duration
+    max_seconds: float | None = None
+    ends_with: list[str] = field(default_factory=list)      # transcript (punctuation stripped)
+    contains_any: list[str] = field(default_factory=list)
+    contains_none: list[str] = field(default_factory=list)  # e.g. negative words before a particle
+    regex: str | None = None                                # re.search on the transcript
+
+
+@dataclass
+class Action:
+    emotion: str | None = None   # an emotion (NEUTRAL, ...) or "clear" (→ EMO_UNKNOWN)
+    event: str | None = None     # an event (Speech, Laughter, ...)
+    replace: dict[str, str] = field(default_factory=dict)  # words in the text: domain terms
+
+
+@dataclass
+class Rule:
+    name: str = ""
+    when: Condition = field(default_factory=Condition)
+    then: Action = field(default_factory=Action)
+
+
+@dataclass
+class RuleSet:
+    version: int = RULES_VERSION
+    # added to the log-probability of each emotion before the rules run (prior correction)
+    emotion_offsets: dict[str, float] = field(default_factory=dict)
+    rules: list[Rule] = field(default_factory=list)
+    # evidence from `rules fit` (over-represented endings and words per confusion); not applied
+    miner: dict = field(default_factory=dict)
+
+    def validate(self, where: str) -> None:
+        if self.version != RULES_VERSION:
+            raise RecipeError(f"{where}: version {self.version}; this svlora reads version {RULES_VERSION}")
+        for name, offset in self.emotion_offsets.items():
+            if as_tag(name, EMOTION_TAGS) is None:
+                raise RecipeError(f"{where}: emotion_offsets: {name!r} is not an emotion; use "
+                                  f"{', '.join(t.strip('<|>') for t in EMOTION_TAGS)}")
+            if not isinstance(offset, (int, float)) or not math.isfinite(offset):
+                raise RecipeError(f"{where}: emotion_offsets.{name}: {offset!r} is not a number")
+        for index, rule in enumerate(self.rules):
+            validate_rule(rule, f"{where}: rules[{index}] ({rule.name or 'unnamed'})")
+
+
+def as_tag(value: str, vocabulary: dict[str, int]) -> str | None:
+    """'SAD', 'sad' or '<|SAD|>' → '<|SAD|>' when it is in `vocabulary`."""
+    bare = value.strip().strip("<|>")
+    return next((tag for tag in vocabulary if tag.strip("<|>").lower() == bare.lower()), None)
+
+
+def validate_rule(rule: Rule, where: str) -> None:
+    if not rule.name:
+        raise RecipeError(f"{where}: name: every rule needs a name (it is reported when it fires)")
+    for field_name, vocabulary in (("emotion", EMOTION_TAGS), ("event", EVENT_TAGS),
+                                   ("language", LANGUAGE_TAGS)):
+        for value in getattr(rule.when, field_name):
+            if as_tag(value, vocabulary) is None:
+                raise RecipeError(f"{where}: when.{field_name}: {value!r} is not one of "
+                                  f"{', '.join(t.strip('<|>') for t in vocabulary)}")
+    for name in ("emotion_prob_below", "emotion_prob_above"):
+        value = getattr(rule.when, name)
+        if value is not None and not 0 <= value <= 1:
+            raise RecipeError(f"{where}: when.{name}: {value} is not a probability in [0, 1]")
+    if rule.when.regex is not None:
+        try:
+            re.compile(rule.when.regex)
+        except re.error as error:
+            raise RecipeError(f"{where}: when.regex: {rule.when.regex!r} is not a valid regular "
+                              f"expression ({error})") from None
+    action = rule.then
+    if action.emotion is not None and action.emotion != CLEAR and as_tag(action.emotion, EMOTION_TAGS) is None:
+        raise RecipeError(f"{where}: then.emotion: {action.emotion!r} is not an emotion or 'clear'")
+    if action.event is not None and as_tag(action.event, EVENT_TAGS) is None:
+        raise RecipeError(f"{where}: then.event: {action.event!r} is not an event")
+    if action.emotion is None and action.event is None and not action.replace:
+        raise RecipeError(f"{where}: then: the rule does nothing (set emotion, event or replace)")
+
+
+def load_rules(path: str | Path) -> RuleSet:
+    """A rules file, every value checked (errors name the file, the rule and the field)."""
+    return load_config(RuleSet, path, check=RuleSet.validate, kind="rules file")
+
+
+def bare_text(text: str) -> str:
+    """The transcript without trailing punctuation and spaces (for ends_with)."""
+    text = text.strip()
+    while text and unicodedata.category(text[-1]).startswith("P"):
+        text = text[:-1].rstrip()
+    return text
+
+
+def matches(condition: Condition, parts: dict, probability: float | None, seconds: float | None) -> bool:
+    def among(values: list[str], tag: str | None, vocabulary) -> bool:
+        return not values or (tag is not None and tag in {as_tag(v, vocabulary) for v in values})
+
+    text = parts["text"]
+    checks = (
+        among(condition.emotion, parts["emotion"], EMOTION_TAGS),
+        among(condition.event, parts["event"], EVENT_TAGS),
+        among(condition.language, parts["language"], LANGUAGE_TAGS),
+        condition.emotion_prob_below is None or (probability is not None and probability < condition.emotion_prob_below),
+        condition.emotion_prob_above is None or (probability is not None and probability > condition.emotion_prob_above),
+        condition.min_seconds is None or (seconds is not None and seconds >= condition.min_seconds),
+        condition.max_seconds is None or (seconds is not None and seconds <= condition.max_seconds),
+        not condition.ends_with or any(bare_text(text).endswith(w) for w in condition.ends_with),
+        not condition.contains_any or any(w in text for w in condition.contains_any),
+        not any(w in text for w in condition.contains_none),
+        condition.regex is None or re.search(condition.regex, text) is not None,
+    )
+    return all(checks)
+
+
+def offset_probabilities(probabilities: dict[str, float], offsets: dict[str, float]) -> dict[str, float]:
+    """p_i · exp(offset_i), renormalised: a per-class prior correction."""
+    tags = {as_tag(k, EMOTION_TAGS): v for k, v in offsets.items()}
+    scaled = {tag: p * math.exp(tags.get(tag, 0.0)) for tag, p in probabilities.items()}
+    total = sum(scaled.values()) or 1.0
+    return {tag: value / total for tag, value in scaled.items()}
+
+
+def join_output(parts: dict) -> str:
+    return "".join(parts[k] or "" for k in ("language", "emotion", "event", "itn")) + parts["text"]
+
+
+def apply_rules(rules: RuleSet, raw: str, emotion_probs: dict[str, float] | None = None,
+                seconds: float | None = None) -> dict:
+    """One clip after the rules: {raw, emotion_probs, fired: [rule names]}. Offsets act first
+    (they need the decoder's emotion distribution), then every matching rule in order, each
+    seeing what the previous ones did."""
+    parts = split_output(raw)
+    probabilities = dict(emotion_probs) if emotion_probs else None
+    if rules.emotion_offsets and probabilities:
+        probabilities = offset_probabilities(probabilities, rules.emotion_offsets)
+        parts["emotion"] = max(probabilities, key=probabilities.get)
+    fired = []
+    for rule in rules.rules:
+        probability = probabilities.get(parts["emotion"]) if probabilities and parts["emotion"] else None
+        if not matches(rule.when, parts, probability, seconds):
+            continue
+        fired.append(rule.name)
+        action = rule.then
+        if action.emotion is not None:
+            parts["emotion"] = "<|EMO_UNKNOWN|>" if action.emotion == CLEAR else as_tag(action.emotion, EMOTION_TAGS)
+        if action.event is not None:
+            parts["event"] = as_tag(action.event, EVENT_TAGS)
+        for old, new in action.replace.items():
+            parts["text"] = parts["text"].replace(old, new)
+    return {"raw": join_output(parts), "emotion_probs": probabilities, "fired": fired}

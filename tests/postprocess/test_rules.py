@@ -1,0 +1,122 @@
+"""Rules files: schema errors that name the rule and field, the soft-particle rule on hand-made
+outputs, offsets, and `rules fit` recovering a bias injected into synthetic scores."""
+
+import math
+
+import numpy as np
+import pytest
+
+from svlora.errors import RecipeError
+from svlora.postprocess import apply_rules, fit_offsets, load_rules, mine_confusions
+from svlora.recipes.rules import RULES_DIR, rules_path
+
+
+def write(tmp_path, text):
+    path = tmp_path / "rules.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("body, message", [
+    ("rules:\n  - name: a\n    when: {emotion: [SADD]}\n    then: {emotion: NEUTRAL}\n",
+     r"rules\[0\] \(a\): when.emotion: 'SADD' is not one of"),
+    ("rules:\n  - name: a\n    when: {regex: '(['}\n    then: {emotion: NEUTRAL}\n",
+     r"rules\[0\] \(a\): when.regex: .* is not a valid regular expression"),
+    ("rules:\n  - name: a\n    when: {}\n    then: {}\n", r"rules\[0\] \(a\): then: the rule does nothing"),
+    ("rules:\n  - name: a\n    when: {emotion_prob_below: 1.5}\n    then: {emotion: SAD}\n",
+     r"when.emotion_prob_below: 1.5 is not a probability"),
+    ("rules:\n  - name: a\n    when: {colour: red}\n    then: {emotion: SAD}\n",
+     r"unknown key\(s\) rules\[0\].when.colour"),
+    ("rules:\n  - when: {}\n    then: {emotion: SAD}\n", r"rules\[0\] \(unnamed\): name: every rule needs a name"),
+    ("emotion_offsets: {CALM: 1}\n", r"emotion_offsets: 'CALM' is not an emotion"),
+    ("rules:\n  - name: a\n    when: {}\n    then: {emotion: bored}\n", r"then.emotion: 'bored'"),
+])
+def test_schema_errors_name_the_rule_and_field(tmp_path, body, message):
+    with pytest.raises(RecipeError, match=message):
+        load_rules(write(tmp_path, body))
+
+
+def test_shipped_examples_load():
+    names = sorted(p.stem for p in RULES_DIR.glob("*.yaml"))
+    assert names == ["soft_particles", "trading_floor", "unsure_emotion"]
+    for name in names:
+        assert load_rules(rules_path(name)).rules
+
+
+def test_soft_particle_rule_on_hand_made_outputs():
+    rules = load_rules(rules_path("soft_particles"))
+    cases = {
+        "<|zh|><|SAD|><|Speech|><|woitn|>那我们明天再去吧。": "<|NEUTRAL|>",   # particle, no negation
+        "<|zh|><|SAD|><|Speech|><|woitn|>我真的不想去了吧": "<|SAD|>",          # a negative word
+        "<|zh|><|SAD|><|Speech|><|woitn|>我们回家": "<|SAD|>",                  # no particle
+        "<|zh|><|HAPPY|><|Speech|><|woitn|>好啊": "<|HAPPY|>",                  # not SAD
+        "<|en|><|SAD|><|Speech|><|woitn|>fine then 吧": "<|SAD|>",              # not zh/yue
+        "<|yue|><|SAD|><|Speech|><|woitn|>係咁啦呀": "<|NEUTRAL|>",
+    }
+    for raw, emotion in cases.items():
+        applied = apply_rules(rules, raw)
+        assert applied["raw"].split("|>")[1] + "|>" == emotion, raw
+        assert applied["raw"].endswith(raw.split("<|woitn|>")[1])  # the words are untouched
+    assert apply_rules(rules, "<|zh|><|SAD|><|Speech|><|woitn|>嗯嗯")["fired"] == [
+        "a bare backchannel carries no emotion"]
+
+
+def test_actions_replace_words_set_event_and_clear(tmp_path):
+    rules = load_rules(write(tmp_path, """
+rules:
+  - name: jargon
+    when: {}
+    then: {replace: {平舱: 平仓}, event: Laughter}
+  - name: unsure
+    when: {emotion_prob_below: 0.6, min_seconds: 1.0}
+    then: {emotion: clear}
+"""))
+    probs = {"<|HAPPY|>": 0.55, "<|SAD|>": 0.45}
+    out = apply_rules(rules, "<|zh|><|HAPPY|><|Speech|><|woitn|>快平舱", probs, seconds=2.0)
+    assert out["raw"] == "<|zh|><|EMO_UNKNOWN|><|Laughter|><|woitn|>快平仓"
+    assert out["fired"] == ["jargon", "unsure"]
+    short = apply_rules(rules, "<|zh|><|HAPPY|><|Speech|><|woitn|>快平舱", probs, seconds=0.5)
+    assert "<|HAPPY|>" in short["raw"]  # too short for the second rule
+
+
+def test_offsets_shift_the_decision(tmp_path):
+    rules = load_rules(write(tmp_path, "emotion_offsets: {SAD: -1.0}\n"))
+    probs = {"<|SAD|>": 0.6, "<|NEUTRAL|>": 0.4}
+    out = apply_rules(rules, "<|zh|><|SAD|><|Speech|><|woitn|>好", probs)
+    expected_sad = 0.6 * math.exp(-1) / (0.6 * math.exp(-1) + 0.4)
+    assert out["emotion_probs"]["<|SAD|>"] == pytest.approx(expected_sad)
+    assert "<|NEUTRAL|>" in out["raw"]
+
+
+def synthetic_scores(n=600, bias=2.0, seed=0):
+    """True classes with informative but noisy scores, then a bias of +`bias` log-units on SAD
+    (the base model's habit of reading hesitation as sadness)."""
+    rng = np.random.default_rng(seed)
+    tags = ["<|HAPPY|>", "<|SAD|>", "<|ANGRY|>", "<|NEUTRAL|>"]
+    labels = rng.integers(0, 4, n)
+    logits = rng.normal(0, 1.0, (n, 4))
+    logits[np.arange(n), labels] += 2.0
+    logits[:, 1] += bias
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return [dict(zip(tags, p)) for p in probs], [tags[i] for i in labels]
+
+
+def test_fit_recovers_an_injected_bias():
+    distributions, references = synthetic_scores(bias=2.0)
+    offsets = fit_offsets(distributions, references)
+    # relative to the other emotions, SAD is pulled down by about the injected 2 log-units
+    others = np.mean([offsets.get(t, 0.0) for t in ("HAPPY", "ANGRY", "NEUTRAL")])
+    assert -2.75 <= offsets.get("SAD", 0.0) - others <= -1.25
+    unbiased, _ = synthetic_scores(bias=0.0)
+    fair = fit_offsets(unbiased, references)
+    assert abs(fair.get("SAD", 0.0)) <= 0.75
+
+
+def test_miner_lists_what_the_confusion_over_represents():
+    outputs = (["<|zh|><|SAD|><|Speech|><|woitn|>好吧"] * 4 + ["<|zh|><|NEUTRAL|><|Speech|><|woitn|>好的"] * 8
+               + ["<|zh|><|SAD|><|Speech|><|woitn|>太难过了"] * 4)
+    references = ["<|NEUTRAL|>"] * 12 + ["<|SAD|>"] * 4
+    mined = mine_confusions(outputs, references, ["zh"] * 16)
+    assert list(mined) == ["SAD→NEUTRAL"]
+    assert mined["SAD→NEUTRAL"]["clips"] == 4
+    assert mined["SAD→NEUTRAL"]["endings"][0] == ["吧", 4, 4]
