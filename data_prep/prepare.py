@@ -20,7 +20,7 @@ from svlora.data_prep.readers import (FIELDS, InputRow, read_csv, read_folder, r
                                       read_kaldi, read_sensevoice_jsonl)
 from svlora.data_prep.splits import SPLITS, fold_rows, split_rows
 from svlora.errors import ManifestError, SvloraError
-from svlora.io import write_json_atomic, write_text_atomic
+from svlora.io import require_output_dir, write_json_atomic, write_text_atomic
 from svlora.labels import EVENT_TAGS, LANGUAGES, emotion_tag, strip_rich_tags, tag_of
 from svlora.manifest import FRAMES_PER_SECOND, ManifestRow, write_manifest
 
@@ -251,6 +251,7 @@ def prepare(options: PrepareOptions) -> dict:
     """Write the manifests, prepare_report.json and rejected.csv under options.out."""
     validate_options(options)
     refuse_overwriting_input(options)
+    require_output_dir(options.out)
     inputs, columns = read_rows(options)
     if "language" not in columns and options.language is None:
         raise ManifestError(f"{options.input}: no 'language' column and no --language flag; "

@@ -19,7 +19,8 @@ from svlora.eval.report import (render_html, render_markdown, write_confusion_pn
 from svlora.eval.scoring import arm_metrics, bootstrap_indices, metric_delta, score_clip
 from svlora.eval.slices import changed_clips, slice_table
 from svlora.features import row_features
-from svlora.io import sha256_file, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from svlora.io import (require_output_dir, sha256_file, write_json_atomic, write_jsonl_atomic,
+                       write_text_atomic)
 from svlora.manifest import ManifestRow, read_manifest
 from svlora.model import BaseModel, load_base_model, weights_sha256
 
@@ -204,7 +205,7 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
     general_rows = read_unique_manifest(general) if general else None
     for path, manifest_rows in ((data, rows), (general, general_rows or [])):
         refuse_long_clips(path, manifest_rows, max_clip_seconds)
-    out_dir = Path(out)
+    out_dir = require_output_dir(out)
     base = load_base_model(model, device=device, hub=hub, trust_remote_code=trust_remote_code)
     base_sha256 = weights_sha256(base.model_dir)
     decoder = ArmDecoder(base, base_sha256,

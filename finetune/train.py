@@ -29,7 +29,7 @@ from svlora.finetune.memory import (PeakMemory, autocast, enable_gradient_checkp
 from svlora.finetune.objective import SenseVoiceObjective, loss_parts
 from svlora.finetune.recipe import Recipe
 from svlora.finetune.run_log import MetricsLog, plot_curves, write_run_info
-from svlora.io import write_text_atomic
+from svlora.io import require_output_dir, write_text_atomic
 from svlora.labels import split_output
 from svlora.manifest import read_manifest
 from svlora.metrics import accuracy, corpus_cer
@@ -198,24 +198,11 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False, log=pri
     accelerator = make_accelerator(resolve_device(recipe.train.device))
     if not accelerator.is_main_process:
         return run_training(recipe, accelerator, resume, log)
-    prepare_output_dir(out)
+    require_output_dir(out, "out=")
     with RunLock(out):
         if overwrite:
             clear_run(out)
         return run_training(recipe, accelerator, resume, log)
-
-
-def prepare_output_dir(out: Path) -> None:
-    """OUT as a writable directory, or one clear error naming it."""
-    if out.exists() and not out.is_dir():
-        raise SvloraError(f"out={out} is a file; give a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise SvloraError(f"out={out}: cannot create it ({error.strerror}); choose another "
-                          "directory") from None
-    if not os.access(out, os.W_OK):
-        raise SvloraError(f"out={out} is not writable; choose another directory")
 
 
 def clear_run(out: Path) -> None:

@@ -28,6 +28,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(temporary)
 
 
+def require_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """`path` as an existing writable directory (created if needed), or one clear error naming
+    it, before any work is done."""
+    from svlora.errors import SvloraError
+
+    out = Path(path)
+    name = f"{flag}{out}" if flag.endswith("=") else f"{flag} {out}"
+    if out.exists() and not out.is_dir():
+        raise SvloraError(f"{name} is a file; give a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SvloraError(f"{name}: cannot create it ({error.strerror}); choose another "
+                          "directory") from None
+    if not os.access(out, os.W_OK):
+        raise SvloraError(f"{name} is not writable; choose another directory")
+    return out
+
+
 def staging_dir(parent: str | os.PathLike, prefix: str) -> Path:
     """A new hidden directory in `parent` to build output in before an atomic rename; with the
     normal permissions (mkdtemp's are 0700, which would leak into the final output)."""

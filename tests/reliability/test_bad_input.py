@@ -148,3 +148,21 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
                  "--val", "0.34", "--test", "0.33"]) == 1
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "prepare_report.json: No space left on device; free some space" in line
+
+
+@pytest.mark.parametrize("command", ["prepare", "eval"])
+def test_a_file_as_out_is_refused_before_any_work(command, tiny_model_dir, tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    rows = good(tmp_path)
+    table(tmp_path / "labels.csv", rows)
+    arguments = {"prepare": ["prepare", str(tmp_path / "labels.csv"), "--format", "csv",
+                             "--language", "en"],
+                 "eval": ["eval", "--model", str(tiny_model_dir), "--data", str(tmp_path / "m.jsonl")]}
+    (tmp_path / "m.jsonl").write_text(json.dumps({"key": "a", "source": str(tmp_path / "clips/0.wav"),
+                                                  "source_len": 50, "target": "x", "target_len": 1,
+                                                  "text_language": "<|en|>", "emo_target": "<|SAD|>",
+                                                  "event_target": "<|Speech|>",
+                                                  "with_or_wo_itn": "<|woitn|>"}) + "\n")
+    assert main(arguments[command] + ["--out", str(a_file)]) == 1
+    assert f"--out {a_file} is a file; give a directory" in capsys.readouterr().err
