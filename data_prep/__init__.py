@@ -1,14 +1,20 @@
-"""svlora.data_prep: turn a user's clips and labels into validated SenseVoice manifests."""
+"""svlora.data_prep: turn a user's clips and labels into validated SenseVoice manifests.
+
+The public surface, loaded on first use so that `svlora --help` (which reads only
+data_prep.formats) imports no audio or torch libraries."""
 
 import importlib
 
-__all__ = ["PrepareOptions", "prepare"]
+_PUBLIC = {"PrepareOptions": "prepare", "prepare": "prepare", "summary": "prepare",
+           "load_label_map": "prepare", "AudioLimits": "checks", "HfColumns": "hf",
+           "check_manifests": "check", "render_findings": "check"}
+__all__ = sorted(_PUBLIC)
 
 
 def __getattr__(name: str):
-    # Loaded on first use, so `svlora --help` (which reads only data_prep.formats) stays light.
-    if name in __all__:
-        module = importlib.import_module("svlora.data_prep.prepare")
-        globals().update(PrepareOptions=module.PrepareOptions, prepare=module.prepare)
-        return globals()[name]
+    if name in _PUBLIC:
+        module = importlib.import_module(f"svlora.data_prep.{_PUBLIC[name]}")
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'svlora.data_prep' has no attribute {name!r}")

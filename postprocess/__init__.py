@@ -1,7 +1,8 @@
 """svlora.postprocess: the lighter paths after SenseVoice. Rules (hand-written or fitted
 emotion offsets) rewrite a clip's decoded tags and words, with no training."""
 
-from svlora.postprocess.fit import fit_offsets, fit_rules, mine_confusions
+from svlora.postprocess.fit import fit_offsets, fit_rules, fit_rules_file, mine_confusions
 from svlora.postprocess.rules import RuleSet, apply_rules, load_rules
 
-__all__ = ["RuleSet", "apply_rules", "fit_offsets", "fit_rules", "load_rules", "mine_confusions"]
+__all__ = ["RuleSet", "apply_rules", "fit_offsets", "fit_rules", "fit_rules_file", "load_rules",
+           "mine_confusions"]

@@ -167,11 +167,8 @@ def run_make_tiny_model(args) -> None:
 
 
 def run_prepare(args) -> None:
-    from svlora.data_prep import PrepareOptions, prepare
-    from svlora.data_prep.prepare import load_label_map, summary
-
-    from svlora.data_prep.checks import AudioLimits
-    from svlora.data_prep.hf import HfColumns
+    from svlora.data_prep import (AudioLimits, HfColumns, PrepareOptions, load_label_map, prepare,
+                                  summary)
 
     options = PrepareOptions(
         input=args.input, out=args.out, format=args.format, split_by=args.split_by, val=args.val,
@@ -190,7 +187,7 @@ def run_prepare(args) -> None:
 
 
 def run_check(args) -> int:
-    from svlora.data_prep.check import check_manifests, render_findings
+    from svlora.data_prep import check_manifests, render_findings
 
     findings = check_manifests(args.manifests, decode_audio=not args.no_audio)
     if args.json:
@@ -212,7 +209,7 @@ def run_train(args) -> None:
         print(yaml.safe_dump(asdict(recipe), sort_keys=False), end="")
         return
     if args.preflight:
-        from svlora.finetune.train import preflight
+        from svlora.finetune import preflight
 
         print(json.dumps(preflight(recipe, log=lambda m: print(m, file=sys.stderr))))
         return
@@ -223,8 +220,7 @@ def run_train(args) -> None:
 
 
 def run_eval(args) -> int:
-    from svlora.eval import evaluate
-    from svlora.eval.report import verdict
+    from svlora.eval import evaluate, verdict
 
     report = evaluate(args.model, args.data, args.out, adapters=args.adapter,
                       general=args.general, gate=args.gate, device=args.device, hub=args.hub,
@@ -285,7 +281,7 @@ def run_rules(args) -> None:
         print(f"{args.rules_file}: {len(rules.rules)} rule(s), offsets for "
               f"{', '.join(rules.emotion_offsets) or 'no emotion'}: valid")
         return
-    from svlora.postprocess.fit import fit_rules_file
+    from svlora.postprocess import fit_rules_file
 
     content = fit_rules_file(args.model, args.data, args.out, adapter=args.adapter,
                              device=args.device, hub=args.hub,

@@ -28,11 +28,9 @@ def stage(name: str, timings: dict):
 def run_quickstart(out: str | Path = "svlora-quickstart", seed: int = 0) -> dict:
     """Run every stage under `out` (its previous quickstart outputs are replaced)."""
     from svlora.adapters import export_adapter, load_model
-    from svlora.data_prep import PrepareOptions, prepare
-    from svlora.data_prep.prepare import summary
+    from svlora.data_prep import PrepareOptions, prepare, summary
     from svlora.demo_data import generate_demo_corpora
-    from svlora.eval import evaluate
-    from svlora.eval.report import verdict
+    from svlora.eval import evaluate, verdict
     from svlora.finetune import load_recipe, train
     from svlora.manifest import read_manifest
     from svlora.recipes import recipe_path
