@@ -23,6 +23,7 @@ class SenseVoiceRuntime:
     peft_model: object | None = None  # the PeftModel while an adapter is attached, unmerged
     vad: object | None = None         # Silero VAD, loaded on the first long file
     rules: object | None = None       # a svlora.postprocess.RuleSet applied to every output
+    cascade: object | None = None     # a svlora.postprocess Cascade that re-decides the emotion
 
     def transcribe(self, paths: list[str | Path], max_seconds_per_batch: float | None = None,
                    language: str = "auto", itn: str = "woitn",
@@ -35,8 +36,29 @@ class SenseVoiceRuntime:
         tag set (duration-weighted over segments)."""
         results = transcribe_files(self.base, [str(p) for p in paths], max_seconds_per_batch,
                                    language, itn, max_segment_seconds, max_file_seconds,
-                                   self.vad_model, ban_emo_unknown=ban_emo_unknown)
+                                   self.vad_model, ban_emo_unknown=ban_emo_unknown,
+                                   with_pooled=self.cascade is not None)
+        if self.cascade is not None:
+            results = [self.apply_cascade(result) for result in results]
         return [self.apply_rules(result) for result in results] if self.rules else results
+
+    def apply_cascade(self, result: dict) -> dict:
+        """The emotion re-decided by the cascade from stage 1's pooled encoder output, emotion
+        distribution and transcript (per segment for long files)."""
+        def one(item: dict) -> dict:
+            distribution = self.cascade.predict([item])[0]
+            emotion = max(distribution, key=distribution.get)
+            raw = item["raw"].replace(item["emotion"], emotion, 1) if item.get("emotion") else item["raw"]
+            rest = {k: v for k, v in item.items() if k != "pooled"}
+            return {**rest, "raw": raw, "emotion": emotion, "emotion_probs": distribution,
+                    "stage1_emotion": item.get("emotion")}
+
+        if "segments" not in result:
+            return one(result)
+        segments = [one(s) for s in result["segments"]]
+        spans = [Segment(s["start"], s["end"]) for s in segments]
+        return {**{k: v for k, v in result.items() if k != "pooled"}, "segments": segments,
+                "emotion": weighted_tag([s["emotion"] for s in segments], spans)}
 
     def apply_rules(self, result: dict) -> dict:
         """The result with the rules applied (per segment for long files); `rules_fired` names
@@ -79,7 +101,7 @@ class SenseVoiceRuntime:
 def load_model(model: str, adapter: str | None = None, device: str = "cpu", hub: str = "ms",
                allow_base_mismatch: bool = False, merge: bool = False,
                trust_remote_code: bool = False, int8: bool = False,
-               rules: str | None = None) -> SenseVoiceRuntime:
+               rules: str | None = None, cascade: str | None = None) -> SenseVoiceRuntime:
     """A runtime for base `model` (dir or hub id), with `adapter` attached (and merged) if given.
 
     An adapter trained on different base weights is refused unless allow_base_mismatch.
@@ -100,4 +122,11 @@ def load_model(model: str, adapter: str | None = None, device: str = "cpu", hub:
         from svlora.postprocess import load_rules
 
         runtime.rules = load_rules(rules)
+    if cascade:
+        from svlora.io import sha256_file
+        from svlora.postprocess import load_cascade
+
+        adapter_sha256 = sha256_file(Path(adapter) / "adapter_model.safetensors") if adapter else None
+        runtime.cascade = load_cascade(cascade, runtime.base_sha256, adapter_sha256,
+                                       allow_base_mismatch)
     return runtime

@@ -14,7 +14,8 @@ __all__ = sorted(_PUBLIC)
 def __getattr__(name: str):
     if name in _PUBLIC:
         module = importlib.import_module(f"svlora.data_prep.{_PUBLIC[name]}")
-        value = getattr(module, name)
-        globals()[name] = value
-        return value
+        # every public name of that module at once: importing data_prep.prepare sets this
+        # package's `prepare` attribute to the module, which the function must replace
+        globals().update({n: getattr(module, n) for n, m in _PUBLIC.items() if m == _PUBLIC[name]})
+        return globals()[name]
     raise AttributeError(f"module 'svlora.data_prep' has no attribute {name!r}")

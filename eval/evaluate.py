@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from svlora.adapter_format import attach_adapter
+from svlora.postprocess import load_cascade
 from svlora.decoding import Decoded, decode_features, decoding_precision, default_batch_seconds
 from svlora.errors import SvloraError
 from svlora.eval.gates import check_gates, parse_gates
@@ -102,6 +103,7 @@ class ArmDecoder:
                  ban_emo_unknown: bool = False):
         self.base, self.base_sha256, self.cache = base, base_sha256, cache
         self.ban_emo_unknown = ban_emo_unknown
+        self.with_pooled = False  # keep pooled encoder outputs (a cascade arm needs them)
         self.max_seconds, self.feature_cache = max_seconds, feature_cache
         self.allow_base_mismatch = allow_base_mismatch
         self.peft_model = None
@@ -116,7 +118,8 @@ class ArmDecoder:
     def settings(self) -> dict:
         return {"device": self.base.device.type, "precision": decoding_precision(self.base.device),
                 "max_seconds_per_batch": self.max_seconds, "language": "auto",
-                "itn": "per clip (manifest)", "ban_emo_unknown": self.ban_emo_unknown}
+                "itn": "per clip (manifest)", "ban_emo_unknown": self.ban_emo_unknown,
+                "pooled": self.with_pooled}
 
     def decode(self, arm: Arm, manifest: str, rows: list[ManifestRow]) -> list[Decoded]:
         key = self.cache.key(self.base_sha256, arm, manifest, self.settings())
@@ -128,7 +131,8 @@ class ArmDecoder:
                                                    self.feature_cache)
         outputs = decode_features(self.base, self.features[manifest], self.max_seconds,
                                   itn=[row.with_or_wo_itn.strip("<|>") for row in rows],
-                                  ban_emo_unknown=self.ban_emo_unknown)
+                                  ban_emo_unknown=self.ban_emo_unknown,
+                                  with_pooled=self.with_pooled)
         self.cache.store(key, {row.key: d.to_dict() for row, d in zip(rows, outputs)})
         return outputs
 
@@ -161,6 +165,40 @@ def parse_rules_arms(specs: list[str], stage1: list[str]) -> dict[str, RulesArm]
     return arms
 
 
+def parse_cascade_arms(specs: list[str], arms: list[Arm], taken: set[str]) -> dict[str, tuple[str, str]]:
+    """{name: (stage-1 arm, cascade dir)} from 'NAME=ARM:DIR'."""
+    names = [a.name for a in arms]
+    result = {}
+    for spec in specs:
+        name, _, rest = spec.partition("=")
+        source, _, directory = rest.partition(":")
+        if not (name and source and directory):
+            raise SvloraError(f"--cascade-arm {spec!r}: expected NAME=ARM:DIR, e.g. "
+                              "base+cascade=base:runs/cascade")
+        if source not in names:
+            raise SvloraError(f"--cascade-arm {spec!r}: arm {source!r} is not base or an --adapter "
+                              f"arm ({', '.join(names)})")
+        if name in names or name in taken or name in result:
+            raise SvloraError(f"--cascade-arm {spec!r}: arm name {name!r} is used twice")
+        result[name] = (source, directory)
+    return result
+
+
+def with_cascade(cascade, decoded: list[Decoded]) -> list[Decoded]:
+    """Another arm's outputs with the emotion re-decided by the cascade (no decoding)."""
+    from svlora.labels import split_output
+
+    stage1 = [{"pooled": d.pooled, "emotion_probs": d.emotion_probs,
+               "text": split_output(d.raw)["text"]} for d in decoded]
+    result = []
+    for d, distribution in zip(decoded, cascade.predict(stage1)):
+        emotion = max(distribution, key=distribution.get)
+        old = split_output(d.raw)["emotion"]
+        raw = d.raw.replace(old, emotion, 1) if old else d.raw
+        result.append(Decoded(raw, d.language_probs, distribution, d.event_probs))
+    return result
+
+
 def with_rules(rules, decoded: list[Decoded], rows: list[ManifestRow]) -> list[Decoded]:
     """Another arm's outputs after the rules (no decoding)."""
     from svlora.postprocess import apply_rules
@@ -191,16 +229,18 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
              allow_base_mismatch: bool = False, feature_cache: str | None = None,
              cache_dir: str | None = None, resamples: int = 1000, seed: int = 0,
              trust_remote_code: bool = False, max_clip_seconds: float | None = None,
-             ban_emo_unknown: bool = False, rules_arms: list[str] | None = None) -> dict:
+             ban_emo_unknown: bool = False, rules_arms: list[str] | None = None,
+             cascade_arms: list[str] | None = None) -> dict:
     """Score every arm on every clip of `data` (and `general`); return the report dict.
 
     `rules_arms` ('NAME=ARM:RULES.yaml') add arms that apply a rules file to another arm's
     decoded outputs: each model (base, each adapter) is decoded once, rules reuse its outputs.
     """
-    gates = parse_gates(gate, has_adapters=bool(adapters) or bool(rules_arms),
+    gates = parse_gates(gate, has_adapters=bool(adapters) or bool(rules_arms) or bool(cascade_arms),
                         has_general=general is not None)
     arms = parse_arms(adapters or [])
     post_arms = parse_rules_arms(rules_arms or [], [a.name for a in arms])
+    cascades = parse_cascade_arms(cascade_arms or [], arms, set(post_arms))
     rows = read_unique_manifest(data)
     general_rows = read_unique_manifest(general) if general else None
     for path, manifest_rows in ((data, rows), (general, general_rows or [])):
@@ -212,6 +252,7 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
                          PredictionCache(Path(cache_dir) if cache_dir else out_dir / "cache"),
                          max_seconds_per_batch or default_batch_seconds(base.device), feature_cache,
                          allow_base_mismatch, ban_emo_unknown)
+    decoder.with_pooled = bool(cascades)
     raw, raw_general = {}, {}
     for arm in arms:  # base first: adapters are layered onto the same module afterwards
         decoder.activate(arm)
@@ -219,6 +260,14 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
         if general_rows:
             raw_general[arm.name] = decoder.decode(arm, general, general_rows)
 
+    for name, (source, directory) in cascades.items():
+        adapter = next(a.adapter for a in arms if a.name == source)
+        cascade = load_cascade(directory, base_sha256,
+                               sha256_file(Path(adapter) / "adapter_model.safetensors") if adapter else None,
+                               allow_base_mismatch)
+        raw[name] = with_cascade(cascade, raw[source])
+        if general_rows:
+            raw_general[name] = with_cascade(cascade, raw_general[source])
     for name, arm in post_arms.items():
         raw[name] = with_rules(arm.rules, raw[arm.source], rows)
         if general_rows:
@@ -228,7 +277,9 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
     report = {"schema": REPORT_SCHEMA, "version": REPORT_VERSION, "model": str(model),
               "base_sha256": base_sha256, "data": str(data), "data_sha256": sha256_file(data),
               "n": len(rows), "bootstrap": {"resamples": resamples, "seed": seed},
-              "arm_names": [a.name for a in arms] + list(post_arms),
+              "arm_names": [a.name for a in arms] + list(cascades) + list(post_arms),
+              "cascade_arms": {name: {"stage1": source, "cascade": str(directory)}
+                               for name, (source, directory) in cascades.items()},
               "adapters": {a.name: a.adapter for a in arms if a.adapter},
               "rules_arms": {name: {"stage1": arm.source, "rules": arm.path}
                              for name, arm in post_arms.items()},

@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--rules-arm", action="append", default=[], metavar="NAME=ARM:RULES",
                           help="an arm that applies a rules file to ARM's outputs (base or an "
                           "--adapter arm's name), e.g. base+rules=base:rules.yaml; repeatable")
+    evaluate.add_argument("--cascade-arm", action="append", default=[], metavar="NAME=ARM:DIR",
+                          help="an arm whose emotion a cascade (trained on ARM) re-decides, e.g. "
+                          "base+cascade=base:runs/cascade; repeatable")
     evaluate.add_argument("--general", help="a general-domain manifest: retention of every arm")
     evaluate.add_argument("--gate", help="thresholds on changes vs base, e.g. "
                           "'emotion_ua>=+0.02,cer<=+0.005,general_cer<=+0.01'; exit 2 if missed")
@@ -133,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="never predict <|EMO_UNKNOWN|>")
     transcribe.add_argument("--rules", help="a rules file (or a shipped example name) applied to "
                             "every output")
+    transcribe.add_argument("--cascade", help="a cascade dir (svlora cascade train) that re-decides "
+                            "the emotion")
     transcribe.add_argument("--int8", action="store_true",
                             help="int8 dynamic quantisation (CPU): faster, outputs may differ slightly")
     transcribe.add_argument("--language", default="auto",
@@ -149,6 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--ban-emo-unknown", action="store_true")
     check_rules = rule_actions.add_parser("check", help="validate a rules file")
     check_rules.add_argument("rules_file")
+
+    cascade = commands.add_parser("cascade", help="a light emotion classifier after stage 1")
+    cascade_actions = cascade.add_subparsers(dest="cascade_action", required=True)
+    ctrain = cascade_actions.add_parser("train", help="train a cascade on stage 1's outputs")
+    _add_model_args(ctrain)
+    ctrain.add_argument("--adapter", help="stage 1 is base + this adapter")
+    ctrain.add_argument("--data", required=True, help="labelled training manifest")
+    ctrain.add_argument("--val", required=True, help="labelled validation manifest (best epoch)")
+    ctrain.add_argument("--out", required=True, help="the cascade directory to write")
+    ctrain.add_argument("--text", default="hashed", help="text branch: hashed (character n-grams), "
+                        "none, or a Hugging Face sequence-classification model dir (frozen)")
+    ctrain.add_argument("--hidden", type=int, default=64, help="hidden units (0: logistic)")
+    ctrain.add_argument("--ban-emo-unknown", action="store_true")
 
     quick = commands.add_parser("quickstart", help="the whole pipeline on a tiny model and demo data")
     quick.add_argument("--out", default="svlora-quickstart")
@@ -229,7 +247,8 @@ def run_eval(args) -> int:
                       feature_cache=args.feature_cache, cache_dir=args.cache_dir,
                       resamples=args.resamples, seed=args.seed,
                       trust_remote_code=args.trust_remote_code, max_clip_seconds=args.max_seconds,
-                      ban_emo_unknown=args.ban_emo_unknown, rules_arms=args.rules_arm)
+                      ban_emo_unknown=args.ban_emo_unknown, rules_arms=args.rules_arm,
+                      cascade_arms=args.cascade_arm)
     print(verdict(report))
     print(f"report: {args.out}/report.html (report.md, report.json, predictions.jsonl, confusion*.png)")
     if not report["gates_passed"]:
@@ -253,6 +272,7 @@ def run_transcribe(args) -> None:
 
     runtime = load_model(args.model, args.adapter, device=args.device, hub=args.hub,
                          trust_remote_code=args.trust_remote_code, int8=args.int8,
+                         cascade=args.cascade,
                          allow_base_mismatch=args.allow_base_mismatch)
     if args.rules:
         from svlora.postprocess import load_rules
@@ -262,7 +282,7 @@ def run_transcribe(args) -> None:
     for result in runtime.transcribe(args.audio, language=args.language,
                                      max_segment_seconds=args.segment_seconds,
                                      max_file_seconds=args.max_seconds,
-                                     ban_emo_unknown=args.ban_emo_unknown, rules_arms=args.rules_arm):
+                                     ban_emo_unknown=args.ban_emo_unknown):
         if args.json:
             print(json.dumps(result, ensure_ascii=False))
         elif "segments" in result:
@@ -292,6 +312,16 @@ def run_rules(args) -> None:
     print(f"emotion offsets: {offsets}; {len(content['miner'])} confusion(s) mined; wrote {args.out}")
 
 
+def run_cascade(args) -> None:
+    from svlora.postprocess import train_cascade
+
+    train_cascade(args.model, args.data, args.val, args.out, adapter=args.adapter, text=args.text,
+                  hidden=args.hidden, device=args.device, hub=args.hub,
+                  allow_base_mismatch=args.allow_base_mismatch,
+                  ban_emo_unknown=args.ban_emo_unknown, trust_remote_code=args.trust_remote_code)
+    print(f"wrote {args.out}")
+
+
 def run_quickstart(args) -> None:
     from svlora.quickstart import run_quickstart as quickstart
 
@@ -309,7 +339,8 @@ def run_recipes(args) -> None:
 HANDLERS = {"make-tiny-model": run_make_tiny_model, "prepare": run_prepare, "check": run_check,
             "train": run_train,
             "eval": run_eval, "export": run_export, "transcribe": run_transcribe,
-            "quickstart": run_quickstart, "recipes": run_recipes, "rules": run_rules}
+            "quickstart": run_quickstart, "recipes": run_recipes, "rules": run_rules,
+            "cascade": run_cascade}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,13 @@ from svlora.segments import MAX_SEGMENT_SECONDS, Segment, load_vad, speech_segme
 def inference_log_probs(sensevoice: torch.nn.Module, features: torch.Tensor, lengths: torch.Tensor,
                         language: str = "auto", itn: str = "woitn") -> tuple[torch.Tensor, torch.Tensor]:
     """CTC log-probabilities [B, T+4, V] with the [language, event, emotion, itn] queries prepended."""
+    encoder_out, encoder_lengths = encoder_output(sensevoice, features, lengths, language, itn)
+    return sensevoice.ctc.log_softmax(encoder_out), encoder_lengths
+
+
+def encoder_output(sensevoice: torch.nn.Module, features: torch.Tensor, lengths: torch.Tensor,
+                   language: str = "auto", itn: str = "woitn") -> tuple[torch.Tensor, torch.Tensor]:
+    """The encoder's output [B, T+4, D] as SenseVoiceSmall.inference builds its input."""
     batch = features.size(0)
     device = features.device
     if language not in sensevoice.lid_dict:
@@ -31,7 +38,16 @@ def inference_log_probs(sensevoice: torch.nn.Module, features: torch.Tensor, len
     encoder_out, encoder_lengths = sensevoice.encoder(speech, lengths.to(device) + 4)
     if isinstance(encoder_out, tuple):
         encoder_out = encoder_out[0]
-    return sensevoice.ctc.log_softmax(encoder_out), encoder_lengths
+    return encoder_out, encoder_lengths
+
+
+def pooled_speech(encoder_out: torch.Tensor, lengths: torch.Tensor) -> list[list[float]]:
+    """Mean of the encoder output over each clip's speech frames (after the 4 query frames)."""
+    pooled = []
+    for row, length in zip(encoder_out.float(), lengths.tolist()):
+        frames = row[4:max(5, int(length))]
+        pooled.append([round(float(v), 5) for v in frames.mean(0)])
+    return pooled
 
 
 def greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor, blank_id: int = 0) -> list[list[int]]:
@@ -70,14 +86,17 @@ class Decoded:
     language_probs: dict[str, float]
     emotion_probs: dict[str, float]
     event_probs: dict[str, float]
+    pooled: list[float] | None = None  # mean encoder output over the speech (for a cascade)
 
     def to_dict(self) -> dict:
-        return {"raw": self.raw, "language_probs": self.language_probs,
+        data = {"raw": self.raw, "language_probs": self.language_probs,
                 "emotion_probs": self.emotion_probs, "event_probs": self.event_probs}
+        return {**data, "pooled": self.pooled} if self.pooled is not None else data
 
     @classmethod
     def from_dict(cls, data: dict) -> "Decoded":
-        return cls(data["raw"], data["language_probs"], data["emotion_probs"], data["event_probs"])
+        return cls(data["raw"], data["language_probs"], data["emotion_probs"], data["event_probs"],
+                   data.get("pooled"))
 
 
 # output frame of each tag and its vocabulary, in SenseVoice's target order
@@ -97,13 +116,14 @@ def tag_distributions(log_probs: torch.Tensor, kind: str, banned: tuple[str, ...
 @torch.inference_mode()
 def decode_features(base: BaseModel, features: list[torch.Tensor],
                     max_seconds_per_batch: float | None = None, language: str = "auto",
-                    itn: str | list[str] = "woitn", ban_emo_unknown: bool = False) -> list[Decoded]:
+                    itn: str | list[str] = "woitn", ban_emo_unknown: bool = False,
+                    with_pooled: bool = False) -> list[Decoded]:
     """Greedy outputs ('<|en|><|HAPPY|><|Speech|><|woitn|>text') with tag distributions.
 
     Clips are batched by duration (padded seconds per batch bounded); `itn` may be one value or
     one per clip (each clip decoded with its manifest's with/without-ITN query); bf16 on GPUs
     that have it. `ban_emo_unknown` forbids <|EMO_UNKNOWN|>, as SenseVoice's published emotion
-    results do (FunASR's ban_emo_unk).
+    results do (FunASR's ban_emo_unk). `with_pooled` keeps each clip's mean encoder output.
     """
     max_seconds_per_batch = max_seconds_per_batch or default_batch_seconds(base.device)
     module = base.model
@@ -119,16 +139,19 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
             chunk = [members[i] for i in batch]
             padded, lengths = pad_features([features[i] for i in chunk])
             with torch.autocast(base.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                log_probs, out_lengths = inference_log_probs(module, padded.to(base.device),
-                                                             lengths, language, style)
+                encoder_out, out_lengths = encoder_output(module, padded.to(base.device), lengths,
+                                                          language, style)
+                log_probs = module.ctc.log_softmax(encoder_out)
             log_probs = log_probs.float()
+            pooled = pooled_speech(encoder_out, out_lengths) if with_pooled else [None] * len(chunk)
             if banned:
                 log_probs[:, :, EMOTION_TAGS[EMO_UNKNOWN]] = -float("inf")
             distributions = {kind: tag_distributions(log_probs, kind, banned if kind == "emotion" else ())
                              for kind in TAG_FRAMES}
             for row, (index, ids) in enumerate(zip(chunk, greedy_ids(log_probs, out_lengths))):
                 outputs[index] = Decoded(base.decode(ids), distributions["language"][row],
-                                         distributions["emotion"][row], distributions["event"][row])
+                                         distributions["emotion"][row], distributions["event"][row],
+                                         pooled[row])
     module.train(was_training)
     return outputs
 
@@ -145,7 +168,8 @@ def transcribe_files(base: BaseModel, paths: list[str], max_seconds_per_batch: f
                      language: str = "auto", itn: str = "woitn",
                      max_segment_seconds: float = MAX_SEGMENT_SECONDS,
                      max_file_seconds: float | None = None, vad_loader=load_vad,
-                     pending_seconds: float = 600.0, ban_emo_unknown: bool = False) -> list[dict]:
+                     pending_seconds: float = 600.0, ban_emo_unknown: bool = False,
+                     with_pooled: bool = False) -> list[dict]:
     """One result per audio file: the raw output and its tags and text; a file longer than
     `max_segment_seconds` is cut (Silero VAD, else fixed windows) and decoded per segment, with
     `segments` listing each one and file-level tags weighted by duration. Files are decoded in
@@ -160,7 +184,7 @@ def transcribe_files(base: BaseModel, paths: list[str], max_seconds_per_batch: f
     def flush() -> None:
         features = [f for _, _, _, pieces in pending for f in pieces]
         raws = iter(decode_features(base, features, max_seconds_per_batch, language, itn,
-                                    ban_emo_unknown))
+                                    ban_emo_unknown, with_pooled))
         for path, segments, how, _ in pending:
             outputs = [next(raws) for _ in segments]
             results.append(file_result(path, segments, how, outputs))

@@ -1,0 +1,261 @@
+"""Cascade: a light emotion classifier after stage 1 (the base or an adapter), trained on what
+stage 1 already computed for each clip: its pooled encoder output, its emotion distribution,
+and the transcript (hashed character n-grams, or a Hugging Face sequence-classification
+model's pooled embedding, frozen). Minutes on a CPU for a thousand clips; saved as safetensors
+and a JSON config that records the base (and adapter) it was trained on."""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from svlora.errors import AdapterError, SvloraError
+from svlora.labels import EMOTION_TAGS
+
+CASCADE_SCHEMA, CASCADE_VERSION = "svlora-cascade", 1
+WEIGHTS, CONFIG = "cascade.safetensors", "cascade.json"
+HASH_BUCKETS = 512
+
+
+@dataclass
+class CascadeConfig:
+    base_sha256: str
+    adapter_sha256: str | None
+    classes: list[str]                 # the emotion tags it predicts
+    text: str = "hashed"               # none | hashed | a Hugging Face model dir
+    hidden: int = 64                   # 0: a linear (logistic) head
+    feature_dims: dict = field(default_factory=dict)
+    trained: dict = field(default_factory=dict)   # data, clips, seconds, val metrics
+    schema: str = CASCADE_SCHEMA
+    version: int = CASCADE_VERSION
+
+
+def hashed_ngrams(text: str, buckets: int = HASH_BUCKETS) -> np.ndarray:
+    """Character 1- and 2-gram counts hashed into `buckets`, L2-normalised."""
+    vector = np.zeros(buckets, np.float32)
+    text = text.lower()
+    for n in (1, 2):
+        for i in range(len(text) - n + 1):
+            vector[zlib.crc32(text[i:i + n].encode()) % buckets] += 1
+    norm = np.linalg.norm(vector)
+    return vector / norm if norm else vector
+
+
+class TextEncoder:
+    """Transcript → vector: hashed n-grams, a frozen Hugging Face model's mean-pooled last
+    hidden state, or nothing."""
+
+    def __init__(self, kind: str):
+        self.kind, self.model, self.tokenizer = kind, None, None
+        if kind not in ("none", "hashed"):
+            from transformers import AutoModel, AutoTokenizer
+
+            if not (Path(kind) / "config.json").is_file():
+                raise SvloraError(f"--text {kind}: not a Hugging Face model dir (config.json)")
+            self.tokenizer = AutoTokenizer.from_pretrained(kind)
+            self.model = AutoModel.from_pretrained(kind, use_safetensors=None).eval()
+
+    @torch.no_grad()
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        if self.kind == "none":
+            return np.zeros((len(texts), 0), np.float32)
+        if self.kind == "hashed":
+            return np.stack([hashed_ngrams(t) for t in texts]) if texts else np.zeros((0, HASH_BUCKETS))
+        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=128,
+                                 return_tensors="pt")
+        hidden = self.model(**encoded).last_hidden_state
+        mask = encoded["attention_mask"].unsqueeze(-1).float()
+        return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).numpy().astype(np.float32)
+
+
+def clip_features(stage1: list[dict], text: TextEncoder) -> np.ndarray:
+    """[clips, features]: pooled encoder output, stage-1 emotion distribution, text vector."""
+    acoustic = np.stack([np.asarray(s["pooled"], np.float32) for s in stage1])
+    probabilities = np.array([[s["emotion_probs"].get(tag, 0.0) for tag in EMOTION_TAGS]
+                              for s in stage1], np.float32)
+    return np.concatenate([acoustic, probabilities, text([s["text"] for s in stage1])], axis=1)
+
+
+class Head(torch.nn.Module):
+    def __init__(self, inputs: int, classes: int, hidden: int, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+        self.net = torch.nn.Linear(inputs, classes) if hidden == 0 else torch.nn.Sequential(
+            torch.nn.Linear(inputs, hidden), torch.nn.ReLU(), torch.nn.Dropout(0.2),
+            torch.nn.Linear(hidden, classes))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net((features - self.mean) / self.std)
+
+
+def unweighted_recall(references: np.ndarray, predictions: np.ndarray) -> float:
+    return float(np.mean([np.mean(predictions[references == c] == c) for c in np.unique(references)]))
+
+
+def train_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+               classes: int, hidden: int = 64, epochs: int = 300, seed: int = 0) -> tuple[Head, dict]:
+    """Full-batch AdamW with class-balanced cross-entropy; the epoch with the best validation
+    UA (accuracy breaks ties) is kept."""
+    torch.manual_seed(seed)
+    x, y = torch.from_numpy(train_x), torch.from_numpy(train_y)
+    mean, std = x.mean(0), x.std(0).clamp(min=1e-3)
+    head = Head(x.shape[1], classes, hidden, mean, std)
+    counts = torch.bincount(y, minlength=classes).float()
+    weights = torch.where(counts > 0, counts.sum() / (classes * counts.clamp(min=1)), torch.zeros(()))
+    optimizer = torch.optim.AdamW(head.parameters(), lr=1e-2, weight_decay=1e-2)
+    loss_of = torch.nn.CrossEntropyLoss(weight=weights)
+    best, state = (-1.0, -1.0), None
+    for epoch in range(epochs):
+        head.train()
+        optimizer.zero_grad()
+        loss_of(head(x), y).backward()
+        optimizer.step()
+        head.eval()
+        with torch.no_grad():
+            predicted = head(torch.from_numpy(val_x)).argmax(1).numpy()
+        score = (unweighted_recall(val_y, predicted), float(np.mean(predicted == val_y)))
+        if score > best:
+            best, state = score, {k: v.clone() for k, v in head.state_dict().items()}
+            best_epoch = epoch
+    head.load_state_dict(state)
+    head.eval()
+    return head, {"val_ua": best[0], "val_accuracy": best[1], "best_epoch": best_epoch}
+
+
+def save_cascade(out: Path, head: Head, config: CascadeConfig) -> None:
+    from safetensors.torch import save_file
+
+    from svlora.adapter_format import replace_dir
+    from svlora.io import staging_dir, write_json_atomic
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_dir(out.parent, f".{out.name}.")
+    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(staging / WEIGHTS))
+    write_json_atomic(staging / CONFIG, asdict(config))
+    replace_dir(staging, out)
+
+
+@dataclass
+class Cascade:
+    config: CascadeConfig
+    head: Head
+    text: TextEncoder
+
+    def predict(self, stage1: list[dict]) -> list[dict[str, float]]:
+        """Emotion distributions (over the trained classes) for stage-1 results."""
+        with torch.no_grad():
+            logits = self.head(torch.from_numpy(clip_features(stage1, self.text)))
+        probabilities = torch.softmax(logits, dim=-1).numpy()
+        return [{tag: round(float(p), 6) for tag, p in zip(self.config.classes, row)}
+                for row in probabilities]
+
+
+def load_cascade(directory: str | Path, base_sha256: str, adapter_sha256: str | None,
+                 allow_base_mismatch: bool = False) -> Cascade:
+    """A saved cascade, refused (like an adapter) when trained on another stage 1."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    if not (directory / CONFIG).is_file() or not (directory / WEIGHTS).is_file():
+        raise AdapterError(f"{directory}: not an svlora cascade ({CONFIG} and {WEIGHTS} needed); "
+                           "`svlora cascade train` writes one")
+    data = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
+    if data.get("schema") != CASCADE_SCHEMA:
+        raise AdapterError(f"{directory / CONFIG}: schema {data.get('schema')!r} is not {CASCADE_SCHEMA}")
+    config = CascadeConfig(**data)
+    if not allow_base_mismatch and (config.base_sha256, config.adapter_sha256) != (base_sha256, adapter_sha256):
+        raise AdapterError(
+            f"{directory}: trained on stage 1 base {config.base_sha256[:12]}… adapter "
+            f"{(config.adapter_sha256 or 'none')[:12]}, but this is base {base_sha256[:12]}… adapter "
+            f"{(adapter_sha256 or 'none')[:12]}; train a cascade on this stage 1, or pass "
+            "--allow-base-mismatch")
+    state = load_file(str(directory / WEIGHTS))
+    head = Head(int(sum(config.feature_dims.values())), len(config.classes), config.hidden,
+                state["mean"], state["std"])
+    head.load_state_dict(state)
+    head.eval()
+    return Cascade(config, head, TextEncoder(config.text))
+
+
+def elapsed(started: float) -> float:
+    return round(time.time() - started, 1)
+
+
+def stage1_results(base, rows, ban_emo_unknown: bool = False) -> list[dict]:
+    """What stage 1 computes for each manifest row: pooled encoder output, emotion
+    distribution and transcript (one decoding pass)."""
+    from svlora.decoding import decode_features
+    from svlora.features import row_features
+    from svlora.labels import split_output
+
+    decoded = decode_features(base, row_features(base, rows, "features"),
+                              itn=[row.with_or_wo_itn.strip("<|>") for row in rows],
+                              ban_emo_unknown=ban_emo_unknown, with_pooled=True)
+    return [{"raw": d.raw, "text": split_output(d.raw)["text"], "emotion_probs": d.emotion_probs,
+             "pooled": d.pooled} for d in decoded]
+
+
+def stage1_model(model: str, adapter: str | None, device: str, hub: str,
+                 allow_base_mismatch: bool, trust_remote_code: bool):
+    """The stage-1 model (base, or base + adapter) and the hashes that identify it."""
+    from svlora.adapter_format import attach_adapter
+    from svlora.io import sha256_file
+    from svlora.model import load_base_model, weights_sha256
+
+    base = load_base_model(model, device=device, hub=hub, trust_remote_code=trust_remote_code)
+    base_sha256 = weights_sha256(base.model_dir)
+    adapter_sha256 = None
+    if adapter:
+        attach_adapter(base.model, adapter, base_sha256, allow_base_mismatch)
+        adapter_sha256 = sha256_file(Path(adapter) / "adapter_model.safetensors")
+    return base, base_sha256, adapter_sha256
+
+
+def train_cascade(model: str, data: str, val: str, out: str, adapter: str | None = None,
+                  text: str = "hashed", hidden: int = 64, device: str = "cpu", hub: str = "ms",
+                  allow_base_mismatch: bool = False, ban_emo_unknown: bool = False,
+                  trust_remote_code: bool = False, log=print) -> CascadeConfig:
+    """Train a cascade on `data` (best epoch by UA on `val`) and write it to `out`."""
+    from svlora.manifest import read_manifest
+
+    started = time.time()
+    train_rows = [r for r in read_manifest(data) if r.has_emotion]
+    val_rows = [r for r in read_manifest(val) if r.has_emotion]
+    if not train_rows or not val_rows:
+        raise SvloraError(f"{data if not train_rows else val}: no clip has an emotion label")
+    base, base_sha256, adapter_sha256 = stage1_model(model, adapter, device, hub,
+                                                     allow_base_mismatch, trust_remote_code)
+    encoder = TextEncoder(text)
+    train_stage1, val_stage1 = stage1_results(base, train_rows, ban_emo_unknown), \
+        stage1_results(base, val_rows, ban_emo_unknown)
+    classes = [tag for tag in EMOTION_TAGS if tag in {r.emo_target for r in train_rows}]
+    unknown = sorted({r.emo_target for r in val_rows} - set(classes))
+    if unknown:
+        raise SvloraError(f"{val}: emotion(s) {', '.join(unknown)} never occur in {data}")
+    index = {tag: i for i, tag in enumerate(classes)}
+    train_x, val_x = clip_features(train_stage1, encoder), clip_features(val_stage1, encoder)
+    train_y = np.array([index[r.emo_target] for r in train_rows])
+    val_y = np.array([index[r.emo_target] for r in val_rows])
+    features_s = elapsed(started)
+    head, metrics = train_head(train_x, train_y, val_x, val_y, len(classes), hidden)
+    stage1_val = np.array([index.get(max(s["emotion_probs"], key=s["emotion_probs"].get), -1)
+                           for s in val_stage1])
+    dims = {"acoustic": len(train_stage1[0]["pooled"]), "emotion_probs": len(EMOTION_TAGS),
+            "text": train_x.shape[1] - len(train_stage1[0]["pooled"]) - len(EMOTION_TAGS)}
+    config = CascadeConfig(base_sha256, adapter_sha256, classes, text, hidden, dims, {
+        "data": str(data), "val": str(val), "clips": len(train_rows), "val_clips": len(val_rows),
+        "stage1": {"model": str(model), "adapter": adapter},
+        "stage1_val_ua": unweighted_recall(val_y, stage1_val), **metrics,
+        "feature_seconds": features_s, "seconds": elapsed(started)})
+    save_cascade(Path(out), head, config)
+    log(f"cascade: {len(train_rows)} clips, {len(classes)} emotions, val UA {metrics['val_ua']:.3f} "
+        f"(stage 1 alone {config.trained['stage1_val_ua']:.3f}); {config.trained['seconds']}s "
+        f"({features_s}s computing features)")
+    return config

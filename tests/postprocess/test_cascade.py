@@ -1,0 +1,81 @@
+"""The cascade: trained on stage 1's outputs, saved, loaded only onto the stage 1 it was trained
+on, used at inference and as an eval arm; with no text model, hashed n-grams, or a (tiny,
+randomly initialised) Hugging Face BERT as its text branch."""
+
+import json
+
+import pytest
+
+from svlora.adapters import load_model
+from svlora.cli import main
+from svlora.errors import AdapterError
+from svlora.postprocess import load_cascade, train_cascade
+from svlora.postprocess.cascade import CONFIG
+
+
+@pytest.fixture(scope="module")
+def hashed_cascade(quickstart_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cascade") / "hashed"
+    config = train_cascade(str(quickstart_dir / "tiny-base"), str(quickstart_dir / "clinic/train.jsonl"),
+                           str(quickstart_dir / "clinic/val.jsonl"), str(out), log=lambda m: None)
+    return out, config
+
+
+def test_train_save_load_and_refuse_another_stage1(quickstart_dir, hashed_cascade):
+    out, config = hashed_cascade
+    saved = json.loads((out / CONFIG).read_text())
+    assert saved["schema"] == "svlora-cascade" and saved["adapter_sha256"] is None
+    assert set(saved["classes"]) == {"<|HAPPY|>", "<|SAD|>", "<|ANGRY|>", "<|NEUTRAL|>"}
+    assert 0 <= saved["trained"]["val_ua"] <= 1 and saved["trained"]["seconds"] > 0
+    from svlora.model import weights_sha256
+
+    base_sha = weights_sha256(quickstart_dir / "tiny-base")
+    load_cascade(out, base_sha, None)
+    with pytest.raises(AdapterError, match="trained on stage 1 base"):
+        load_cascade(out, base_sha, "f" * 64)  # the same base with an adapter is another stage 1
+    with pytest.raises(AdapterError, match="trained on stage 1 base"):
+        load_cascade(out, "0" * 64, None)
+
+
+def test_cascade_at_inference_and_as_an_eval_arm(quickstart_dir, hashed_cascade, tmp_path, capsys):
+    out, _ = hashed_cascade
+    clips = [r["source"] for r in map(json.loads, (quickstart_dir / "clinic/test.jsonl").read_text().splitlines()[:5])]
+    results = load_model(str(quickstart_dir / "tiny-base"), cascade=str(out)).transcribe(clips)
+    for result in results:
+        assert result["emotion"] == max(result["emotion_probs"], key=result["emotion_probs"].get)
+        assert "pooled" not in result and "stage1_emotion" in result
+    assert main(["eval", "--model", str(quickstart_dir / "tiny-base"), "--data",
+                 str(quickstart_dir / "clinic/test.jsonl"), "--out", str(tmp_path / "r"),
+                 "--cascade-arm", f"base+cascade=base:{out}", "--resamples", "100"]) == 0
+    report = json.loads((tmp_path / "r/report.json").read_text())
+    assert report["arm_names"] == ["base", "base+cascade"]
+    assert "emotion_ua" in report["deltas"]["base+cascade"]
+    # the text is stage 1's: a cascade only re-decides the emotion
+    assert report["arms"]["base+cascade"]["cer"] == report["arms"]["base"]["cer"]
+    assert main(["transcribe", "--model", str(quickstart_dir / "tiny-base"), "--adapter",
+                 str(quickstart_dir / "clinic-run/adapter"), "--cascade", str(out), clips[0]]) == 1
+    assert "trained on stage 1 base" in capsys.readouterr().err
+
+
+def tiny_bert(directory):
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    directory.mkdir(parents=True)
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz"]
+    (directory / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
+    BertTokenizerFast(vocab_file=str(directory / "vocab.txt")).save_pretrained(directory)
+    config = BertConfig(vocab_size=len(vocabulary), hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32, num_labels=4)
+    BertForSequenceClassification(config).save_pretrained(directory)
+    return directory
+
+
+@pytest.mark.parametrize("text", ["none", "bert"])
+def test_text_branches(quickstart_dir, tmp_path, text):
+    branch = str(tiny_bert(tmp_path / "bert")) if text == "bert" else "none"
+    config = train_cascade(str(quickstart_dir / "tiny-base"), str(quickstart_dir / "clinic/train.jsonl"),
+                           str(quickstart_dir / "clinic/val.jsonl"), str(tmp_path / "c"),
+                           text=branch, hidden=0, log=lambda m: None)
+    assert config.feature_dims["text"] == (16 if text == "bert" else 0)
+    loaded = load_model(str(quickstart_dir / "tiny-base"), cascade=str(tmp_path / "c"))
+    assert loaded.transcribe([r["source"] for r in map(json.loads, (quickstart_dir / "clinic/test.jsonl").read_text().splitlines()[:2])])
