@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from svlora.adapter_format import attach_adapter
+from svlora.adapter_format import attach_adapter, read_adapter_meta
 from svlora.postprocess import load_cascade
 from svlora.decoding import Decoded, decode_features, decoding_precision, default_batch_seconds
 from svlora.errors import SvloraError
@@ -27,7 +28,7 @@ from svlora.model import BaseModel, load_base_model, weights_sha256
 
 REPORT_SCHEMA = "svlora-eval-report"
 REPORT_VERSION = 2
-DECODING_VERSION = 2  # bump when decoding changes, to invalidate cached predictions
+DECODING_VERSION = 3  # bump when decoding changes, to invalidate cached predictions
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class ArmDecoder:
         self.allow_base_mismatch = allow_base_mismatch
         self.peft_model = None
         self.features: dict[str, list] = {}
+        self.seconds: dict[str, float] = {}  # decoding time per arm (the data manifest)
 
     def activate(self, arm: Arm) -> None:
         if arm.adapter is None:
@@ -124,16 +126,21 @@ class ArmDecoder:
     def decode(self, arm: Arm, manifest: str, rows: list[ManifestRow]) -> list[Decoded]:
         key = self.cache.key(self.base_sha256, arm, manifest, self.settings())
         cached = self.cache.load(key)
-        if cached is not None and all(row.key in cached for row in rows):
-            return [Decoded.from_dict(cached[row.key]) for row in rows]
+        if cached is not None and all(row.key in cached["outputs"] for row in rows):
+            self.seconds.setdefault(arm.name, cached["seconds"])
+            return [Decoded.from_dict(cached["outputs"][row.key]) for row in rows]
         if manifest not in self.features:
             self.features[manifest] = row_features(self.base, rows, f"features {Path(manifest).name}",
                                                    self.feature_cache)
+        started = time.perf_counter()
         outputs = decode_features(self.base, self.features[manifest], self.max_seconds,
                                   itn=[row.with_or_wo_itn.strip("<|>") for row in rows],
                                   ban_emo_unknown=self.ban_emo_unknown,
                                   with_pooled=self.with_pooled)
-        self.cache.store(key, {row.key: d.to_dict() for row, d in zip(rows, outputs)})
+        seconds = round(time.perf_counter() - started, 4)
+        self.seconds.setdefault(arm.name, seconds)
+        self.cache.store(key, {"seconds": seconds,
+                               "outputs": {row.key: d.to_dict() for row, d in zip(rows, outputs)}})
         return outputs
 
 
@@ -163,6 +170,38 @@ def parse_rules_arms(specs: list[str], stage1: list[str]) -> dict[str, RulesArm]
             raise SvloraError(f"--rules-arm {spec!r}: arm name {name!r} is used twice")
         arms[name] = RulesArm(source, str(rules_path(rules)), load_rules(rules_path(rules)))
     return arms
+
+
+def adapter_training(adapter: str | None) -> dict:
+    """What an arm's training cost: its trainable parameters and the time to its best
+    checkpoint (from svlora.json); nothing for the base."""
+    if adapter is None:
+        return {"kind": "base", "seconds": None, "trainable": 0}
+    meta = read_adapter_meta(adapter)
+    return {"kind": "adapter", "trainable": meta.get("trainable_parameters"),
+            "seconds": (meta.get("val_metrics") or {}).get("elapsed_s")}
+
+
+def decision_table(report: dict, training: dict, decode_seconds: dict, post_seconds: dict,
+                   audio_seconds: float) -> list[dict]:
+    """One row per arm: emotion UA and accuracy, error rate, retention, training cost and
+    inference cost (ms of compute per second of audio: its stage 1's decoding plus its own
+    post-processing, as measured in this run or when its outputs were cached)."""
+    rows = []
+    for arm in report["arm_names"]:
+        metrics = report["arms"][arm]
+        source, post = post_seconds.get(arm, (arm, 0.0))
+        decode = decode_seconds.get(source)
+        retention = report.get("retention", {}).get("arms", {}).get(arm, {})
+        rows.append({"arm": arm, "kind": training[arm]["kind"], "stage1": source,
+                     "emotion_ua": metrics["emotion_ua"], "emotion_accuracy": metrics["emotion_accuracy"],
+                     "error_rate": metrics["error_rate"],
+                     "general_error_rate": retention.get("error_rate"),
+                     "train_seconds": training[arm]["seconds"],
+                     "trainable_parameters": training[arm]["trainable"],
+                     "ms_per_audio_second": None if decode is None else
+                     round(1000 * (decode + post) / max(audio_seconds, 1e-9), 3)})
+    return rows
 
 
 def parse_cascade_arms(specs: list[str], arms: list[Arm], taken: set[str]) -> dict[str, tuple[str, str]]:
@@ -260,16 +299,24 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
         if general_rows:
             raw_general[arm.name] = decoder.decode(arm, general, general_rows)
 
+    post_seconds, training = {}, {a.name: adapter_training(a.adapter) for a in arms}
     for name, (source, directory) in cascades.items():
+        started = time.perf_counter()
         adapter = next(a.adapter for a in arms if a.name == source)
         cascade = load_cascade(directory, base_sha256,
                                sha256_file(Path(adapter) / "adapter_model.safetensors") if adapter else None,
                                allow_base_mismatch)
         raw[name] = with_cascade(cascade, raw[source])
+        post_seconds[name] = (source, time.perf_counter() - started)
+        training[name] = {"kind": "cascade", "seconds": cascade.config.trained.get("seconds"),
+                          "trainable": sum(p.numel() for p in cascade.head.parameters())}
         if general_rows:
             raw_general[name] = with_cascade(cascade, raw_general[source])
     for name, arm in post_arms.items():
+        started = time.perf_counter()
         raw[name] = with_rules(arm.rules, raw[arm.source], rows)
+        post_seconds[name] = (arm.source, time.perf_counter() - started)
+        training[name] = {"kind": "rules", "seconds": None, "trainable": 0}
         if general_rows:
             raw_general[name] = with_rules(arm.rules, raw_general[arm.source], general_rows)
 
@@ -294,6 +341,9 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
         _, general_metrics, general_deltas = score_manifest(general_rows, raw_general, resamples, seed)
         report["retention"] = {"data": str(general), "n": len(general_rows),
                                "arms": general_metrics, "delta": general_deltas}
+    audio_seconds = sum(row.audio_seconds for row in rows)
+    report["decision"] = decision_table(report, training, decoder.seconds, post_seconds,
+                                        audio_seconds)
     report["slices"] = slice_table(rows, clips)
     report["changed_clips"] = {arm: changed_clips(rows, clips["base"], arm_clips)
                                for arm, arm_clips in clips.items() if arm != "base"}

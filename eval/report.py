@@ -105,6 +105,23 @@ def verdict(report: dict) -> str:
     return " ".join(sentences)
 
 
+DECISION_HEADER = ["arm", "kind", "emotion UA", "emotion acc", "error rate", "general error rate",
+                   "training (s, trainable params)", "inference (ms / audio-s)"]
+
+
+def decision_rows(report: dict) -> list[list[str]]:
+    """The decision table: what each arm wins and what it costs."""
+    rows = []
+    for row in report.get("decision", []):
+        training = "–" if row["kind"] == "base" else "none (rules)" if row["kind"] == "rules" else \
+            f"{_fmt(row['train_seconds'], 1)} s, {row['trainable_parameters'] or 0:,}"
+        rows.append([row["arm"], row["kind"] + ("" if row["stage1"] == row["arm"] else f" on {row['stage1']}"),
+                     _fmt(row["emotion_ua"], 3), _fmt(row["emotion_accuracy"], 3),
+                     _fmt(row["error_rate"], 3), _fmt(row["general_error_rate"], 3), training,
+                     _fmt(row["ms_per_audio_second"], 2)])
+    return rows
+
+
 def headline_rows(report: dict) -> list[list[str]]:
     rows = []
     for arm in report["arm_names"]:
@@ -162,6 +179,11 @@ def render_markdown(report: dict) -> str:
               "- text normalised before scoring: rich tags stripped, NFKC (full/half width), lower "
               "case, punctuation removed; CER counts characters (all languages), WER words (en); "
               "error rate is CER for zh/yue/ja/ko clips and WER for en clips", "",
+              "## Decision table", "",
+              *markdown_table(DECISION_HEADER, decision_rows(report)), "",
+              "Inference cost: compute per second of audio on this run's device (stage 1's decoding "
+              "plus the arm's post-processing); training: time to the best checkpoint (adapters) or "
+              "the whole fit (cascades).", "",
               "## Headline", ""]
     lines += markdown_table(["arm"] + [LABELS[m] for m in HEADLINE], headline_rows(report))
     if report.get("deltas"):
@@ -303,6 +325,7 @@ def render_html(report: dict, images: dict[str, Path]) -> str:
     sections = [f"<h1>A/B report</h1><p class='meta'>{html.escape(report['data'])} · "
                 f"{report['n']} clips · base {html.escape(report['model'])}</p>",
                 f"<div class='verdict {verdict_class}'>{html.escape(verdict(report))}</div>",
+                "<h2>Decision table</h2>", _html_table(DECISION_HEADER, decision_rows(report)),
                 "<h2>Headline (95% bootstrap intervals)</h2>",
                 _html_table(["arm"] + [LABELS[m] for m in HEADLINE], headline_rows(report))]
     if report.get("deltas"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from tqdm import tqdm
 
 from svlora.audio import TARGET_RATE
 from svlora.errors import SvloraError
@@ -133,6 +134,8 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
     outputs: list[Decoded | None] = [None] * len(features)
     use_bf16 = decoding_precision(base.device) == "bf16"
     banned = (EMO_UNKNOWN,) if ban_emo_unknown else ()
+    progress = tqdm(total=len(features), desc="decoding", unit="clip", leave=False,
+                    disable=len(features) < 50)
     for style in sorted(set(itns)):
         members = [i for i, value in enumerate(itns) if value == style]
         for batch in duration_batches([features[i].shape[0] for i in members], max_seconds_per_batch):
@@ -152,6 +155,8 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
                 outputs[index] = Decoded(base.decode(ids), distributions["language"][row],
                                          distributions["emotion"][row], distributions["event"][row],
                                          pooled[row])
+            progress.update(len(chunk))
+    progress.close()
     module.train(was_training)
     return outputs
 

@@ -25,6 +25,15 @@ def stage(name: str, timings: dict):
     print(f"== {name}: {timings[name]}s", flush=True)
 
 
+def decision_summary(report: dict) -> str:
+    """The decision table as plain lines: which path wins, and at what cost."""
+    lines = ["arm              emotion UA  emotion acc  error rate  ms/audio-s"]
+    for row in report["decision"]:
+        lines.append(f"{row['arm']:16s} {row['emotion_ua']:10.3f} {row['emotion_accuracy']:12.3f} "
+                     f"{row['error_rate']:11.3f} {row['ms_per_audio_second'] or 0:11.2f}")
+    return "\n".join(lines)
+
+
 def run_quickstart(out: str | Path = "svlora-quickstart", seed: int = 0) -> dict:
     """Run every stage under `out` (its previous quickstart outputs are replaced)."""
     from svlora.adapters import export_adapter, load_model
@@ -32,6 +41,7 @@ def run_quickstart(out: str | Path = "svlora-quickstart", seed: int = 0) -> dict
     from svlora.demo_data import generate_demo_corpora
     from svlora.eval import evaluate, verdict
     from svlora.finetune import load_recipe, train
+    from svlora.postprocess import fit_rules_file, train_cascade
     from svlora.manifest import read_manifest
     from svlora.recipes import recipe_path
     from svlora.tiny_model import make_tiny_model, saved_parameter_count
@@ -64,10 +74,20 @@ def run_quickstart(out: str | Path = "svlora-quickstart", seed: int = 0) -> dict
     with stage("train LoRA adapter on the clinic domain (tiny_demo)", timings):
         result = run_recipe("tiny_demo", root / "tiny-base", "clinic", "clinic-run")
     adapter = root / "clinic-run" / "adapter"
+    base, clinic = str(root / "tiny-base"), root / "clinic"
+    with stage("the lighter paths: fit rules, train cascades (on base and on the adapter)", timings):
+        for name, stage1 in (("base", None), ("adapter", str(adapter))):
+            fit_rules_file(base, str(clinic / "val.jsonl"), str(root / f"rules-{name}.yaml"),
+                           adapter=stage1)
+            train_cascade(base, str(clinic / "train.jsonl"), str(clinic / "val.jsonl"),
+                          str(root / f"cascade-{name}"), adapter=stage1)
     with stage("A/B eval on the clinic test split", timings):
-        report = evaluate(str(root / "tiny-base"), str(root / "clinic" / "test.jsonl"),
-                          str(root / "report"), adapters=[str(adapter)])
+        report = evaluate(base, str(clinic / "test.jsonl"), str(root / "report"),
+                          adapters=[str(adapter)],
+                          rules_arms=[f"{n}+rules={n}:{root / f'rules-{n}.yaml'}" for n in ("base", "adapter")],
+                          cascade_arms=[f"{n}+cascade={n}:{root / f'cascade-{n}'}" for n in ("base", "adapter")])
         print(verdict(report))
+        print(decision_summary(report))
     with stage("export adapter package and merged model", timings):
         export_adapter(str(root / "tiny-base"), str(adapter), str(root / "export" / "adapter"),
                        overwrite=True)
@@ -83,7 +103,8 @@ def run_quickstart(out: str | Path = "svlora-quickstart", seed: int = 0) -> dict
                     result.trainable, "stage_seconds": timings,
                     "total_seconds": round(sum(timings.values()), 1),
                     "report": {arm: {k: report[arm][k] for k in ("n", "cer", "emotion_accuracy")}
-                               for arm in ("base", "adapter", "delta")}}
+                               for arm in ("base", "adapter", "delta")},
+                    "decision": report["decision"]}
     write_json_atomic(root / "quickstart.json", summary_data)
     print("\n" + json.dumps(summary_data["report"], indent=2))
     print(f"\nA/B report: {root / 'report' / 'report.html'} (and report.md, report.json, "

@@ -15,5 +15,8 @@ def test_quickstart_runs_every_stage_and_the_adapter_wins_on_the_demo_domain(qui
     assert report["adapter"]["emotion_accuracy"] > report["base"]["emotion_accuracy"]
     for stage in ("make tiny model", "prepare", "A/B eval on the clinic test split"):
         assert stage in summary["stage_seconds"]
+    # the three paths side by side: base, adapter, rules and cascades on each stage 1
+    assert [row["arm"] for row in report["decision"]] == [
+        "base", "adapter", "base+cascade", "adapter+cascade", "base+rules", "adapter+rules"]
     # the transcription stage printed SenseVoice-style outputs for real clips
     assert "<|Speech|><|woitn|>" in quickstart_run["stdout"]

@@ -1,4 +1,5 @@
-"""Rules arms in the A/B harness: stage-1 models are decoded once each, rules reuse them."""
+"""Rules and cascade arms in the A/B harness: stage-1 models are decoded once each, the
+lighter paths reuse their outputs; the decision table prices every arm."""
 
 import importlib
 import json
@@ -6,7 +7,7 @@ import json
 from svlora.cli import main
 
 
-def test_rules_arms_reuse_each_models_decoding(quickstart_dir, tmp_path, monkeypatch):
+def test_six_arms_decode_each_stage1_model_once(quickstart_dir, tmp_path, monkeypatch):
     evaluate_module = importlib.import_module("svlora.eval.evaluate")
     calls = []
     real = evaluate_module.decode_features
@@ -22,15 +23,23 @@ def test_rules_arms_reuse_each_models_decoding(quickstart_dir, tmp_path, monkeyp
                  str(quickstart_dir / "clinic/test.jsonl"), "--out", str(tmp_path / "r"),
                  "--adapter", f"lora={quickstart_dir / 'clinic-run/adapter'}",
                  "--rules-arm", f"base+rules=base:{rules}", "--rules-arm", f"lora+rules=lora:{rules}",
-                 "--rules-arm", "lora+unsure=lora:unsure_emotion", "--resamples", "100",
-                 "--gate", "emotion_accuracy>=-1"]) == 0
+                 "--cascade-arm", f"base+cascade=base:{quickstart_dir / 'cascade-base'}",
+                 "--cascade-arm", f"lora+cascade=lora:{quickstart_dir / 'cascade-adapter'}",
+                 "--resamples", "100", "--gate", "emotion_accuracy>=-1"]) == 0
     assert len(calls) == 2  # base and lora, once each
     report = json.loads((tmp_path / "r/report.json").read_text())
-    assert report["arm_names"] == ["base", "lora", "base+rules", "lora+rules", "lora+unsure"]
-    assert set(report["deltas"]) == {"lora", "base+rules", "lora+rules", "lora+unsure"}
+    assert report["arm_names"] == ["base", "lora", "base+cascade", "lora+cascade", "base+rules",
+                                   "lora+rules"]
+    assert set(report["deltas"]) == set(report["arm_names"]) - {"base"} == set(report["gates"])
     assert report["rules_arms"]["lora+rules"]["stage1"] == "lora"
-    assert set(report["gates"]) == set(report["deltas"])
+    decision = {row["arm"]: row for row in report["decision"]}
+    assert decision["lora"]["kind"] == "adapter" and decision["lora"]["trainable_parameters"] > 0
+    assert decision["base+cascade"]["kind"] == "cascade" and decision["base+cascade"]["train_seconds"] > 0
+    assert all(row["ms_per_audio_second"] > 0 for row in report["decision"])
+    assert decision["lora+rules"]["ms_per_audio_second"] >= decision["lora"]["ms_per_audio_second"]
+    assert "## Decision table" in (tmp_path / "r/report.md").read_text()
     predictions = [json.loads(line) for line in (tmp_path / "r/predictions.jsonl").read_text().splitlines()]
     changed = [p for p in predictions if p["base"]["emotion"] != p["base+rules"]["emotion"]]
     assert all(p["base+rules"]["emotion"] == "<|NEUTRAL|>" for p in changed)
-    assert all(p["base"]["text"] == p["base+rules"]["text"] for p in predictions)
+    assert all(p["base"]["text"] == p["base+rules"]["text"] == p["base+cascade"]["text"]
+               for p in predictions)
