@@ -151,23 +151,30 @@ class RulesArm:
     rules: object    # its svlora.postprocess.RuleSet
 
 
+def parse_post_arm(spec: str, flag: str, example: str, stage1: list[str],
+                   taken: set[str]) -> tuple[str, str, str]:
+    """(name, stage-1 arm, target) of a 'NAME=ARM:TARGET' post-processing arm spec."""
+    name, _, rest = spec.partition("=")
+    source, _, target = rest.partition(":")
+    if not (name and source and target):
+        raise SvloraError(f"{flag} {spec!r}: expected NAME=ARM:TARGET, e.g. {example}")
+    if source not in stage1:
+        raise SvloraError(f"{flag} {spec!r}: arm {source!r} is not base or an --adapter arm "
+                          f"({', '.join(stage1)})")
+    if name in stage1 or name in taken:
+        raise SvloraError(f"{flag} {spec!r}: arm name {name!r} is used twice")
+    return name, source, target
+
+
 def parse_rules_arms(specs: list[str], stage1: list[str]) -> dict[str, RulesArm]:
     """{name: RulesArm} from 'NAME=ARM:RULES' (RULES a path or a shipped example's name)."""
     from svlora.postprocess import load_rules
     from svlora.recipes.rules import rules_path
 
-    arms = {}
+    arms: dict[str, RulesArm] = {}
     for spec in specs:
-        name, _, rest = spec.partition("=")
-        source, _, rules = rest.partition(":")
-        if not (name and source and rules):
-            raise SvloraError(f"--rules-arm {spec!r}: expected NAME=ARM:RULES, e.g. "
-                              "base+rules=base:rules.yaml")
-        if source not in stage1:
-            raise SvloraError(f"--rules-arm {spec!r}: arm {source!r} is not base or an --adapter "
-                              f"arm ({', '.join(stage1)})")
-        if name in stage1 or name in arms:
-            raise SvloraError(f"--rules-arm {spec!r}: arm name {name!r} is used twice")
+        name, source, rules = parse_post_arm(spec, "--rules-arm", "base+rules=base:rules.yaml",
+                                             stage1, set(arms))
         arms[name] = RulesArm(source, str(rules_path(rules)), load_rules(rules_path(rules)))
     return arms
 
@@ -206,19 +213,11 @@ def decision_table(report: dict, training: dict, decode_seconds: dict, post_seco
 
 def parse_cascade_arms(specs: list[str], arms: list[Arm], taken: set[str]) -> dict[str, tuple[str, str]]:
     """{name: (stage-1 arm, cascade dir)} from 'NAME=ARM:DIR'."""
-    names = [a.name for a in arms]
-    result = {}
+    result: dict[str, tuple[str, str]] = {}
     for spec in specs:
-        name, _, rest = spec.partition("=")
-        source, _, directory = rest.partition(":")
-        if not (name and source and directory):
-            raise SvloraError(f"--cascade-arm {spec!r}: expected NAME=ARM:DIR, e.g. "
-                              "base+cascade=base:runs/cascade")
-        if source not in names:
-            raise SvloraError(f"--cascade-arm {spec!r}: arm {source!r} is not base or an --adapter "
-                              f"arm ({', '.join(names)})")
-        if name in names or name in taken or name in result:
-            raise SvloraError(f"--cascade-arm {spec!r}: arm name {name!r} is used twice")
+        name, source, directory = parse_post_arm(spec, "--cascade-arm",
+                                                 "base+cascade=base:runs/cascade",
+                                                 [a.name for a in arms], taken | set(result))
         result[name] = (source, directory)
     return result
 

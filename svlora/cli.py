@@ -30,6 +30,16 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                         "remote_code); off by default: a model dir is data")
 
 
+def _add_stage1_args(parser: argparse.ArgumentParser, data_help: str, out_help: str) -> None:
+    """Stage 1 (base, or base + adapter), the labelled data and the output of a lighter path."""
+    _add_model_args(parser)
+    parser.add_argument("--adapter", help="stage 1 is base + this adapter")
+    parser.add_argument("--data", required=True, help=data_help)
+    parser.add_argument("--out", required=True, help=out_help)
+    parser.add_argument("--ban-emo-unknown", action="store_true",
+                        help="stage 1 never predicts <|EMO_UNKNOWN|>")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="svlora", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -147,26 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     rules = commands.add_parser("rules", help="post-processing rules: fit offsets, check a file")
     rule_actions = rules.add_subparsers(dest="rules_action", required=True)
     fit = rule_actions.add_parser("fit", help="fit emotion offsets and mine confusions on labelled clips")
-    _add_model_args(fit)
-    fit.add_argument("--adapter", help="stage 1 is base + this adapter")
-    fit.add_argument("--data", required=True, help="a labelled manifest (validation split)")
-    fit.add_argument("--out", required=True, help="the rules file to write (YAML)")
-    fit.add_argument("--ban-emo-unknown", action="store_true")
+    _add_stage1_args(fit, "a labelled manifest (validation split)", "the rules file to write (YAML)")
     check_rules = rule_actions.add_parser("check", help="validate a rules file")
     check_rules.add_argument("rules_file")
 
     cascade = commands.add_parser("cascade", help="a light emotion classifier after stage 1")
     cascade_actions = cascade.add_subparsers(dest="cascade_action", required=True)
     ctrain = cascade_actions.add_parser("train", help="train a cascade on stage 1's outputs")
-    _add_model_args(ctrain)
-    ctrain.add_argument("--adapter", help="stage 1 is base + this adapter")
-    ctrain.add_argument("--data", required=True, help="labelled training manifest")
+    _add_stage1_args(ctrain, "labelled training manifest", "the cascade directory to write")
     ctrain.add_argument("--val", required=True, help="labelled validation manifest (best epoch)")
-    ctrain.add_argument("--out", required=True, help="the cascade directory to write")
     ctrain.add_argument("--text", default="hashed", help="text branch: hashed (character n-grams), "
                         "none, or a Hugging Face sequence-classification model dir (frozen)")
     ctrain.add_argument("--hidden", type=int, default=64, help="hidden units (0: logistic)")
-    ctrain.add_argument("--ban-emo-unknown", action="store_true")
 
     quick = commands.add_parser("quickstart", help="the whole pipeline on a tiny model and demo data")
     quick.add_argument("--out", default="svlora-quickstart")
