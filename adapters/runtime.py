@@ -46,12 +46,16 @@ class SenseVoiceRuntime:
         """The emotion re-decided by the cascade from stage 1's pooled encoder output, emotion
         distribution and transcript (per segment for long files)."""
         def one(item: dict) -> dict:
-            distribution = self.cascade.predict([item])[0]
-            emotion = max(distribution, key=distribution.get)
+            [emotions], events = self.cascade.predict_both([item])
+            emotion = max(emotions, key=emotions.get)
             raw = item["raw"].replace(item["emotion"], emotion, 1) if item.get("emotion") else item["raw"]
+            changed = {"emotion": emotion, "emotion_probs": emotions, "stage1_emotion": item.get("emotion")}
+            if events:
+                event = max(events[0], key=events[0].get)
+                raw = raw.replace(item["event"], event, 1) if item.get("event") else raw
+                changed.update(event=event, event_probs=events[0], stage1_event=item.get("event"))
             rest = {k: v for k, v in item.items() if k != "pooled"}
-            return {**rest, "raw": raw, "emotion": emotion, "emotion_probs": distribution,
-                    "stage1_emotion": item.get("emotion")}
+            return {**rest, **changed, "raw": raw}
 
         if "segments" not in result:
             return one(result)

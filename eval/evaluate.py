@@ -228,12 +228,18 @@ def with_cascade(cascade, decoded: list[Decoded]) -> list[Decoded]:
 
     stage1 = [{"pooled": d.pooled, "emotion_probs": d.emotion_probs,
                "text": split_output(d.raw)["text"]} for d in decoded]
+    emotions, events = cascade.predict_both(stage1)
     result = []
-    for d, distribution in zip(decoded, cascade.predict(stage1)):
+    for i, (d, distribution) in enumerate(zip(decoded, emotions)):
+        parts, raw = split_output(d.raw), d.raw
         emotion = max(distribution, key=distribution.get)
-        old = split_output(d.raw)["emotion"]
-        raw = d.raw.replace(old, emotion, 1) if old else d.raw
-        result.append(Decoded(raw, d.language_probs, distribution, d.event_probs))
+        raw = raw.replace(parts["emotion"], emotion, 1) if parts["emotion"] else raw
+        event_probs = d.event_probs
+        if events:
+            event_probs = events[i]
+            event = max(event_probs, key=event_probs.get)
+            raw = raw.replace(parts["event"], event, 1) if parts["event"] else raw
+        result.append(Decoded(raw, d.language_probs, distribution, event_probs))
     return result
 
 
@@ -247,6 +253,15 @@ def with_rules(rules, decoded: list[Decoded], rows: list[ManifestRow]) -> list[D
         result.append(Decoded(applied["raw"], d.language_probs,
                               applied["emotion_probs"] or d.emotion_probs, d.event_probs))
     return result
+
+
+def best_arm(metrics: dict) -> str:
+    """The arm with the highest emotion UA (then the lowest error rate): what the others are
+    tested against besides base."""
+    def key(arm: str) -> tuple:
+        ua, error = metrics[arm]["emotion_ua"], metrics[arm]["error_rate"]
+        return (ua if ua is not None else -1.0, -(error if error is not None else float("inf")))
+    return max(metrics, key=key)
 
 
 def score_manifest(rows: list[ManifestRow], decoded_by_arm: dict[str, list[Decoded]],
@@ -277,8 +292,9 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
     gates = parse_gates(gate, has_adapters=bool(adapters) or bool(rules_arms) or bool(cascade_arms),
                         has_general=general is not None)
     arms = parse_arms(adapters or [])
-    post_arms = parse_rules_arms(rules_arms or [], [a.name for a in arms])
-    cascades = parse_cascade_arms(cascade_arms or [], arms, set(post_arms))
+    cascades = parse_cascade_arms(cascade_arms or [], arms, set())
+    # rules may follow a stage 1 or a cascade arm (e.g. adapter → cascade → rules)
+    post_arms = parse_rules_arms(rules_arms or [], [a.name for a in arms] + list(cascades))
     rows = read_unique_manifest(data)
     general_rows = read_unique_manifest(general) if general else None
     for path, manifest_rows in ((data, rows), (general, general_rows or [])):
@@ -314,12 +330,15 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
     for name, arm in post_arms.items():
         started = time.perf_counter()
         raw[name] = with_rules(arm.rules, raw[arm.source], rows)
-        post_seconds[name] = (arm.source, time.perf_counter() - started)
-        training[name] = {"kind": "rules", "seconds": None, "trainable": 0}
+        stage1, before = post_seconds.get(arm.source, (arm.source, 0.0))
+        post_seconds[name] = (stage1, before + time.perf_counter() - started)
+        training[name] = {**training[arm.source], "kind": f"{training[arm.source]['kind']}+rules"
+                          if arm.source in cascades else "rules"}
         if general_rows:
             raw_general[name] = with_rules(arm.rules, raw_general[arm.source], general_rows)
 
     clips, metrics, deltas = score_manifest(rows, raw, resamples, seed)
+    best = best_arm(metrics)
     report = {"schema": REPORT_SCHEMA, "version": REPORT_VERSION, "model": str(model),
               "base_sha256": base_sha256, "data": str(data), "data_sha256": sha256_file(data),
               "n": len(rows), "bootstrap": {"resamples": resamples, "seed": seed},
@@ -329,7 +348,10 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
               "adapters": {a.name: a.adapter for a in arms if a.adapter},
               "rules_arms": {name: {"stage1": arm.source, "rules": arm.path}
                              for name, arm in post_arms.items()},
-              "arms": metrics, "deltas": deltas}
+              "arms": metrics, "deltas": deltas, "best_arm": best,
+              "deltas_vs_best": {arm: metric_delta(rows, clips[best], arm_clips,
+                                                   bootstrap_indices(len(rows), resamples, seed))
+                                 for arm, arm_clips in clips.items() if arm != best}}
     # the walking skeleton's keys: base, the first adapter, and their delta
     report["base"] = metrics["base"]
     report["adapter_path"] = arms[1].adapter if len(arms) > 1 else None

@@ -131,9 +131,9 @@ def headline_rows(report: dict) -> list[list[str]]:
     return rows
 
 
-def delta_rows(report: dict) -> list[list[str]]:
+def delta_rows(report: dict, key: str = "deltas") -> list[list[str]]:
     rows = []
-    for arm, delta in report.get("deltas", {}).items():
+    for arm, delta in report.get(key, {}).items():
         cells = [arm]
         for metric in HEADLINE:
             if metric in delta:
@@ -190,6 +190,11 @@ def render_markdown(report: dict) -> str:
         lines += ["", "## Change against base", ""]
         lines += markdown_table(["arm"] + [LABELS[m] for m in HEADLINE]
                                 + ["McNemar (only base / only arm right)"], delta_rows(report))
+    if report.get("deltas_vs_best") and len(report["arm_names"]) > 2:
+        lines += ["", f"## Change against the best arm ({report['best_arm']}, by emotion UA)", ""]
+        lines += markdown_table(["arm"] + [LABELS[m] for m in HEADLINE]
+                                + ["McNemar (only best / only arm right)"],
+                                delta_rows(report, "deltas_vs_best"))
     if report.get("gates"):
         lines += ["", "## Gates", ""]
         for arm, checks in report["gates"].items():
@@ -332,6 +337,11 @@ def render_html(report: dict, images: dict[str, Path]) -> str:
         sections += ["<h2>Change against base (paired; * p &lt; 0.05)</h2>",
                      _html_table(["arm"] + [LABELS[m] for m in HEADLINE] + ["McNemar"],
                                  delta_rows(report))]
+    if report.get("deltas_vs_best") and len(report["arm_names"]) > 2:
+        sections += [f"<h2>Change against the best arm ({html.escape(report['best_arm'])}, by "
+                     "emotion UA; * p &lt; 0.05)</h2>",
+                     _html_table(["arm"] + [LABELS[m] for m in HEADLINE] + ["McNemar"],
+                                 delta_rows(report, "deltas_vs_best"))]
     if report.get("gates"):
         rows = [[arm, c["gate"], f"{c['value']:+.4f}", "pass" if c["passed"] else "FAIL"]
                 for arm, checks in report["gates"].items() for c in checks]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from svlora.errors import AdapterError, SvloraError
-from svlora.labels import EMOTION_TAGS
+from svlora.labels import EMOTION_TAGS, EVENT_TAGS
 
 CASCADE_SCHEMA, CASCADE_VERSION = "svlora-cascade", 1
 WEIGHTS, CONFIG = "cascade.safetensors", "cascade.json"
@@ -32,6 +32,7 @@ class CascadeConfig:
     hidden: int = 64                   # 0: a linear (logistic) head
     feature_dims: dict = field(default_factory=dict)
     trained: dict = field(default_factory=dict)   # data, clips, seconds, val metrics
+    event_classes: list[str] = field(default_factory=list)  # with an event head: the events
     schema: str = CASCADE_SCHEMA
     version: int = CASCADE_VERSION
 
@@ -129,7 +130,7 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_
     return head, {"val_ua": best[0], "val_accuracy": best[1], "best_epoch": best_epoch}
 
 
-def save_cascade(out: Path, head: Head, config: CascadeConfig) -> None:
+def save_cascade(out: Path, head: Head, config: CascadeConfig, event_head: Head | None = None) -> None:
     from safetensors.torch import save_file
 
     from svlora.adapter_format import replace_dir
@@ -137,7 +138,10 @@ def save_cascade(out: Path, head: Head, config: CascadeConfig) -> None:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_dir(out.parent, f".{out.name}.")
-    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(staging / WEIGHTS))
+    tensors = {k: v.contiguous() for k, v in head.state_dict().items()}
+    if event_head is not None:
+        tensors.update({f"event.{k}": v.contiguous() for k, v in event_head.state_dict().items()})
+    save_file(tensors, str(staging / WEIGHTS))
     write_json_atomic(staging / CONFIG, asdict(config))
     replace_dir(staging, out)
 
@@ -147,14 +151,23 @@ class Cascade:
     config: CascadeConfig
     head: Head
     text: TextEncoder
+    event_head: Head | None = None
 
     def predict(self, stage1: list[dict]) -> list[dict[str, float]]:
         """Emotion distributions (over the trained classes) for stage-1 results."""
-        with torch.no_grad():
-            logits = self.head(torch.from_numpy(clip_features(stage1, self.text)))
-        probabilities = torch.softmax(logits, dim=-1).numpy()
-        return [{tag: round(float(p), 6) for tag, p in zip(self.config.classes, row)}
-                for row in probabilities]
+        return self.predict_both(stage1)[0]
+
+    def predict_both(self, stage1: list[dict]) -> tuple[list[dict], list[dict] | None]:
+        """Emotion distributions, and event distributions when the cascade has an event head."""
+        features = torch.from_numpy(clip_features(stage1, self.text))
+
+        def distributions(head: Head, classes: list[str]) -> list[dict[str, float]]:
+            with torch.no_grad():
+                probabilities = torch.softmax(head(features), dim=-1).numpy()
+            return [{tag: round(float(p), 6) for tag, p in zip(classes, row)} for row in probabilities]
+
+        events = distributions(self.event_head, self.config.event_classes) if self.event_head else None
+        return distributions(self.head, self.config.classes), events
 
 
 def load_cascade(directory: str | Path, base_sha256: str, adapter_sha256: str | None,
@@ -177,29 +190,49 @@ def load_cascade(directory: str | Path, base_sha256: str, adapter_sha256: str | 
             f"{(adapter_sha256 or 'none')[:12]}; train a cascade on this stage 1, or pass "
             "--allow-base-mismatch")
     state = load_file(str(directory / WEIGHTS))
-    head = Head(int(sum(config.feature_dims.values())), len(config.classes), config.hidden,
-                state["mean"], state["std"])
-    head.load_state_dict(state)
-    head.eval()
-    return Cascade(config, head, TextEncoder(config.text))
+    inputs = int(sum(config.feature_dims.values()))
+
+    def build(prefix: str, classes: int) -> Head:
+        part = {k.removeprefix(prefix): v for k, v in state.items()
+                if k.startswith(prefix) and (prefix or not k.startswith("event."))}
+        head = Head(inputs, classes, config.hidden, part["mean"], part["std"])
+        head.load_state_dict(part)
+        return head.eval()
+
+    event_head = build("event.", len(config.event_classes)) if config.event_classes else None
+    return Cascade(config, build("", len(config.classes)), TextEncoder(config.text), event_head)
 
 
 def elapsed(started: float) -> float:
     return round(time.time() - started, 1)
 
 
-def stage1_results(base, rows, ban_emo_unknown: bool = False) -> list[dict]:
+def stage1_results(base, rows, ban_emo_unknown: bool = False, cache: Path | None = None,
+                   identity: dict | None = None) -> list[dict]:
     """What stage 1 computes for each manifest row: pooled encoder output, emotion
-    distribution and transcript (one decoding pass)."""
+    distribution and transcript (one decoding pass). With `cache`, kept on disk under the
+    hash of `identity` (stage-1 hashes, manifest hash, options): a re-run decodes nothing."""
+    import hashlib
+
     from svlora.decoding import decode_features
     from svlora.features import row_features
+    from svlora.io import write_json_atomic
     from svlora.labels import split_output
 
+    path = None
+    if cache is not None:
+        key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+        path = cache / f"{key}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
     decoded = decode_features(base, row_features(base, rows, "features"),
                               itn=[row.with_or_wo_itn.strip("<|>") for row in rows],
                               ban_emo_unknown=ban_emo_unknown, with_pooled=True)
-    return [{"raw": d.raw, "text": split_output(d.raw)["text"], "emotion_probs": d.emotion_probs,
-             "pooled": d.pooled} for d in decoded]
+    results = [{"raw": d.raw, "text": split_output(d.raw)["text"], "emotion_probs": d.emotion_probs,
+                "pooled": d.pooled} for d in decoded]
+    if path is not None:
+        write_json_atomic(path, results)
+    return results
 
 
 def stage1_model(model: str, adapter: str | None, device: str, hub: str,
@@ -221,8 +254,12 @@ def stage1_model(model: str, adapter: str | None, device: str, hub: str,
 def train_cascade(model: str, data: str, val: str, out: str, adapter: str | None = None,
                   text: str = "hashed", hidden: int = 64, device: str = "cpu", hub: str = "ms",
                   allow_base_mismatch: bool = False, ban_emo_unknown: bool = False,
-                  trust_remote_code: bool = False, log=print) -> CascadeConfig:
-    """Train a cascade on `data` (best epoch by UA on `val`) and write it to `out`."""
+                  trust_remote_code: bool = False, cache_dir: str | None = None,
+                  log=print) -> CascadeConfig:
+    """Train a cascade on `data` (best epoch by UA on `val`) and write it to `out`. Stage 1's
+    outputs are cached in `cache_dir` (default: `.stage1-cache` beside `out`), so retraining
+    with other head settings decodes nothing."""
+    from svlora.io import sha256_file
     from svlora.manifest import read_manifest
 
     started = time.time()
@@ -233,8 +270,13 @@ def train_cascade(model: str, data: str, val: str, out: str, adapter: str | None
     base, base_sha256, adapter_sha256 = stage1_model(model, adapter, device, hub,
                                                      allow_base_mismatch, trust_remote_code)
     encoder = TextEncoder(text)
-    train_stage1, val_stage1 = stage1_results(base, train_rows, ban_emo_unknown), \
-        stage1_results(base, val_rows, ban_emo_unknown)
+    cache = Path(cache_dir) if cache_dir else Path(out).resolve().parent / ".stage1-cache"
+    train_stage1, val_stage1 = (
+        stage1_results(base, rows, ban_emo_unknown, cache,
+                       {"base": base_sha256, "adapter": adapter_sha256, "manifest": sha256_file(path),
+                        "device": base.device.type,
+                        "ban_emo_unknown": ban_emo_unknown, "labelled_only": True, "version": 1})
+        for rows, path in ((train_rows, data), (val_rows, val)))
     classes = [tag for tag in EMOTION_TAGS if tag in {r.emo_target for r in train_rows}]
     unknown = sorted({r.emo_target for r in val_rows} - set(classes))
     if unknown:
@@ -245,16 +287,27 @@ def train_cascade(model: str, data: str, val: str, out: str, adapter: str | None
     val_y = np.array([index[r.emo_target] for r in val_rows])
     features_s = elapsed(started)
     head, metrics = train_head(train_x, train_y, val_x, val_y, len(classes), hidden)
+    event_classes = [tag for tag in EVENT_TAGS if tag in {r.event_target for r in train_rows}]
+    event_head = None
+    if len(event_classes) > 1 and {r.event_target for r in val_rows} <= set(event_classes):
+        event_index = {tag: i for i, tag in enumerate(event_classes)}
+        event_head, event_metrics = train_head(
+            train_x, np.array([event_index[r.event_target] for r in train_rows]), val_x,
+            np.array([event_index[r.event_target] for r in val_rows]), len(event_classes), hidden)
+        metrics.update({f"event_{k}": v for k, v in event_metrics.items()})
+    else:
+        event_classes = []
     stage1_val = np.array([index.get(max(s["emotion_probs"], key=s["emotion_probs"].get), -1)
                            for s in val_stage1])
     dims = {"acoustic": len(train_stage1[0]["pooled"]), "emotion_probs": len(EMOTION_TAGS),
             "text": train_x.shape[1] - len(train_stage1[0]["pooled"]) - len(EMOTION_TAGS)}
-    config = CascadeConfig(base_sha256, adapter_sha256, classes, text, hidden, dims, {
+    config = CascadeConfig(base_sha256, adapter_sha256, classes, text, hidden, dims,
+                           event_classes=event_classes, trained={
         "data": str(data), "val": str(val), "clips": len(train_rows), "val_clips": len(val_rows),
         "stage1": {"model": str(model), "adapter": adapter},
         "stage1_val_ua": unweighted_recall(val_y, stage1_val), **metrics,
         "feature_seconds": features_s, "seconds": elapsed(started)})
-    save_cascade(Path(out), head, config)
+    save_cascade(Path(out), head, config, event_head)
     log(f"cascade: {len(train_rows)} clips, {len(classes)} emotions, val UA {metrics['val_ua']:.3f} "
         f"(stage 1 alone {config.trained['stage1_val_ua']:.3f}); {config.trained['seconds']}s "
         f"({features_s}s computing features)")

@@ -169,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     ctrain.add_argument("--text", default="hashed", help="text branch: hashed (character n-grams), "
                         "none, or a Hugging Face sequence-classification model dir (frozen)")
     ctrain.add_argument("--hidden", type=int, default=64, help="hidden units (0: logistic)")
+    ctrain.add_argument("--cache-dir", help="stage-1 outputs cache (default: .stage1-cache beside --out)")
 
     quick = commands.add_parser("quickstart", help="the whole pipeline on a tiny model and demo data")
     quick.add_argument("--out", default="svlora-quickstart")
@@ -320,7 +321,8 @@ def run_cascade(args) -> None:
     train_cascade(args.model, args.data, args.val, args.out, adapter=args.adapter, text=args.text,
                   hidden=args.hidden, device=args.device, hub=args.hub,
                   allow_base_mismatch=args.allow_base_mismatch,
-                  ban_emo_unknown=args.ban_emo_unknown, trust_remote_code=args.trust_remote_code)
+                  ban_emo_unknown=args.ban_emo_unknown, trust_remote_code=args.trust_remote_code,
+                  cache_dir=args.cache_dir)
     print(f"wrote {args.out}")
 
 

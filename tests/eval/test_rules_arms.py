@@ -25,11 +25,12 @@ def test_six_arms_decode_each_stage1_model_once(quickstart_dir, tmp_path, monkey
                  "--rules-arm", f"base+rules=base:{rules}", "--rules-arm", f"lora+rules=lora:{rules}",
                  "--cascade-arm", f"base+cascade=base:{quickstart_dir / 'cascade-base'}",
                  "--cascade-arm", f"lora+cascade=lora:{quickstart_dir / 'cascade-adapter'}",
+                 "--rules-arm", f"lora+cascade+rules=lora+cascade:{rules}",
                  "--resamples", "100", "--gate", "emotion_accuracy>=-1"]) == 0
     assert len(calls) == 2  # base and lora, once each
     report = json.loads((tmp_path / "r/report.json").read_text())
     assert report["arm_names"] == ["base", "lora", "base+cascade", "lora+cascade", "base+rules",
-                                   "lora+rules"]
+                                   "lora+rules", "lora+cascade+rules"]
     assert set(report["deltas"]) == set(report["arm_names"]) - {"base"} == set(report["gates"])
     assert report["rules_arms"]["lora+rules"]["stage1"] == "lora"
     decision = {row["arm"]: row for row in report["decision"]}
@@ -37,7 +38,15 @@ def test_six_arms_decode_each_stage1_model_once(quickstart_dir, tmp_path, monkey
     assert decision["base+cascade"]["kind"] == "cascade" and decision["base+cascade"]["train_seconds"] > 0
     assert all(row["ms_per_audio_second"] > 0 for row in report["decision"])
     assert decision["lora+rules"]["ms_per_audio_second"] >= decision["lora"]["ms_per_audio_second"]
-    assert "## Decision table" in (tmp_path / "r/report.md").read_text()
+    assert decision["lora+cascade+rules"]["kind"] == "cascade+rules"
+    assert decision["lora+cascade+rules"]["stage1"] == "lora"
+    # every arm is also tested against the best one (by emotion UA)
+    best = report["best_arm"]
+    assert report["arms"][best]["emotion_ua"] == max(a["emotion_ua"] for a in report["arms"].values())
+    assert set(report["deltas_vs_best"]) == set(report["arm_names"]) - {best}
+    assert all(d["emotion_ua"] <= 1e-12 for d in report["deltas_vs_best"].values())
+    markdown = (tmp_path / "r/report.md").read_text()
+    assert "## Decision table" in markdown and f"## Change against the best arm ({best}" in markdown
     predictions = [json.loads(line) for line in (tmp_path / "r/predictions.jsonl").read_text().splitlines()]
     changed = [p for p in predictions if p["base"]["emotion"] != p["base+rules"]["emotion"]]
     assert all(p["base+rules"]["emotion"] == "<|NEUTRAL|>" for p in changed)

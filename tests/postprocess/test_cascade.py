@@ -79,3 +79,31 @@ def test_text_branches(quickstart_dir, tmp_path, text):
     assert config.feature_dims["text"] == (16 if text == "bert" else 0)
     loaded = load_model(str(quickstart_dir / "tiny-base"), cascade=str(tmp_path / "c"))
     assert loaded.transcribe([r["source"] for r in map(json.loads, (quickstart_dir / "clinic/test.jsonl").read_text().splitlines()[:2])])
+
+
+def test_event_head_and_stage1_cache(quickstart_dir, tmp_path, monkeypatch):
+    """With more than one event labelled, the cascade also predicts the event; a second
+    training run reads stage 1's outputs from the cache and decodes nothing."""
+    import svlora.decoding as decoding
+
+    for split in ("train", "val"):
+        rows = [json.loads(line) for line in (quickstart_dir / f"clinic/{split}.jsonl").read_text().splitlines()]
+        for i, row in enumerate(rows):
+            row["event_target"] = "<|Laughter|>" if i % 2 else "<|Speech|>"
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    arguments = (str(quickstart_dir / "tiny-base"), str(tmp_path / "train.jsonl"),
+                 str(tmp_path / "val.jsonl"))
+    config = train_cascade(*arguments, str(tmp_path / "c1"), log=lambda m: None)
+    assert config.event_classes == ["<|Speech|>", "<|Laughter|>"]
+    from svlora.model import weights_sha256
+
+    cascade = load_cascade(tmp_path / "c1", weights_sha256(quickstart_dir / "tiny-base"), None)
+    emotions, events = cascade.predict_both([{"pooled": [0.0] * config.feature_dims["acoustic"],
+                                              "emotion_probs": {}, "text": "hello"}])
+    assert set(events[0]) == {"<|Speech|>", "<|Laughter|>"} and sum(events[0].values()) == pytest.approx(1, abs=1e-4)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("stage 1 decoded although its outputs were cached")
+    monkeypatch.setattr(decoding, "decode_features", no_decoding)
+    again = train_cascade(*arguments, str(tmp_path / "c2"), hidden=0, log=lambda m: None)
+    assert again.trained["feature_seconds"] < config.trained["feature_seconds"] + 5
