@@ -171,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     ctrain.add_argument("--hidden", type=int, default=64, help="hidden units (0: logistic)")
     ctrain.add_argument("--cache-dir", help="stage-1 outputs cache (default: .stage1-cache beside --out)")
 
+    served = commands.add_parser("serve", help="an OpenAI-style transcription server (base + adapters)")
+    _add_model_args(served)
+    served.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
+                        help="an adapter clients select with model=NAME; repeatable")
+    served.add_argument("--name", default="sensevoice-small", help="the base model's name")
+    served.add_argument("--host", default="127.0.0.1")
+    served.add_argument("--port", type=int, default=8000)
+    served.add_argument("--max-upload-mb", type=float, default=25.0)
+    served.add_argument("--max-seconds", type=float, default=3600.0, help="longest audio accepted")
+
     quick = commands.add_parser("quickstart", help="the whole pipeline on a tiny model and demo data")
     quick.add_argument("--out", default="svlora-quickstart")
     quick.add_argument("--seed", type=int, default=0)
@@ -326,6 +336,24 @@ def run_cascade(args) -> None:
     print(f"wrote {args.out}")
 
 
+def run_serve(args) -> None:
+    from svlora.adapters.serve import ServeSettings, serve
+
+    adapters = {}
+    for spec in args.adapter:
+        name, _, path = spec.partition("=")
+        if not name or not path or name in adapters:
+            raise SvloraError(f"--adapter {spec!r}: expected a unique NAME=PATH")
+        adapters[name] = path
+    settings = ServeSettings(model=args.model, adapters=adapters, base_name=args.name,
+                             device=args.device, max_upload_bytes=int(args.max_upload_mb * 2**20),
+                             max_audio_seconds=args.max_seconds,
+                             allow_base_mismatch=args.allow_base_mismatch)
+    print(f"serving {args.name} and {len(adapters)} adapter(s) on http://{args.host}:{args.port}",
+          flush=True)
+    serve(settings, args.host, args.port)
+
+
 def run_quickstart(args) -> None:
     from svlora.quickstart import run_quickstart as quickstart
 
@@ -344,7 +372,7 @@ HANDLERS = {"make-tiny-model": run_make_tiny_model, "prepare": run_prepare, "che
             "train": run_train,
             "eval": run_eval, "export": run_export, "transcribe": run_transcribe,
             "quickstart": run_quickstart, "recipes": run_recipes, "rules": run_rules,
-            "cascade": run_cascade}
+            "cascade": run_cascade, "serve": run_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
