@@ -3,13 +3,12 @@ transcribes audio files, and can merge the adapter into the base weights."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from svlora.adapter_format import attach_adapter
 from svlora.decoding import transcribe_files
-from svlora.labels import split_output
-from svlora.segments import MAX_SEGMENT_SECONDS, Segment, load_vad, weighted_tag
+from svlora.segments import MAX_SEGMENT_SECONDS, LazyVad
 from svlora.errors import AdapterError
 from svlora.model import BaseModel, load_base_model, quantize_int8, weights_sha256
 
@@ -21,7 +20,7 @@ class SenseVoiceRuntime:
     adapter_path: str | None = None
     adapter_meta: dict | None = None
     peft_model: object | None = None  # the PeftModel while an adapter is attached, unmerged
-    vad: object | None = None         # Silero VAD, loaded on the first long file
+    vad: LazyVad = field(default_factory=LazyVad)  # Silero VAD, loaded on the first long file
     rules: object | None = None       # a svlora.postprocess.RuleSet applied to every output
     cascade: object | None = None     # a svlora.postprocess Cascade that re-decides the emotion
 
@@ -43,50 +42,18 @@ class SenseVoiceRuntime:
         return [self.apply_rules(result) for result in results] if self.rules else results
 
     def apply_cascade(self, result: dict) -> dict:
-        """The emotion re-decided by the cascade from stage 1's pooled encoder output, emotion
-        distribution and transcript (per segment for long files)."""
-        def one(item: dict) -> dict:
-            [emotions], events = self.cascade.predict_both([item])
-            emotion = max(emotions, key=emotions.get)
-            raw = item["raw"].replace(item["emotion"], emotion, 1) if item.get("emotion") else item["raw"]
-            changed = {"emotion": emotion, "emotion_probs": emotions, "stage1_emotion": item.get("emotion")}
-            if events:
-                event = max(events[0], key=events[0].get)
-                raw = raw.replace(item["event"], event, 1) if item.get("event") else raw
-                changed.update(event=event, event_probs=events[0], stage1_event=item.get("event"))
-            rest = {k: v for k, v in item.items() if k != "pooled"}
-            return {**rest, **changed, "raw": raw}
+        from svlora.postprocess import result_with_cascade
 
-        if "segments" not in result:
-            return one(result)
-        segments = [one(s) for s in result["segments"]]
-        spans = [Segment(s["start"], s["end"]) for s in segments]
-        return {**{k: v for k, v in result.items() if k != "pooled"}, "segments": segments,
-                "emotion": weighted_tag([s["emotion"] for s in segments], spans)}
+        return result_with_cascade(self.cascade, result)
 
     def apply_rules(self, result: dict) -> dict:
-        """The result with the rules applied (per segment for long files); `rules_fired` names
-        the rules that changed something."""
-        from svlora.postprocess import apply_rules
+        from svlora.postprocess import result_with_rules
 
-        def one(item: dict, seconds: float | None) -> dict:
-            applied = apply_rules(self.rules, item["raw"], item.get("emotion_probs"), seconds)
-            return {**item, **split_output(applied["raw"]), "raw": applied["raw"],
-                    "emotion_probs": applied["emotion_probs"], "rules_fired": applied["fired"]}
-
-        if "segments" not in result:
-            return one(result, None)
-        segments = [one(s, s["end"] - s["start"]) for s in result["segments"]]
-        spans = [Segment(s["start"], s["end"]) for s in segments]
-        return {**result, "segments": segments,
-                "emotion": weighted_tag([s["emotion"] for s in segments], spans),
-                "event": weighted_tag([s["event"] for s in segments], spans)}
+        return result_with_rules(self.rules, result)
 
     def vad_model(self):
         """Silero VAD, loaded once, on the first long file (None where it is not installed)."""
-        if self.vad is None:
-            self.vad = load_vad() or False
-        return self.vad or None
+        return self.vad()
 
     def merge(self) -> None:
         """Fold the LoRA weights into the base Linear layers (faster inference, no PEFT)."""
@@ -124,8 +91,9 @@ def load_model(model: str, adapter: str | None = None, device: str = "cpu", hub:
         runtime.base.model = quantize_int8(runtime.base.model)
     if rules:
         from svlora.postprocess import load_rules
+        from svlora.recipes.rules import rules_path
 
-        runtime.rules = load_rules(rules)
+        runtime.rules = load_rules(rules_path(rules))
     if cascade:
         from svlora.io import sha256_file
         from svlora.postprocess import load_cascade

@@ -1,79 +1,35 @@
-"""`svlora serve`: one SenseVoiceSmall base in memory, adapters selectable per request by name,
-behind an OpenAI-style `POST /v1/audio/transcriptions` that keeps emotion, event and language
-(and their probabilities). FastAPI + uvicorn; long files go through the same VAD segmentation
-as `svlora transcribe`."""
+"""`svlora serve`: one SenseVoiceSmall base in memory, adapters and post-processing pipelines
+selectable per request by name, behind an OpenAI-style `POST /v1/audio/transcriptions` that
+keeps emotion, event and language (and their probabilities). FastAPI + uvicorn; requests are
+decoded together by a dynamic batcher (mixed adapters in one forward pass); long files go
+through the same VAD segmentation as `svlora transcribe`; adapters load and unload at run time
+through a bearer-token admin API."""
 
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
 import tempfile
-import threading
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+import time
 from pathlib import Path
 
-from fastapi import FastAPI, File, Form, HTTPException, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import FastAPI, File, Form, Header, HTTPException, Request, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel as Body
 
-from svlora.adapter_format import attach_adapter
-from svlora.audio import TARGET_RATE, AudioDecodeError, load_audio
-from svlora.decoding import transcribe_files
+from svlora.adapters.batcher import DynamicBatcher, Job, Overloaded
+from svlora.adapters.metrics import ServeMetrics
+from svlora.adapters.pool import ModelBusy, ModelPool, ServeSettings
+from svlora.audio import AudioDecodeError
+from svlora.decoding import prepare_file
 from svlora.errors import SvloraError
-from svlora.model import BaseModel, load_base_model, weights_sha256
-from svlora.segments import load_vad
 
 RESPONSE_FORMATS = ("json", "verbose_json", "text", "srt", "vtt")
 LANGUAGES = ("auto", "zh", "en", "yue", "ja", "ko")
+ADMIN_TOKEN_ENV = "SVLORA_ADMIN_TOKEN"
 
-
-@dataclass
-class ServeSettings:
-    model: str
-    adapters: dict[str, str] = field(default_factory=dict)  # name → adapter dir
-    base_name: str = "sensevoice-small"
-    device: str = "cpu"
-    max_upload_bytes: int = 25 * 1024 * 1024  # OpenAI's limit
-    max_audio_seconds: float = 3600.0
-    allow_base_mismatch: bool = False
-
-
-class ModelPool:
-    """The base and its adapters, layered on one PEFT model; a request switches the active
-    adapter under a lock (one decode at a time)."""
-
-    def __init__(self, settings: ServeSettings):
-        self.settings = settings
-        self.base: BaseModel = load_base_model(settings.model, device=settings.device)
-        self.base_sha256 = weights_sha256(self.base.model_dir)
-        self.peft_model = None
-        self.adapters: dict[str, dict] = {}
-        self.lock = threading.Lock()
-        self.vad = None
-        for name, path in settings.adapters.items():
-            if name == settings.base_name:
-                raise SvloraError(f"--adapter {name}={path}: {name} is the base model's name")
-            self.peft_model, meta = attach_adapter(self.peft_model or self.base.model, path,
-                                                   self.base_sha256, settings.allow_base_mismatch,
-                                                   name)
-            self.adapters[name] = {"path": str(path), "base_sha256": meta.get("base_sha256")}
-
-    def names(self) -> list[str]:
-        return [self.settings.base_name, *self.adapters]
-
-    def vad_model(self):
-        if self.vad is None:
-            self.vad = load_vad() or False
-        return self.vad or None
-
-    def transcribe(self, name: str, path: str, language: str, itn: str) -> dict:
-        with self.lock:
-            if name == self.settings.base_name:
-                context = self.peft_model.disable_adapter() if self.peft_model else nullcontext()
-            else:
-                self.peft_model.set_adapter(name)
-                context = nullcontext()
-            with context:
-                [result] = transcribe_files(self.base, [path], language=language, itn=itn,
-                                            max_file_seconds=self.settings.max_audio_seconds,
-                                            vad_loader=self.vad_model)
-        return result
+__all__ = ["ServeSettings", "ModelPool", "create_app", "serve"]
 
 
 def timestamp(seconds: float, separator: str) -> str:
@@ -100,61 +56,164 @@ def subtitles(segments: list[dict], kind: str) -> str:
     return ("WEBVTT\n\n" if kind == "vtt" else "") + "\n".join(blocks)
 
 
+def response_body(result: dict, duration: float, response_format: str) -> Response:
+    text = result["text"]
+    if response_format == "text":
+        return PlainTextResponse(text)
+    if response_format in ("srt", "vtt"):
+        return PlainTextResponse(subtitles(segments_of(result, duration), response_format))
+    body = {"text": text, "emotion": result.get("emotion"), "event": result.get("event"),
+            "language": result.get("language"), "raw": result["raw"],
+            "emotion_probs": result.get("emotion_probs"), "event_probs": result.get("event_probs"),
+            "language_probs": result.get("language_probs")}
+    for key in ("stage1_emotion", "stage1_event", "rules_fired"):
+        if key in result:
+            body[key] = result[key]
+    if response_format == "verbose_json":
+        body.update(task="transcribe", duration=round(duration, 3),
+                    segments=segments_of(result, duration))
+    return JSONResponse(body)
+
+
+def postprocess(route, result: dict) -> dict:
+    """A pipeline's cascade, then its rules (as `svlora eval`'s arms order them)."""
+    from svlora.postprocess import result_with_cascade, result_with_rules
+
+    if route.cascade is not None:
+        result = result_with_cascade(route.cascade, result)
+    if route.rules is not None:
+        result = result_with_rules(route.rules, result)
+    return result
+
+
+class AdapterLoad(Body):
+    name: str
+    path: str
+
+
 def create_app(pool: ModelPool) -> FastAPI:
+    settings = pool.settings
+    metrics = ServeMetrics()
+    metrics.adapters.set(len(pool.adapters))
+
+    def decode_jobs(jobs: list[Job]) -> list[dict]:
+        return pool.decode([j.prepared for j in jobs], [j.stage1 for j in jobs], jobs[0].language,
+                           jobs[0].itn, any(j.with_pooled for j in jobs))
+
+    batcher = DynamicBatcher(decode_jobs, settings.batch_window_ms, settings.max_batch_requests,
+                             settings.max_queue,
+                             on_batch=lambda jobs: metrics.observe_batch([j.stage1 for j in jobs]))
     app = FastAPI(title="svlora", version="1")
+    app.state.pool, app.state.batcher = pool, batcher
+    app.router.add_event_handler("shutdown", batcher.close)
+    admin_token = settings.admin_token or os.environ.get(ADMIN_TOKEN_ENV)
+
+    def require_admin(authorization: str | None) -> None:
+        if not admin_token:
+            raise HTTPException(403, f"admin API disabled: start with --admin-token or {ADMIN_TOKEN_ENV}")
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), admin_token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "models": pool.names()}
+        return {"status": "ok", "models": pool.names(), "queue": batcher.pending}
 
     @app.get("/v1/models")
     def models() -> dict:
-        entries = [{"id": pool.settings.base_name, "object": "model", "owned_by": "svlora",
-                    "base_sha256": pool.base_sha256}]
-        entries += [{"id": name, "object": "model", "owned_by": "svlora", "adapter": info["path"],
-                     "base_sha256": info["base_sha256"]} for name, info in pool.adapters.items()]
-        return {"object": "list", "data": entries}
+        return {"object": "list", "data": pool.model_entries()}
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        metrics.queue.set(batcher.pending)
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.post("/v1/admin/adapters", status_code=201)
+    async def load_adapter(request: AdapterLoad, authorization: str | None = Header(None)) -> dict:
+        require_admin(authorization)
+        try:
+            entry = await asyncio.to_thread(pool.load_adapter, request.name, request.path)
+        except PermissionError as error:
+            raise HTTPException(403, str(error)) from None
+        except ModelBusy as error:
+            raise HTTPException(409, str(error)) from None
+        except SvloraError as error:
+            raise HTTPException(400, str(error)) from None
+        metrics.adapters.set(len(pool.adapters))
+        return entry
+
+    @app.delete("/v1/admin/adapters/{name}")
+    async def unload_adapter(name: str, authorization: str | None = Header(None)) -> dict:
+        require_admin(authorization)
+        try:
+            await asyncio.to_thread(pool.unload_adapter, name)
+        except KeyError:
+            raise HTTPException(404, f"no adapter {name!r} is loaded") from None
+        except ModelBusy as error:
+            raise HTTPException(409, str(error)) from None
+        metrics.adapters.set(len(pool.adapters))
+        return {"id": name, "deleted": True}
 
     @app.post("/v1/audio/transcriptions")
-    async def transcriptions(file: UploadFile = File(...), model: str = Form(...),
+    async def transcriptions(request: Request, file: UploadFile = File(...), model: str = Form(...),
                              language: str = Form("auto"), response_format: str = Form("json"),
                              use_itn: bool = Form(False)):
-        if model not in pool.names():
-            raise HTTPException(404, f"model {model!r} not found; available: {', '.join(pool.names())}")
+        started = time.perf_counter()
+        label = model if model in pool.names() else "unknown"
+        status = 200
+        try:
+            response, seconds = await transcribe_request(file, model, language, response_format, use_itn)
+            metrics.audio.labels(label).inc(seconds)
+            return response
+        except HTTPException as error:
+            status = error.status_code
+            raise
+        finally:
+            metrics.observe_request(label, status, time.perf_counter() - started)
+
+    async def prepare_upload(data: bytes, filename: str):
+        """The upload read, cut and featurised off the event loop; a 400 names what is wrong."""
+        with tempfile.NamedTemporaryFile(suffix=Path(filename).suffix) as handle:
+            handle.write(data)
+            handle.flush()
+            try:
+                return await asyncio.to_thread(prepare_file, pool.base, handle.name,
+                                               max_file_seconds=settings.max_audio_seconds,
+                                               vad_loader=pool.vad_model)
+            except SvloraError as error:
+                reason = str(error).replace(handle.name, filename)
+                unreadable = isinstance(error.__cause__, AudioDecodeError)
+                raise HTTPException(400, f"unreadable audio: {reason}" if unreadable else reason) from None
+
+    async def transcribe_request(file: UploadFile, model: str, language: str, response_format: str,
+                                 use_itn: bool) -> tuple[Response, float]:
         if response_format not in RESPONSE_FORMATS:
             raise HTTPException(400, f"response_format {response_format!r}: use one of "
                                 f"{', '.join(RESPONSE_FORMATS)}")
         if language not in LANGUAGES:
             raise HTTPException(400, f"language {language!r}: use one of {', '.join(LANGUAGES)}")
-        data = await file.read(pool.settings.max_upload_bytes + 1)
-        if len(data) > pool.settings.max_upload_bytes:
-            raise HTTPException(413, f"file larger than {pool.settings.max_upload_bytes} bytes")
+        data = await file.read(settings.max_upload_bytes + 1)
+        if len(data) > settings.max_upload_bytes:
+            raise HTTPException(413, f"file larger than {settings.max_upload_bytes} bytes")
         if not data:
             raise HTTPException(400, "empty file")
-        with tempfile.NamedTemporaryFile(suffix=Path(file.filename or "audio").suffix) as handle:
-            handle.write(data)
-            handle.flush()
+        try:
+            route = pool.acquire(model)
+        except KeyError:
+            raise HTTPException(404, f"model {model!r} not found; available: "
+                                f"{', '.join(pool.names())}") from None
+        try:
+            prepared = await prepare_upload(data, file.filename or "upload")
+            job = Job(prepared, route.stage1, language, "withitn" if use_itn else "woitn",
+                      with_pooled=route.cascade is not None)
             try:
-                duration = load_audio(handle.name).size / TARGET_RATE
-                result = pool.transcribe(model, handle.name, language,
-                                         "withitn" if use_itn else "woitn")
-            except AudioDecodeError as error:
-                raise HTTPException(400, f"unreadable audio: {error}") from None
-            except SvloraError as error:
-                raise HTTPException(400, str(error)) from None
-        text = result["text"]
-        if response_format == "text":
-            return PlainTextResponse(text)
-        if response_format in ("srt", "vtt"):
-            return PlainTextResponse(subtitles(segments_of(result, duration), response_format))
-        body = {"text": text, "emotion": result.get("emotion"), "event": result.get("event"),
-                "language": result.get("language"), "raw": result["raw"],
-                "emotion_probs": result.get("emotion_probs"), "event_probs": result.get("event_probs"),
-                "language_probs": result.get("language_probs")}
-        if response_format == "verbose_json":
-            body.update(task="transcribe", duration=round(duration, 3),
-                        segments=segments_of(result, duration))
-        return JSONResponse(body)
+                future = batcher.submit(job)
+            except Overloaded as error:
+                raise HTTPException(503, str(error), headers={"Retry-After": str(error.retry_after)}) from None
+            result = postprocess(route, await asyncio.wrap_future(future))
+        finally:
+            pool.release(route)
+        return response_body(result, prepared.seconds, response_format), prepared.seconds
 
     return app
 

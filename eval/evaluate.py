@@ -14,6 +14,7 @@ from pathlib import Path
 from svlora.adapter_format import attach_adapter, read_adapter_meta
 from svlora.postprocess import load_cascade
 from svlora.decoding import Decoded, decode_features, decoding_precision, default_batch_seconds
+from svlora.config import parse_named_target
 from svlora.errors import SvloraError
 from svlora.eval.gates import check_gates, parse_gates
 from svlora.eval.report import (render_html, render_markdown, write_confusion_pngs,
@@ -154,10 +155,7 @@ class RulesArm:
 def parse_post_arm(spec: str, flag: str, example: str, stage1: list[str],
                    taken: set[str]) -> tuple[str, str, str]:
     """(name, stage-1 arm, target) of a 'NAME=ARM:TARGET' post-processing arm spec."""
-    name, _, rest = spec.partition("=")
-    source, _, target = rest.partition(":")
-    if not (name and source and target):
-        raise SvloraError(f"{flag} {spec!r}: expected NAME=ARM:TARGET, e.g. {example}")
+    name, source, target = parse_named_target(spec, flag, example)
     if source not in stage1:
         raise SvloraError(f"{flag} {spec!r}: arm {source!r} is not base or an --adapter arm "
                           f"({', '.join(stage1)})")
@@ -226,21 +224,11 @@ def with_cascade(cascade, decoded: list[Decoded]) -> list[Decoded]:
     """Another arm's outputs with the emotion re-decided by the cascade (no decoding)."""
     from svlora.labels import split_output
 
-    stage1 = [{"pooled": d.pooled, "emotion_probs": d.emotion_probs,
+    stage1 = [{"raw": d.raw, "pooled": d.pooled, "emotion_probs": d.emotion_probs,
                "text": split_output(d.raw)["text"]} for d in decoded]
-    emotions, events = cascade.predict_both(stage1)
-    result = []
-    for i, (d, distribution) in enumerate(zip(decoded, emotions)):
-        parts, raw = split_output(d.raw), d.raw
-        emotion = max(distribution, key=distribution.get)
-        raw = raw.replace(parts["emotion"], emotion, 1) if parts["emotion"] else raw
-        event_probs = d.event_probs
-        if events:
-            event_probs = events[i]
-            event = max(event_probs, key=event_probs.get)
-            raw = raw.replace(parts["event"], event, 1) if parts["event"] else raw
-        result.append(Decoded(raw, d.language_probs, distribution, event_probs))
-    return result
+    return [Decoded(change["raw"], d.language_probs, change["emotion_probs"],
+                    change.get("event_probs", d.event_probs))
+            for d, change in zip(decoded, cascade.redecide(stage1))]
 
 
 def with_rules(rules, decoded: list[Decoded], rows: list[ManifestRow]) -> list[Decoded]:

@@ -169,6 +169,26 @@ class Cascade:
         events = distributions(self.event_head, self.config.event_classes) if self.event_head else None
         return distributions(self.head, self.config.classes), events
 
+    def redecide(self, stage1: list[dict]) -> list[dict]:
+        """Per stage-1 result ({raw, pooled, emotion_probs, text}): the raw output with the
+        emotion (and, with an event head, the event) tag replaced by the cascade's decision,
+        and the new distributions."""
+        from svlora.labels import split_output
+
+        emotions, events = self.predict_both(stage1)
+        decided = []
+        for index, (item, distribution) in enumerate(zip(stage1, emotions)):
+            parts, raw = split_output(item["raw"]), item["raw"]
+            emotion = max(distribution, key=distribution.get)
+            raw = raw.replace(parts["emotion"], emotion, 1) if parts["emotion"] else raw
+            change = {"emotion": emotion, "emotion_probs": distribution}
+            if events:
+                event = max(events[index], key=events[index].get)
+                raw = raw.replace(parts["event"], event, 1) if parts["event"] else raw
+                change.update(event=event, event_probs=events[index])
+            decided.append({**change, "raw": raw})
+        return decided
+
 
 def load_cascade(directory: str | Path, base_sha256: str, adapter_sha256: str | None,
                  allow_base_mismatch: bool = False) -> Cascade:

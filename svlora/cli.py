@@ -178,8 +178,22 @@ def build_parser() -> argparse.ArgumentParser:
     served.add_argument("--name", default="sensevoice-small", help="the base model's name")
     served.add_argument("--host", default="127.0.0.1")
     served.add_argument("--port", type=int, default=8000)
+    served.add_argument("--rules", action="append", default=[], metavar="NAME=MODEL:RULES",
+                        help="a pipeline: MODEL (the base or an --adapter name) then rules "
+                        "(a YAML path or a shipped example); repeatable")
+    served.add_argument("--cascade", action="append", default=[], metavar="NAME=MODEL:DIR",
+                        help="a pipeline: MODEL then a cascade trained on it; repeatable")
     served.add_argument("--max-upload-mb", type=float, default=25.0)
     served.add_argument("--max-seconds", type=float, default=3600.0, help="longest audio accepted")
+    served.add_argument("--adapter-root", help="admin loads adapters only from under this directory")
+    served.add_argument("--admin-token", help="bearer token of the admin API (or env "
+                        "SVLORA_ADMIN_TOKEN); without one the admin API is off")
+    served.add_argument("--max-adapters", type=int, help="LRU bound on loaded adapters")
+    served.add_argument("--batch-window-ms", type=float, default=10.0,
+                        help="wait this long for more requests to decode together (0: no wait)")
+    served.add_argument("--max-batch", type=int, default=32, help="requests decoded together at most")
+    served.add_argument("--max-queue", type=int, default=64,
+                        help="requests waiting or decoding; beyond it: 503 with Retry-After")
 
     quick = commands.add_parser("quickstart", help="the whole pipeline on a tiny model and demo data")
     quick.add_argument("--out", default="svlora-quickstart")
@@ -338,6 +352,7 @@ def run_cascade(args) -> None:
 
 def run_serve(args) -> None:
     from svlora.adapters.serve import ServeSettings, serve
+    from svlora.config import parse_named_target
 
     adapters = {}
     for spec in args.adapter:
@@ -345,12 +360,23 @@ def run_serve(args) -> None:
         if not name or not path or name in adapters:
             raise SvloraError(f"--adapter {spec!r}: expected a unique NAME=PATH")
         adapters[name] = path
-    settings = ServeSettings(model=args.model, adapters=adapters, base_name=args.name,
-                             device=args.device, max_upload_bytes=int(args.max_upload_mb * 2**20),
-                             max_audio_seconds=args.max_seconds,
-                             allow_base_mismatch=args.allow_base_mismatch)
-    print(f"serving {args.name} and {len(adapters)} adapter(s) on http://{args.host}:{args.port}",
-          flush=True)
+
+    def pipelines(specs: list[str], flag: str, example: str) -> dict:
+        parsed = [parse_named_target(spec, flag, example) for spec in specs]
+        return {name: (source, target) for name, source, target in parsed}
+
+    settings = ServeSettings(
+        model=args.model, adapters=adapters, base_name=args.name, device=args.device,
+        rules=pipelines(args.rules, "--rules", "clinic+rules=clinic:soft_particles"),
+        cascades=pipelines(args.cascade, "--cascade", "clinic+cascade=clinic:runs/cascade"),
+        max_upload_bytes=int(args.max_upload_mb * 2**20), max_audio_seconds=args.max_seconds,
+        allow_base_mismatch=args.allow_base_mismatch, adapter_root=args.adapter_root,
+        admin_token=args.admin_token, max_adapters=args.max_adapters,
+        batch_window_ms=args.batch_window_ms, max_batch_requests=args.max_batch,
+        max_queue=args.max_queue)
+    print(f"serving {args.name}, {len(adapters)} adapter(s), "
+          f"{len(settings.rules) + len(settings.cascades)} pipeline(s) on "
+          f"http://{args.host}:{args.port}", flush=True)
     serve(settings, args.host, args.port)
 
 

@@ -114,3 +114,14 @@ def load_config(cls: type[Config], path: str | Path, overrides: list[str] | None
         if check:
             check(config, where)
     return config
+
+
+def parse_named_target(spec: str, flag: str, example: str) -> tuple[str, str, str]:
+    """(name, source, target) of a 'NAME=SOURCE:TARGET' command-line spec."""
+    from svlora.errors import SvloraError
+
+    name, _, rest = spec.partition("=")
+    source, _, target = rest.partition(":")
+    if not (name and source and target):
+        raise SvloraError(f"{flag} {spec!r}: expected NAME=SOURCE:TARGET, e.g. {example}")
+    return name, source, target

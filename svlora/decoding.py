@@ -3,6 +3,7 @@ and audio files to results (long files cut into bounded segments first)."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -118,13 +119,15 @@ def tag_distributions(log_probs: torch.Tensor, kind: str, banned: tuple[str, ...
 def decode_features(base: BaseModel, features: list[torch.Tensor],
                     max_seconds_per_batch: float | None = None, language: str = "auto",
                     itn: str | list[str] = "woitn", ban_emo_unknown: bool = False,
-                    with_pooled: bool = False) -> list[Decoded]:
+                    with_pooled: bool = False, batch_context=None) -> list[Decoded]:
     """Greedy outputs ('<|en|><|HAPPY|><|Speech|><|woitn|>text') with tag distributions.
 
     Clips are batched by duration (padded seconds per batch bounded); `itn` may be one value or
     one per clip (each clip decoded with its manifest's with/without-ITN query); bf16 on GPUs
     that have it. `ban_emo_unknown` forbids <|EMO_UNKNOWN|>, as SenseVoice's published emotion
     results do (FunASR's ban_emo_unk). `with_pooled` keeps each clip's mean encoder output.
+    `batch_context(indices)`, if given, wraps each forward pass over those clips (the server
+    routes each row to its own adapter this way).
     """
     max_seconds_per_batch = max_seconds_per_batch or default_batch_seconds(base.device)
     module = base.model
@@ -141,7 +144,8 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
         for batch in duration_batches([features[i].shape[0] for i in members], max_seconds_per_batch):
             chunk = [members[i] for i in batch]
             padded, lengths = pad_features([features[i] for i in chunk])
-            with torch.autocast(base.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            with (batch_context(chunk) if batch_context else nullcontext()), \
+                    torch.autocast(base.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 encoder_out, out_lengths = encoder_output(module, padded.to(base.device), lengths,
                                                           language, style)
                 log_probs = module.ctc.log_softmax(encoder_out)
@@ -169,6 +173,53 @@ def transcribe_features(base: BaseModel, features: list[torch.Tensor],
                                            ban_emo_unknown)]
 
 
+@dataclass
+class PreparedFile:
+    """An audio file read, cut into segments and featurised: ready to decode."""
+
+    path: str
+    seconds: float
+    segments: list[Segment]
+    how: str                       # "whole", or how it was segmented
+    features: list[torch.Tensor]   # one per segment
+
+
+def prepare_file(base: BaseModel, path: str, max_segment_seconds: float = MAX_SEGMENT_SECONDS,
+                 max_file_seconds: float | None = None, vad_loader=load_vad) -> PreparedFile:
+    """Read `path`, refuse it past `max_file_seconds`, cut it when longer than
+    `max_segment_seconds` (Silero VAD from `vad_loader()`, else fixed windows), featurise."""
+    from svlora.audio import AudioDecodeError, load_audio
+
+    try:
+        waveform = load_audio(path)
+    except AudioDecodeError as error:
+        raise SvloraError(f"{path}: {error}") from error
+    seconds = waveform.size / TARGET_RATE
+    if max_file_seconds is not None and seconds > max_file_seconds:
+        raise SvloraError(f"{path}: {seconds:.1f} s is longer than --max-seconds "
+                          f"{max_file_seconds:g}; raise the limit or cut the file")
+    vad = vad_loader() if seconds > max_segment_seconds else None
+    segments, how = speech_segments(waveform, max_segment_seconds, vad)
+    features = [base.features(waveform[int(s.start * TARGET_RATE):int(s.end * TARGET_RATE)])
+                for s in segments]
+    return PreparedFile(str(path), seconds, segments, how, features)
+
+
+def decode_prepared(base: BaseModel, files: list[PreparedFile], max_seconds_per_batch: float | None = None,
+                    language: str = "auto", itn: str = "woitn", ban_emo_unknown: bool = False,
+                    with_pooled: bool = False, batch_context=None) -> list[dict]:
+    """One result per prepared file (see file_result), every segment of every file decoded in
+    shared duration-sorted batches. `batch_context(file_indices)` as in decode_features, given
+    the files each forward pass covers."""
+    owners = [index for index, item in enumerate(files) for _ in item.features]
+    context = (lambda rows: batch_context([owners[r] for r in rows])) if batch_context else None
+    outputs = iter(decode_features(base, [f for item in files for f in item.features],
+                                   max_seconds_per_batch, language, itn, ban_emo_unknown,
+                                   with_pooled, context))
+    return [file_result(item.path, item.segments, item.how, [next(outputs) for _ in item.segments])
+            for item in files]
+
+
 def transcribe_files(base: BaseModel, paths: list[str], max_seconds_per_batch: float | None = None,
                      language: str = "auto", itn: str = "woitn",
                      max_segment_seconds: float = MAX_SEGMENT_SECONDS,
@@ -181,38 +232,20 @@ def transcribe_files(base: BaseModel, paths: list[str], max_seconds_per_batch: f
     groups of about `pending_seconds` of audio, so memory stays bounded however many or how
     long the files are. `max_file_seconds` refuses longer files; `vad_loader()` gives the VAD
     (called on the first long file; None: fixed windows)."""
-    from svlora.audio import AudioDecodeError, load_audio
-
     results: list[dict] = []
-    pending: list[tuple[str, list[Segment], str, list[torch.Tensor]]] = []
-
-    def flush() -> None:
-        features = [f for _, _, _, pieces in pending for f in pieces]
-        raws = iter(decode_features(base, features, max_seconds_per_batch, language, itn,
-                                    ban_emo_unknown, with_pooled))
-        for path, segments, how, _ in pending:
-            outputs = [next(raws) for _ in segments]
-            results.append(file_result(path, segments, how, outputs))
-        pending.clear()
-
+    pending: list[PreparedFile] = []
+    pending_total = 0.0
     for path in paths:
-        try:
-            waveform = load_audio(path)
-        except AudioDecodeError as error:
-            raise SvloraError(f"{path}: {error}") from error
-        seconds = waveform.size / TARGET_RATE
-        if max_file_seconds is not None and seconds > max_file_seconds:
-            raise SvloraError(f"{path}: {seconds:.1f} s is longer than --max-seconds "
-                              f"{max_file_seconds:g}; raise the limit or cut the file")
-        vad = vad_loader() if seconds > max_segment_seconds else None
-        segments, how = speech_segments(waveform, max_segment_seconds, vad)
-        pieces = [base.features(waveform[int(s.start * TARGET_RATE):int(s.end * TARGET_RATE)])
-                  for s in segments]
-        pending.append((str(path), segments, how, pieces))
-        if sum(s.seconds for _, segs, _, _ in pending for s in segs) >= pending_seconds:
-            flush()
+        prepared = prepare_file(base, path, max_segment_seconds, max_file_seconds, vad_loader)
+        pending.append(prepared)
+        pending_total += sum(s.seconds for s in prepared.segments)
+        if pending_total >= pending_seconds:
+            results += decode_prepared(base, pending, max_seconds_per_batch, language, itn,
+                                       ban_emo_unknown, with_pooled)
+            pending, pending_total = [], 0.0
     if pending:
-        flush()
+        results += decode_prepared(base, pending, max_seconds_per_batch, language, itn,
+                                   ban_emo_unknown, with_pooled)
     return results
 
 

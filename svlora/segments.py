@@ -59,6 +59,23 @@ def load_vad():
         return load_silero_vad()
 
 
+class LazyVad:
+    """Silero VAD loaded on the first call, once (None where silero-vad is not installed);
+    thread-safe, so concurrent first long files load it once."""
+
+    def __init__(self):
+        import threading
+
+        self.vad = None
+        self.lock = threading.Lock()
+
+    def __call__(self):
+        with self.lock:
+            if self.vad is None:
+                self.vad = load_vad() or False
+        return self.vad or None
+
+
 def speech_segments(waveform: np.ndarray, max_seconds: float = MAX_SEGMENT_SECONDS,
                     vad=None) -> tuple[list[Segment], str]:
     """The file's segments and how they were found: 'whole' (short enough), 'vad', or
