@@ -44,6 +44,36 @@ def export_adapter(model: str, adapter: str, out: str, merge: bool = False, hub:
     return out_dir
 
 
+def export_onnx(model: str, adapter: str, out: str, kind: str, int8: bool = False, hub: str = "ms",
+                allow_base_mismatch: bool = False, trust_remote_code: bool = False,
+                overwrite: bool = False, verify: str | None = None,
+                runtime_python: str | None = None) -> tuple[Path, dict | None]:
+    """Merge the adapter and write an ONNX dir in sherpa-onnx's or FunASR ONNX's contract
+    (adapters/onnx_export.py); with `verify` (a manifest), decode it through that runtime and
+    compare with the unmerged adapter (adapters/onnx_verify.py). Parity below 99% is an error
+    after the files are written (they stay, with verify-KIND.json saying what differs)."""
+    from svlora.adapters.onnx_export import write_onnx_dir
+    from svlora.adapters.onnx_verify import PARITY_TARGET, verify_export
+
+    check_output_dir(Path(out), [("the adapter", Path(adapter)), ("the base model", Path(model))],
+                     overwrite)
+    runtime = load_model(model, adapter, hub=hub, allow_base_mismatch=allow_base_mismatch,
+                         merge=True, trust_remote_code=trust_remote_code)
+    provenance = {"base_model": str(model), "base_sha256": runtime.base_sha256,
+                  "adapter": str(adapter), "adapter_meta": runtime.adapter_meta}
+    out_dir = write_onnx_dir(runtime, Path(out), kind, int8, provenance)
+    if verify is None:
+        return out_dir, None
+    reference = load_model(model, adapter, hub=hub, allow_base_mismatch=allow_base_mismatch,
+                           trust_remote_code=trust_remote_code)
+    report = verify_export(reference, out_dir, kind, verify, int8, runtime_python)
+    if report["fp32_identical_rate"] < PARITY_TARGET:
+        raise AdapterError(f"{out_dir}: only {report['fp32_identical']}/{report['clips']} clips give the "
+                           f"same text and tags through {report['runtime']} as svlora "
+                           f"(target {PARITY_TARGET:.0%}); see {out_dir / f'verify-{kind}.json'}")
+    return out_dir, report
+
+
 def check_output_dir(out: Path, protected: list[tuple[str, Path]], overwrite: bool) -> None:
     """Refuse an --out that would delete what it must not: the adapter, the base model or the
     training run (or a folder holding them), and any non-empty folder without --overwrite."""

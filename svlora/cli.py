@@ -132,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True)
     export.add_argument("--merge", action="store_true", help="fold the adapter into the base weights")
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    export.add_argument("--onnx", choices=["sherpa", "funasr"],
+                        help="merge and write ONNX in sherpa-onnx's or FunASR ONNX's contract")
+    export.add_argument("--int8", action="store_true", help="with --onnx: also a MatMul-int8 model")
+    export.add_argument("--verify", metavar="MANIFEST",
+                        help="with --onnx: decode these clips through the runtime; fail below 99%% parity")
+    export.add_argument("--runtime-python", metavar="PYTHON",
+                        help="with --verify: the interpreter that has the runtime (e.g. a venv "
+                        "with funasr-onnx, which pins numpy<=1.26.4)")
 
     transcribe = commands.add_parser("transcribe", help="transcribe audio files")
     _add_model_args(transcribe)
@@ -287,6 +295,26 @@ def run_eval(args) -> int:
 
 def run_export(args) -> None:
     from svlora.adapters import export_adapter
+
+    if args.onnx:
+        from svlora.adapters.export import export_onnx
+
+        out, report = export_onnx(args.model, args.adapter, args.out, args.onnx, args.int8, args.hub,
+                                  args.allow_base_mismatch, args.trust_remote_code, args.overwrite,
+                                  args.verify, args.runtime_python)
+        print(f"wrote ONNX ({args.onnx} contract{', int8' if args.int8 else ''}) {out}")
+        if report:
+            print(f"parity through {report['runtime']}: {report['fp32_identical']}/{report['clips']} "
+                  f"clips identical (text and tags); CER torch {report['torch_fp32']['cer']} "
+                  f"onnx {report['onnx_fp32']['cer']}")
+            if "onnx_int8" in report:
+                print(f"int8: CER {report['onnx_int8']['cer']} (change {report['int8_change']['cer']:+}), "
+                      f"emotion accuracy {report['onnx_int8']['emotion_accuracy']} (change "
+                      f"{report['int8_change']['emotion_accuracy']}), identical "
+                      f"{report['int8_identical_to_fp32']}/{report['clips']}")
+        return
+    if args.int8 or args.verify or args.runtime_python:
+        raise SvloraError("--int8, --verify and --runtime-python go with --onnx")
 
     out = export_adapter(args.model, args.adapter, args.out, merge=args.merge, hub=args.hub,
                          allow_base_mismatch=args.allow_base_mismatch, device=args.device,
