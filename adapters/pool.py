@@ -62,6 +62,17 @@ class Route:
     rules: object | None = None
     cascade: object | None = None
 
+    def finish(self, result: dict) -> dict:
+        """Stage 1's result after this route's cascade, then its rules (as `svlora eval`'s arms
+        order them)."""
+        from svlora.postprocess import result_with_cascade, result_with_rules
+
+        if self.cascade is not None:
+            result = result_with_cascade(self.cascade, result)
+        if self.rules is not None:
+            result = result_with_rules(self.rules, result)
+        return result
+
 
 class ModelPool:
     def __init__(self, settings: ServeSettings):

@@ -75,17 +75,6 @@ def response_body(result: dict, duration: float, response_format: str) -> Respon
     return JSONResponse(body)
 
 
-def postprocess(route, result: dict) -> dict:
-    """A pipeline's cascade, then its rules (as `svlora eval`'s arms order them)."""
-    from svlora.postprocess import result_with_cascade, result_with_rules
-
-    if route.cascade is not None:
-        result = result_with_cascade(route.cascade, result)
-    if route.rules is not None:
-        result = result_with_rules(route.rules, result)
-    return result
-
-
 class AdapterLoad(Body):
     name: str
     path: str
@@ -210,7 +199,7 @@ def create_app(pool: ModelPool) -> FastAPI:
                 future = batcher.submit(job)
             except Overloaded as error:
                 raise HTTPException(503, str(error), headers={"Retry-After": str(error.retry_after)}) from None
-            result = postprocess(route, await asyncio.wrap_future(future))
+            result = route.finish(await asyncio.wrap_future(future))
         finally:
             pool.release(route)
         return response_body(result, prepared.seconds, response_format), prepared.seconds

@@ -30,6 +30,22 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                         "remote_code); off by default: a model dir is data")
 
 
+def _add_arm_args(parser: argparse.ArgumentParser, port: int, max_seconds: float) -> None:
+    """The base, adapters and pipelines a server or the demo holds, and where it listens."""
+    _add_model_args(parser)
+    parser.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
+                        help="an adapter selected as model NAME; repeatable")
+    parser.add_argument("--rules", action="append", default=[], metavar="NAME=MODEL:RULES",
+                        help="a pipeline: MODEL (the base or an --adapter name) then rules "
+                        "(a YAML path or a shipped example); repeatable")
+    parser.add_argument("--cascade", action="append", default=[], metavar="NAME=MODEL:DIR",
+                        help="a pipeline: MODEL then a cascade trained on it; repeatable")
+    parser.add_argument("--name", default="sensevoice-small", help="the base model's name")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument("--max-seconds", type=float, default=max_seconds, help="longest audio accepted")
+
+
 def _add_stage1_args(parser: argparse.ArgumentParser, data_help: str, out_help: str) -> None:
     """Stage 1 (base, or base + adapter), the labelled data and the output of a lighter path."""
     _add_model_args(parser)
@@ -180,19 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     ctrain.add_argument("--cache-dir", help="stage-1 outputs cache (default: .stage1-cache beside --out)")
 
     served = commands.add_parser("serve", help="an OpenAI-style transcription server (base + adapters)")
-    _add_model_args(served)
-    served.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
-                        help="an adapter clients select with model=NAME; repeatable")
-    served.add_argument("--name", default="sensevoice-small", help="the base model's name")
-    served.add_argument("--host", default="127.0.0.1")
-    served.add_argument("--port", type=int, default=8000)
-    served.add_argument("--rules", action="append", default=[], metavar="NAME=MODEL:RULES",
-                        help="a pipeline: MODEL (the base or an --adapter name) then rules "
-                        "(a YAML path or a shipped example); repeatable")
-    served.add_argument("--cascade", action="append", default=[], metavar="NAME=MODEL:DIR",
-                        help="a pipeline: MODEL then a cascade trained on it; repeatable")
+    _add_arm_args(served, port=8000, max_seconds=3600.0)
     served.add_argument("--max-upload-mb", type=float, default=25.0)
-    served.add_argument("--max-seconds", type=float, default=3600.0, help="longest audio accepted")
     served.add_argument("--adapter-root", help="admin loads adapters only from under this directory")
     served.add_argument("--admin-token", help="bearer token of the admin API (or env "
                         "SVLORA_ADMIN_TOKEN); without one the admin API is off")
@@ -202,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     served.add_argument("--max-batch", type=int, default=32, help="requests decoded together at most")
     served.add_argument("--max-queue", type=int, default=64,
                         help="requests waiting or decoding; beyond it: 503 with Retry-After")
+
+    demo = commands.add_parser("demo", help="a Gradio A/B page: one clip, every arm side by side")
+    _add_arm_args(demo, port=7860, max_seconds=600.0)
+    demo.add_argument("--examples", metavar="MANIFEST", help="pre-fill example clips from a manifest")
 
     quick = commands.add_parser("quickstart", help="the whole pipeline on a tiny model and demo data")
     quick.add_argument("--out", default="svlora-quickstart")
@@ -378,8 +387,9 @@ def run_cascade(args) -> None:
     print(f"wrote {args.out}")
 
 
-def run_serve(args) -> None:
-    from svlora.adapters.serve import ServeSettings, serve
+def _arm_settings(args, **extra):
+    """ServeSettings from the arguments _add_arm_args defines."""
+    from svlora.adapters.pool import ServeSettings
     from svlora.config import parse_named_target
 
     adapters = {}
@@ -393,19 +403,32 @@ def run_serve(args) -> None:
         parsed = [parse_named_target(spec, flag, example) for spec in specs]
         return {name: (source, target) for name, source, target in parsed}
 
-    settings = ServeSettings(
+    return ServeSettings(
         model=args.model, adapters=adapters, base_name=args.name, device=args.device,
         rules=pipelines(args.rules, "--rules", "clinic+rules=clinic:soft_particles"),
         cascades=pipelines(args.cascade, "--cascade", "clinic+cascade=clinic:runs/cascade"),
-        max_upload_bytes=int(args.max_upload_mb * 2**20), max_audio_seconds=args.max_seconds,
-        allow_base_mismatch=args.allow_base_mismatch, adapter_root=args.adapter_root,
+        max_audio_seconds=args.max_seconds, allow_base_mismatch=args.allow_base_mismatch, **extra)
+
+
+def run_serve(args) -> None:
+    from svlora.adapters.serve import serve
+
+    settings = _arm_settings(
+        args, max_upload_bytes=int(args.max_upload_mb * 2**20), adapter_root=args.adapter_root,
         admin_token=args.admin_token, max_adapters=args.max_adapters,
-        batch_window_ms=args.batch_window_ms, max_batch_requests=args.max_batch,
-        max_queue=args.max_queue)
-    print(f"serving {args.name}, {len(adapters)} adapter(s), "
+        batch_window_ms=args.batch_window_ms, max_batch_requests=args.max_batch, max_queue=args.max_queue)
+    print(f"serving {args.name}, {len(settings.adapters)} adapter(s), "
           f"{len(settings.rules) + len(settings.cascades)} pipeline(s) on "
           f"http://{args.host}:{args.port}", flush=True)
     serve(settings, args.host, args.port)
+
+
+def run_demo(args) -> None:
+    from svlora.adapters.demo import launch_demo
+
+    settings = _arm_settings(args)
+    print(f"svlora demo on http://{args.host}:{args.port}", flush=True)
+    launch_demo(settings, args.host, args.port, args.examples)
 
 
 def run_quickstart(args) -> None:
@@ -426,7 +449,8 @@ HANDLERS = {"make-tiny-model": run_make_tiny_model, "prepare": run_prepare, "che
             "train": run_train,
             "eval": run_eval, "export": run_export, "transcribe": run_transcribe,
             "quickstart": run_quickstart, "recipes": run_recipes, "rules": run_rules,
-            "cascade": run_cascade, "serve": run_serve}
+            "cascade": run_cascade, "serve": run_serve,
+            "demo": run_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
