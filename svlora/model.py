@@ -49,8 +49,12 @@ FUNASR_IMPORT_NOTICES = ("Notice: ffmpeg is not installed", "If you want to use 
 def import_automodel():
     """FunASR's AutoModel; its import-time ffmpeg notice (svlora decodes audio itself) is
     dropped, anything else it prints goes to stderr."""
+    import warnings
+
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
+    with contextlib.redirect_stdout(printed), warnings.catch_warnings():
+        # pydub (a gradio dependency FunASR imports when present) warns about ffmpeg likewise
+        warnings.filterwarnings("ignore", message="Couldn't find ffmpeg", category=RuntimeWarning)
         from funasr import AutoModel
     for line in printed.getvalue().splitlines():
         if line.strip() and not any(n in line for n in FUNASR_IMPORT_NOTICES):
