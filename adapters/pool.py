@@ -10,7 +10,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from svlora.adapter_format import attach_adapter
+from svlora.adapter_format import (attach_adapter, check_adapter_matches_base,
+                                   check_adapter_weights, read_adapter_meta)
 from svlora.decoding import PreparedFile, decode_prepared
 from svlora.errors import AdapterError, SvloraError
 from svlora.model import BaseModel, load_base_model, weights_sha256
@@ -134,6 +135,10 @@ class ModelPool:
         before PEFT touches the model; a failure leaves the model as it was."""
         self.check_new_name(name)
         directory = self.adapter_dir(path) if admin else Path(path)
+        # refuse a bad adapter before anything is evicted for it
+        check_adapter_matches_base(read_adapter_meta(directory), directory, self.base_sha256,
+                                   self.settings.allow_base_mismatch)
+        check_adapter_weights(directory / "adapter_model.safetensors")
         if self.settings.max_adapters is not None:
             while len(self.adapters) >= self.settings.max_adapters:
                 self.evict_one()

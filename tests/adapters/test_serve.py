@@ -271,6 +271,14 @@ def test_overload_gets_503_with_retry_after_and_the_lru_bound_evicts(quickstart_
         too_long = write_tone(quickstart_dir / "six-seconds.wav", seconds=6.0)
         response = post(url, too_long)
         assert response.status_code == 400 and "longer than --max-seconds 5" in response.json()["detail"]
+        corrupt = quickstart_dir / "lru-corrupt"
+        shutil.rmtree(corrupt, ignore_errors=True)
+        shutil.copytree(quickstart_dir / "clinic-run/adapter", corrupt)
+        (corrupt / "adapter_model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{bad")
+        refused = httpx.post(f"{url}/v1/admin/adapters", headers=ADMIN, timeout=60,
+                             json={"name": "broken", "path": "lru-corrupt"})
+        assert refused.status_code == 400  # and nothing was evicted to make room for it
+        assert [m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]] == ["sensevoice-small", "clinic"]
         loaded = httpx.post(f"{url}/v1/admin/adapters", headers=ADMIN, timeout=60,
                             json={"name": "clinic2", "path": "clinic-run/adapter"})
         assert loaded.status_code == 201, loaded.text
