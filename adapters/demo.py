@@ -41,10 +41,11 @@ def transcribe_all(pool: ModelPool, path: str | None, language: str, itn: bool) 
                             vad_loader=pool.vad_model)
     routes = [pool.acquire(name) for name in pool.names()]
     try:
-        results = pool.decode([prepared] * len(routes), [r.stage1 for r in routes], language,
-                              "withitn" if itn else "woitn",
+        stage1 = list(dict.fromkeys(r.stage1 for r in routes))  # a pipeline reuses its model's decoding
+        decoded = pool.decode([prepared] * len(stage1), stage1, language, "withitn" if itn else "woitn",
                               with_pooled=any(r.cascade is not None for r in routes))
-        return [route.finish(result) for route, result in zip(routes, results)]
+        by_stage1 = dict(zip(stage1, decoded))
+        return [route.finish(by_stage1[route.stage1]) for route in routes]
     finally:
         for route in routes:
             pool.release(route)

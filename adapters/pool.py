@@ -10,8 +10,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from svlora.adapter_format import (attach_adapter, check_adapter_matches_base,
-                                   check_adapter_weights, read_adapter_meta)
+from svlora.adapter_format import checked_adapter_meta, inject_adapter
 from svlora.decoding import PreparedFile, decode_prepared
 from svlora.errors import AdapterError, SvloraError
 from svlora.model import BaseModel, load_base_model, weights_sha256
@@ -136,21 +135,15 @@ class ModelPool:
         self.check_new_name(name)
         directory = self.adapter_dir(path) if admin else Path(path)
         # refuse a bad adapter before anything is evicted for it
-        check_adapter_matches_base(read_adapter_meta(directory), directory, self.base_sha256,
-                                   self.settings.allow_base_mismatch)
-        check_adapter_weights(directory / "adapter_model.safetensors")
+        meta = checked_adapter_meta(directory, self.base_sha256, self.settings.allow_base_mismatch)
         if self.settings.max_adapters is not None:
             while len(self.adapters) >= self.settings.max_adapters:
                 self.evict_one()
         with self.model_lock:
             try:
-                self.peft_model, meta = attach_adapter(self.peft_model or self.base.model, directory,
-                                                       self.base_sha256, self.settings.allow_base_mismatch,
-                                                       name)
-            except Exception as error:
+                self.peft_model = inject_adapter(self.peft_model or self.base.model, directory, name)
+            except Exception as error:  # PEFT's own errors (shapes, keys): the model stays as it was
                 self.drop_partial(name)
-                if isinstance(error, SvloraError):
-                    raise
                 raise AdapterError(f"{directory}: not a loadable adapter ({type(error).__name__}: "
                                    f"{error})") from error
         with self.registry_lock:

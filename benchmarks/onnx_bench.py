@@ -97,7 +97,6 @@ def main() -> None:
                                                   spec=full_size_spec() if args.full_size else None))
         runtime = load_model(model, args.adapter, merge=bool(args.adapter))
         export_dir = write_onnx_dir(runtime, work / "onnx", "sherpa", True, {"base_model": model})
-        runtime = load_model(model, args.adapter, merge=bool(args.adapter))  # export moved it to eval/cpu
         print(machine_line("cpu"))
         print(f"model {'full-size (random init)' if args.full_size else model}, {len(paths)} clips, "
               f"{audio:.0f} s of audio, {threads} threads everywhere, {args.repeats} timed runs after 1 warm-up")

@@ -92,19 +92,23 @@ def check_adapter_weights(path: Path) -> None:
                            "re-export the adapter") from None
 
 
-def attach_adapter(module, adapter_dir: str | Path, base_sha256: str,
-                   allow_base_mismatch: bool = False, name: str = "default"):
-    """Attach the adapter's LoRA weights under `name` and make it the active one, for inference.
-
-    `module` is a SenseVoiceSmall (wrapped in a new PeftModel) or a PeftModel from an earlier
-    call (the adapter is added beside the others). PEFT injects the LoRA layers into the
-    SenseVoiceSmall itself, so decoding it uses the active adapter.
-    """
-    from peft import PeftModel
-
+def checked_adapter_meta(adapter_dir: str | Path, base_sha256: str,
+                         allow_base_mismatch: bool = False) -> dict:
+    """svlora.json of an adapter that may be attached to this base: metadata, base sha256 and
+    readable safetensors weights all checked."""
     meta = read_adapter_meta(adapter_dir)
     check_adapter_matches_base(meta, adapter_dir, base_sha256, allow_base_mismatch)
     check_adapter_weights(Path(adapter_dir) / "adapter_model.safetensors")
+    return meta
+
+
+def inject_adapter(module, adapter_dir: str | Path, name: str = "default"):
+    """Load an already checked adapter's LoRA weights under `name` and make it the active one,
+    for inference. `module` is a SenseVoiceSmall (wrapped in a new PeftModel) or a PeftModel
+    from an earlier call (the adapter is added beside the others). PEFT injects the LoRA layers
+    into the SenseVoiceSmall itself, so decoding it uses the active adapter."""
+    from peft import PeftModel
+
     if isinstance(module, PeftModel):
         peft_model = module
         peft_model.load_adapter(str(adapter_dir), adapter_name=name)
@@ -113,4 +117,11 @@ def attach_adapter(module, adapter_dir: str | Path, base_sha256: str,
                                                is_trainable=False)
     peft_model.set_adapter(name)
     peft_model.eval()
-    return peft_model, meta
+    return peft_model
+
+
+def attach_adapter(module, adapter_dir: str | Path, base_sha256: str,
+                   allow_base_mismatch: bool = False, name: str = "default"):
+    """checked_adapter_meta, then inject_adapter: (the PeftModel, the adapter's metadata)."""
+    meta = checked_adapter_meta(adapter_dir, base_sha256, allow_base_mismatch)
+    return inject_adapter(module, adapter_dir, name), meta

@@ -336,13 +336,8 @@ def run_transcribe(args) -> None:
 
     runtime = load_model(args.model, args.adapter, device=args.device, hub=args.hub,
                          trust_remote_code=args.trust_remote_code, int8=args.int8,
-                         cascade=args.cascade,
+                         cascade=args.cascade, rules=args.rules,
                          allow_base_mismatch=args.allow_base_mismatch)
-    if args.rules:
-        from svlora.postprocess import load_rules
-        from svlora.recipes.rules import rules_path
-
-        runtime.rules = load_rules(rules_path(args.rules))
     for result in runtime.transcribe(args.audio, language=args.language,
                                      max_segment_seconds=args.segment_seconds,
                                      max_file_seconds=args.max_seconds,

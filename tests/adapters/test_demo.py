@@ -4,26 +4,17 @@ it with `svlora transcribe`; the README's screenshot comes from this test."""
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from svlora.adapters import load_model
-from tests.adapters.test_serve import clinic_clips
+from tests.adapters.test_serve import clinic_clips, free_port, wait_until_up
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "demo.png"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +28,7 @@ def demo(quickstart_dir):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-        if process.poll() is not None:
-            raise AssertionError(process.stdout.read())
+    wait_until_up(process, url, seconds=180)
     yield url
     process.terminate()
     process.wait(timeout=30)

@@ -37,16 +37,22 @@ def start_server(quickstart_dir, *extra):
          "--adapter", f"clinic={quickstart_dir / 'clinic-run/adapter'}", "--port", str(port), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
+    wait_until_up(process, f"{url}/health")
+    return process, url
+
+
+def wait_until_up(process, url: str, seconds: float = 120) -> None:
+    """Poll `url` until it answers 200; the process's output if it died first."""
+    deadline = time.time() + seconds
     while time.time() < deadline:
         try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return process, url
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
         except httpx.HTTPError:
             time.sleep(0.5)
         if process.poll() is not None:
             raise AssertionError(process.stdout.read())
-    raise AssertionError("server did not start in 120 s")
+    raise AssertionError(f"{url} did not answer in {seconds:g} s")
 
 
 def stop(process):
