@@ -11,8 +11,8 @@ from pathlib import Path
 from svlora.adapters.pool import ModelPool, ServeSettings
 from svlora.decoding import prepare_file
 from svlora.errors import SvloraError
+from svlora.labels import DECODE_LANGUAGES
 
-LANGUAGES = ("auto", "zh", "en", "yue", "ja", "ko")
 SEGMENT_COLUMNS = ["start", "end", "language", "emotion", "event", "text"]
 
 
@@ -72,7 +72,7 @@ def build_demo(pool: ModelPool, examples: list[str]):
             audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="clip",
                              elem_id="clip")
             with gr.Column():
-                language = gr.Dropdown(list(LANGUAGES), value="auto", label="language", elem_id="language")
+                language = gr.Dropdown(list(DECODE_LANGUAGES), value="auto", label="language", elem_id="language")
                 itn = gr.Checkbox(value=False, label="ITN (punctuation, numbers)", elem_id="itn")
                 button = gr.Button("Transcribe with every arm", variant="primary", elem_id="run")
         outputs = []

@@ -21,6 +21,7 @@ import torch
 
 from svlora.adapter_format import replace_dir
 from svlora.io import sha256_file, staging_dir, write_json_atomic
+from svlora.labels import QUERY_LANGUAGES
 from svlora.tiny_model import BPE_MODEL_NAME
 
 ONNX_KINDS = ("sherpa", "funasr")
@@ -64,7 +65,7 @@ def sherpa_metadata(sensevoice, model_dir: Path, vocab_size: int, frontend: dict
             "normalize_samples": 0, "neg_mean": neg_mean, "inv_stddev": inv_stddev,
             "model_type": "sense_voice_ctc", "version": "2", "model_author": "svlora",
             "maintainer": "svlora", "vocab_size": vocab_size, "comment": "svlora merged adapter",
-            **{f"lang_{name}": lid[name] for name in ("auto", "zh", "en", "yue", "ja", "ko", "nospeech")},
+            **{f"lang_{name}": lid[name] for name in QUERY_LANGUAGES},
             "with_itn": itn["withitn"], "without_itn": itn["woitn"]}
 
 

@@ -24,9 +24,9 @@ from svlora.adapters.pool import ModelBusy, ModelPool, ServeSettings
 from svlora.audio import AudioDecodeError
 from svlora.decoding import prepare_file
 from svlora.errors import SvloraError
+from svlora.labels import DECODE_LANGUAGES
 
 RESPONSE_FORMATS = ("json", "verbose_json", "text", "srt", "vtt")
-LANGUAGES = ("auto", "zh", "en", "yue", "ja", "ko")
 ADMIN_TOKEN_ENV = "SVLORA_ADMIN_TOKEN"
 
 __all__ = ["ServeSettings", "ModelPool", "create_app", "serve"]
@@ -179,8 +179,8 @@ def create_app(pool: ModelPool) -> FastAPI:
         if response_format not in RESPONSE_FORMATS:
             raise HTTPException(400, f"response_format {response_format!r}: use one of "
                                 f"{', '.join(RESPONSE_FORMATS)}")
-        if language not in LANGUAGES:
-            raise HTTPException(400, f"language {language!r}: use one of {', '.join(LANGUAGES)}")
+        if language not in DECODE_LANGUAGES:
+            raise HTTPException(400, f"language {language!r}: use one of {', '.join(DECODE_LANGUAGES)}")
         data = await file.read(settings.max_upload_bytes + 1)
         if len(data) > settings.max_upload_bytes:
             raise HTTPException(413, f"file larger than {settings.max_upload_bytes} bytes")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-RICH_PREFIX_LENGTH = 4  # [language, emotion, event, itn] precede the text in the target
+from svlora.model import RICH_PREFIX_LENGTH
 
 
 class SenseVoiceObjective(torch.nn.Module):

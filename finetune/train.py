@@ -33,7 +33,7 @@ from svlora.io import require_output_dir, write_text_atomic
 from svlora.labels import split_output
 from svlora.manifest import read_manifest
 from svlora.metrics import accuracy, corpus_cer
-from svlora.model import BaseModel, load_base_model, weights_sha256, write_model_dir
+from svlora.model import BaseModel, load_base_model, resolve_device, weights_sha256, write_model_dir
 
 HIGHER_IS_BETTER = {"val_emotion_accuracy"}
 
@@ -48,14 +48,6 @@ class TrainResult:
     model: torch.nn.Module       # the trained module as it ended (last step, not best)
     stopped_early: bool = False
     is_main_process: bool = True  # False on the other ranks of a multi-process run
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SvloraError(f"train.device={name} but no CUDA device is available; use cpu or auto")
-    return torch.device(name)
 
 
 def learning_rate_factor(step: int, warmup: int, total: int, schedule: str = "cosine",
@@ -195,7 +187,7 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False, log=pri
                           "--overwrite to replace it, or set out=ANOTHER_DIR")
     if overwrite and resume:
         raise SvloraError("--overwrite and --resume contradict each other: choose one")
-    accelerator = make_accelerator(resolve_device(recipe.train.device))
+    accelerator = make_accelerator(torch.device(resolve_device(recipe.train.device)))
     if not accelerator.is_main_process:
         return run_training(recipe, accelerator, resume, log)
     require_output_dir(out, "out=")
@@ -417,7 +409,7 @@ def save_best(recipe: Recipe, trainable_model, base: BaseModel, base_sha256: str
 def preflight(recipe: Recipe, log=print) -> dict:
     """One forward/backward/step on the largest batch the recipe can make; peak memory
     checked against train.max_memory_gb."""
-    device = resolve_device(recipe.train.device)
+    device = torch.device(resolve_device(recipe.train.device))
     precision = resolve_precision(recipe.train.precision, device)
     seed_everything(recipe.train.seed)
     base = load_base_model(recipe.model, device=str(device), hub=recipe.hub,

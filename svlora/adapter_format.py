@@ -3,13 +3,15 @@ svlora.json (base model hash, label vocabulary, recipe, metrics). Written atomic
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from svlora.errors import AdapterError
-from svlora.io import staging_dir, write_json_atomic
+from svlora.io import sha256_file, staging_dir, write_json_atomic
 from svlora.labels import EMOTION_TAGS, EVENT_TAGS, ITN_TAGS, LANGUAGE_TAGS
 
 META_FILE = "svlora.json"
@@ -125,3 +127,30 @@ def attach_adapter(module, adapter_dir: str | Path, base_sha256: str,
     """checked_adapter_meta, then inject_adapter: (the PeftModel, the adapter's metadata)."""
     meta = checked_adapter_meta(adapter_dir, base_sha256, allow_base_mismatch)
     return inject_adapter(module, adapter_dir, name), meta
+
+
+def adapter_identity(adapter_dir: str | Path) -> str:
+    """One sha256 over an adapter's weights *and* its adapter_config.json: the config's scale
+    (lora_alpha / r) and targets change outputs as much as the weights do."""
+    digest = hashlib.sha256()
+    for name in PEFT_FILES:
+        digest.update(name.encode())
+        digest.update(bytes.fromhex(sha256_file(Path(adapter_dir) / name)))
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Stage1Identity:
+    """What produced a clip's stage-1 outputs: the base's model.pt sha256 and, for base +
+    adapter, adapter_identity(adapter). Cascades, rules fits, eval's prediction cache and the
+    server's pool all compare this one record."""
+
+    base_sha256: str
+    adapter_sha256: str | None = None
+
+    @classmethod
+    def of(cls, base_sha256: str, adapter_dir: str | Path | None) -> "Stage1Identity":
+        return cls(base_sha256, adapter_identity(adapter_dir) if adapter_dir else None)
+
+    def to_dict(self) -> dict:
+        return {"base": self.base_sha256, "adapter": self.adapter_sha256}

@@ -75,7 +75,9 @@ EMOTION_ALIASES: dict[str, str] = {
     "surprised": "<|SURPRISED|>", "surprise": "<|SURPRISED|>",
     "unknown": "<|EMO_UNKNOWN|>", "emo_unknown": "<|EMO_UNKNOWN|>",
 }
-LANGUAGES = ("zh", "en", "yue", "ja", "ko")
+LANGUAGES = ("zh", "en", "yue", "ja", "ko")  # what a manifest row may say it speaks
+DECODE_LANGUAGES = ("auto", *LANGUAGES)      # the language query a request may ask for
+QUERY_LANGUAGES = (*DECODE_LANGUAGES, "nospeech")  # every language query SenseVoice has
 
 RICH_TAG_PATTERN = re.compile(r"<\|[^|<>]*\|>")
 

@@ -16,6 +16,14 @@ from pathlib import Path
 from svlora.io import write_json_atomic
 
 
+def register(commands) -> None:
+    quick = commands.add_parser("quickstart", help="the whole pipeline on a tiny model and demo data")
+    quick.add_argument("--out", default="svlora-quickstart")
+    quick.add_argument("--seed", type=int, default=0)
+
+    quick.set_defaults(handler=lambda args: run_quickstart(args.out, seed=args.seed))
+
+
 @contextmanager
 def stage(name: str, timings: dict):
     print(f"\n== {name}", flush=True)

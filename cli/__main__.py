@@ -1,0 +1,5 @@
+import sys
+
+from svlora.cli.main import main
+
+sys.exit(main())

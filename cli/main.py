@@ -1,0 +1,51 @@
+"""The `svlora` command: one subcommand per stage, each defined in its own module of this
+package (the entry layer above the stages). Errors print one line and exit 1."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+
+from svlora.cli import data, evaluation, postprocessing, quickstart, serving, training
+from svlora.errors import SvloraError
+
+FILE_ERRNOS = {errno.ENOSPC: "free some space and run again (training: --resume)",
+               errno.EDQUOT: "free some space and run again (training: --resume)",
+               errno.EROFS: "choose a writable output directory",
+               errno.EACCES: "check the permissions or choose another directory",
+               errno.ENOTDIR: "a file stands where a directory is needed; choose another path"}
+
+COMMAND_MODULES = (data, training, evaluation, serving, postprocessing, quickstart)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="svlora", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for module in COMMAND_MODULES:
+        module.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    # Recipe overrides may follow flags (`train R --print-config a.b=1`), which argparse's
+    # positional nargs cannot take once a flag intervenes.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "train" or not all("=" in item for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides += extra
+    try:
+        code = args.handler(args)
+    except SvloraError as error:
+        print(f"svlora {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # disk full, read-only or missing folder, permissions
+        if error.errno not in FILE_ERRNOS:
+            raise
+        where = error.filename or "a file"
+        print(f"svlora {args.command}: error: {where}: {error.strerror}; "
+              f"{FILE_ERRNOS[error.errno]}", file=sys.stderr)
+        return 1
+    return code or 0

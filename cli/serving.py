@@ -1,0 +1,142 @@
+"""`svlora export`, `transcribe`, `serve` and `demo`: the serving commands."""
+
+from __future__ import annotations
+
+import json
+
+from svlora.cli.common import add_arm_args, add_model_args, arm_settings
+from svlora.errors import SvloraError
+from svlora.labels import QUERY_LANGUAGES
+
+
+def register(commands) -> None:
+    export = commands.add_parser("export", help="adapter package, or a merged model dir with --merge")
+    add_model_args(export)
+    export.add_argument("--adapter", required=True)
+    export.add_argument("--out", required=True)
+    export.add_argument("--merge", action="store_true", help="fold the adapter into the base weights")
+    export.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    export.add_argument("--onnx", choices=["sherpa", "funasr"],
+                        help="merge and write ONNX in sherpa-onnx's or FunASR ONNX's contract")
+    export.add_argument("--int8", action="store_true", help="with --onnx: also a MatMul-int8 model")
+    export.add_argument("--verify", metavar="MANIFEST",
+                        help="with --onnx: decode these clips through the runtime; fail below 99%% parity")
+    export.add_argument("--runtime-python", metavar="PYTHON",
+                        help="with --verify: the interpreter that has the runtime (e.g. a venv "
+                        "with funasr-onnx, which pins numpy<=1.26.4)")
+
+    export.set_defaults(handler=run_export)
+
+    transcribe = commands.add_parser("transcribe", help="transcribe audio files")
+    add_model_args(transcribe)
+    transcribe.add_argument("--adapter")
+    transcribe.add_argument("--json", action="store_true", help="one JSON object per line")
+    transcribe.add_argument("--max-seconds", type=float, default=None,
+                            help="refuse files longer than this (default: any length)")
+    transcribe.add_argument("--segment-seconds", type=float, default=30.0,
+                            help="files longer than this are cut at speech pauses (Silero VAD) "
+                            "into segments of at most this length, each reported")
+    transcribe.add_argument("--ban-emo-unknown", action="store_true",
+                            help="never predict <|EMO_UNKNOWN|>")
+    transcribe.add_argument("--rules", help="a rules file (or a shipped example name) applied to "
+                            "every output")
+    transcribe.add_argument("--cascade", help="a cascade dir (svlora cascade train) that re-decides "
+                            "the emotion")
+    transcribe.add_argument("--int8", action="store_true",
+                            help="int8 dynamic quantisation (CPU): faster, outputs may differ slightly")
+    transcribe.add_argument("--language", default="auto",
+                            choices=QUERY_LANGUAGES)
+    transcribe.add_argument("audio", nargs="+")
+
+    transcribe.set_defaults(handler=run_transcribe)
+
+    served = commands.add_parser("serve", help="an OpenAI-style transcription server (base + adapters)")
+    add_arm_args(served, port=8000, max_seconds=3600.0)
+    served.add_argument("--max-upload-mb", type=float, default=25.0)
+    served.add_argument("--adapter-root", help="admin loads adapters only from under this directory")
+    served.add_argument("--admin-token", help="bearer token of the admin API (or env "
+                        "SVLORA_ADMIN_TOKEN); without one the admin API is off")
+    served.add_argument("--max-adapters", type=int, help="LRU bound on loaded adapters")
+    served.add_argument("--batch-window-ms", type=float, default=10.0,
+                        help="wait this long for more requests to decode together (0: no wait)")
+    served.add_argument("--max-batch", type=int, default=32, help="requests decoded together at most")
+    served.add_argument("--max-queue", type=int, default=64,
+                        help="requests waiting or decoding; beyond it: 503 with Retry-After")
+
+    served.set_defaults(handler=run_serve)
+
+    demo = commands.add_parser("demo", help="a Gradio A/B page: one clip, every arm side by side")
+    add_arm_args(demo, port=7860, max_seconds=600.0)
+    demo.add_argument("--examples", metavar="MANIFEST", help="pre-fill example clips from a manifest")
+
+    demo.set_defaults(handler=run_demo)
+
+
+def run_export(args) -> None:
+    from svlora.adapters import export_adapter
+
+    if args.onnx:
+        from svlora.adapters.export import export_onnx
+
+        out, report = export_onnx(args.model, args.adapter, args.out, args.onnx, args.int8, args.hub,
+                                  args.allow_base_mismatch, args.trust_remote_code, args.overwrite,
+                                  args.verify, args.runtime_python)
+        print(f"wrote ONNX ({args.onnx} contract{', int8' if args.int8 else ''}) {out}")
+        if report:
+            print(f"parity through {report['runtime']}: {report['fp32_identical']}/{report['clips']} "
+                  f"clips identical (text and tags); CER torch {report['torch_fp32']['cer']} "
+                  f"onnx {report['onnx_fp32']['cer']}")
+            if "onnx_int8" in report:
+                print(f"int8: CER {report['onnx_int8']['cer']} (change {report['int8_change']['cer']:+}), "
+                      f"emotion accuracy {report['onnx_int8']['emotion_accuracy']} (change "
+                      f"{report['int8_change']['emotion_accuracy']}), identical "
+                      f"{report['int8_identical_to_fp32']}/{report['clips']}")
+        return
+    if args.int8 or args.verify or args.runtime_python:
+        raise SvloraError("--int8, --verify and --runtime-python go with --onnx")
+
+    out = export_adapter(args.model, args.adapter, args.out, merge=args.merge, hub=args.hub,
+                         allow_base_mismatch=args.allow_base_mismatch, device=args.device,
+                         trust_remote_code=args.trust_remote_code, overwrite=args.overwrite)
+    print(f"wrote {'merged model' if args.merge else 'adapter package'} {out}")
+
+
+def run_transcribe(args) -> None:
+    from svlora.adapters import load_model
+
+    runtime = load_model(args.model, args.adapter, device=args.device, hub=args.hub,
+                         trust_remote_code=args.trust_remote_code, int8=args.int8,
+                         cascade=args.cascade, rules=args.rules,
+                         allow_base_mismatch=args.allow_base_mismatch)
+    for result in runtime.transcribe(args.audio, language=args.language,
+                                     max_segment_seconds=args.segment_seconds,
+                                     max_file_seconds=args.max_seconds,
+                                     ban_emo_unknown=args.ban_emo_unknown):
+        if args.json:
+            print(json.dumps(result, ensure_ascii=False))
+        elif "segments" in result:
+            for segment in result["segments"]:
+                print(f"{result['path']}\t{segment['start']:.2f}-{segment['end']:.2f}\t{segment['raw']}")
+        else:
+            print(f"{result['path']}\t{result['raw']}")
+
+
+def run_serve(args) -> None:
+    from svlora.adapters.serve import serve
+
+    settings = arm_settings(
+        args, max_upload_bytes=int(args.max_upload_mb * 2**20), adapter_root=args.adapter_root,
+        admin_token=args.admin_token, max_adapters=args.max_adapters,
+        batch_window_ms=args.batch_window_ms, max_batch_requests=args.max_batch, max_queue=args.max_queue)
+    print(f"serving {args.name}, {len(settings.adapters)} adapter(s), "
+          f"{len(settings.rules) + len(settings.cascades)} pipeline(s) on "
+          f"http://{args.host}:{args.port}", flush=True)
+    serve(settings, args.host, args.port)
+
+
+def run_demo(args) -> None:
+    from svlora.adapters.demo import launch_demo
+
+    settings = arm_settings(args)
+    print(f"svlora demo on http://{args.host}:{args.port}", flush=True)
+    launch_demo(settings, args.host, args.port, args.examples)
