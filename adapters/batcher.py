@@ -28,6 +28,7 @@ class Job:
     language: str
     itn: str
     with_pooled: bool = False
+    route: object = None     # a svlora.adapters.pool.Route: its post-processing runs in the worker
     future: Future = field(default_factory=Future)
 
     @property

@@ -53,10 +53,12 @@ def export_onnx(model: str, adapter: str, out: str, kind: str, int8: bool = Fals
     compare with the unmerged adapter (adapters/onnx_verify.py). Parity below 99% is an error
     after the files are written (they stay, with verify-KIND.json saying what differs)."""
     from svlora.adapters.onnx_export import write_onnx_dir
-    from svlora.adapters.onnx_verify import PARITY_TARGET, verify_export
+    from svlora.adapters.onnx_verify import PARITY_TARGET, check_verify_manifest, verify_export
 
     check_output_dir(Path(out), [("the adapter", Path(adapter)), ("the base model", Path(model))],
                      overwrite)
+    if verify is not None:
+        check_verify_manifest(verify)
     runtime = load_model(model, adapter, hub=hub, allow_base_mismatch=allow_base_mismatch,
                          merge=True, trust_remote_code=trust_remote_code)
     provenance = {"base_model": str(model), "base_sha256": runtime.base_sha256,

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from svlora.adapters import onnx_runtimes
-from svlora.errors import SvloraError
+from svlora.errors import ManifestError, SvloraError
 from svlora.io import write_json_atomic
 from svlora.labels import split_output
 from svlora.manifest import read_manifest
@@ -43,6 +43,19 @@ def scores(rows, results: list[dict]) -> dict:
     return {"cer": round(corpus_cer([r.target for r in rows], [x["text"] for x in results], languages), 4),
             "emotion_accuracy": round(accuracy([a for a, _ in labelled], [b for _, b in labelled]), 4)
             if labelled else None}
+
+
+def check_verify_manifest(manifest: str) -> None:
+    """--verify MANIFEST before any export work: it exists, parses and every clip decodes (a bad
+    clip found after the export would leave an unverified model behind)."""
+    from svlora.audio import AudioDecodeError, decode_audio
+
+    for row in read_manifest(manifest):
+        try:
+            decode_audio(row.source)
+        except AudioDecodeError as error:
+            raise ManifestError(f"--verify {manifest}: clip {row.key} ({row.source}): {error}; fix "
+                                "or remove the row, then export again") from None
 
 
 def verify_export(runtime, export_dir: str | Path, kind: str, manifest: str, int8: bool = False,

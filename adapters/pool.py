@@ -4,19 +4,24 @@ pipelines (rules or a cascade after the base or an adapter), each selectable by 
 
 from __future__ import annotations
 
+import re
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from svlora.adapter_format import checked_adapter_meta, inject_adapter
+from svlora.adapter_format import ModelLayout, adapter_identity, checked_adapter_meta, inject_adapter
 from svlora.decoding import PreparedFile, decode_prepared
 from svlora.errors import AdapterError, SvloraError
 from svlora.model import BaseModel, load_base_model, weights_sha256
 from svlora.segments import LazyVad
 
 BASE_ROW = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
+# Model names go into PEFT's module dicts (no '.'), URLs, logs and Prometheus labels: a small
+# charset, bounded, starting with a letter or digit (so never BASE_ROW); '+' for pipelines.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]{0,63}")
+MODEL_NAME_RULE = "1-64 characters of A-Z a-z 0-9 _ + -, starting with a letter or digit"
 
 
 @dataclass
@@ -40,14 +45,31 @@ class ServeSettings:
     unload_timeout_s: float = 60.0
 
 
-class ModelBusy(SvloraError):
+class Conflict(SvloraError):
+    """The request conflicts with the server's state now (HTTP 409): a name already taken,
+    another adapter load or unload under way."""
+
+
+class ModelBusy(Conflict):
     """An adapter cannot be unloaded or evicted now (requests in flight, or a pipeline uses it)."""
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name a model, else None."""
+    import torch
+
+    if not MODEL_NAME.fullmatch(name):
+        return f"model name {name[:80]!r} is not {MODEL_NAME_RULE}"
+    if hasattr(torch.nn.ModuleDict(), name):  # PEFT keeps each adapter in such dicts
+        return f"model name {name!r} is reserved (a PyTorch module attribute); choose another"
+    return None
 
 
 @dataclass
 class LoadedAdapter:
     path: str
     base_sha256: str | None
+    adapter_sha256: str  # adapter_identity: weights and adapter_config.json
     in_flight: int = 0
     last_used: float = field(default_factory=time.monotonic)
     draining: bool = False
@@ -77,13 +99,18 @@ class Route:
 class ModelPool:
     def __init__(self, settings: ServeSettings):
         self.settings = settings
+        for name in [*settings.adapters, *settings.rules, *settings.cascades]:  # before the load
+            if problem := name_problem(name):
+                raise SvloraError(problem)
         self.base: BaseModel = load_base_model(settings.model, device=settings.device)
         self.base_sha256 = weights_sha256(self.base.model_dir)
+        self.layout = ModelLayout.of(self.base.model)  # what every adapter is checked against
         self.peft_model = None
         self.adapters: dict[str, LoadedAdapter] = {}
         self.pipelines: dict[str, Route] = {}
-        self.model_lock = threading.Lock()     # the PEFT model: decoding vs load/unload
-        self.registry_lock = threading.Lock()  # names, counts, LRU
+        self.model_lock = threading.Lock()       # the PEFT model: a forward pass vs load/unload
+        self.registry = threading.Condition()   # names, in-flight counts, LRU; unload waits on it
+        self.admin_lock = threading.Lock()       # one load/unload at a time, check to register
         self.vad_model = LazyVad()  # Silero VAD, loaded on the first long file
         if settings.max_adapters is not None and len(settings.adapters) > settings.max_adapters:
             raise SvloraError(f"{len(settings.adapters)} --adapter given but --max-adapters is "
@@ -97,23 +124,30 @@ class ModelPool:
 
     # ---- names ------------------------------------------------------------------------------
     def names(self) -> list[str]:
-        with self.registry_lock:
+        with self.registry:
             adapters = [n for n, a in self.adapters.items() if not a.draining]
         return [self.settings.base_name, *adapters, *self.pipelines]
 
     def model_entries(self) -> list[dict]:
         entry = {"object": "model", "owned_by": "svlora"}
         rows = [{"id": self.settings.base_name, **entry, "kind": "base", "base_sha256": self.base_sha256}]
-        with self.registry_lock:
-            rows += [{"id": n, **entry, "kind": "adapter", "adapter": a.path, "base_sha256": a.base_sha256}
+        with self.registry:
+            rows += [{"id": n, **entry, "kind": "adapter", "adapter": a.path, "base_sha256": a.base_sha256,
+                      "adapter_sha256": a.adapter_sha256}
                      for n, a in self.adapters.items() if not a.draining]
+            stage1 = {n: a.adapter_sha256 for n, a in self.adapters.items()}
         rows += [{"id": n, **entry, "kind": "rules" if r.rules else "cascade", "stage1": r.stage1,
-                  "base_sha256": self.base_sha256} for n, r in self.pipelines.items()]
+                  "base_sha256": self.base_sha256, "adapter_sha256": stage1.get(r.stage1)}
+                 for n, r in self.pipelines.items()]
         return rows
 
     def check_new_name(self, name: str) -> None:
-        if not name or "/" in name or name in self.names() or name in self.adapters:
-            raise SvloraError(f"model name {name!r} is empty, has a '/', or is already taken")
+        """A valid name (else SvloraError: 400) that no model has (else Conflict: 409)."""
+        problem = name_problem(name)
+        if problem:
+            raise SvloraError(problem)
+        if name == self.settings.base_name or name in self.adapters or name in self.pipelines:
+            raise Conflict(f"model name {name!r} is already taken; unload it first or choose another")
 
     # ---- adapters ---------------------------------------------------------------------------
     def adapter_dir(self, path: str) -> Path:
@@ -121,6 +155,8 @@ class ModelPool:
         root = self.settings.adapter_root
         if root is None:
             raise PermissionError("loading adapters at run time needs --adapter-root")
+        if "\0" in path:  # the OS refuses it deep inside resolve()
+            raise AdapterError(f"{path!r}: an adapter path cannot hold a NUL byte")
         root_dir = Path(root).resolve()
         candidate = (root_dir / path).resolve()
         if not candidate.is_relative_to(root_dir):
@@ -129,61 +165,100 @@ class ModelPool:
             raise AdapterError(f"{path}: no adapter directory under --adapter-root")
         return candidate
 
+    @contextmanager
+    def admin_change(self):
+        """Hold the admin lock, or Conflict: concurrent loads would each pass the name and
+        --max-adapters checks before any registered (all 201, limit bypassed); serialised they
+        would evict each other's adapters in turn. So one runs, the others hear 409 and retry."""
+        if not self.admin_lock.acquire(blocking=False):
+            raise Conflict("another adapter load or unload is under way; retry when it has finished")
+        try:
+            yield
+        finally:
+            self.admin_lock.release()
+
     def load_adapter(self, name: str, path: str, admin: bool = True) -> dict:
-        """Attach an adapter as `name`: validated (svlora metadata, base sha256, safetensors)
-        before PEFT touches the model; a failure leaves the model as it was."""
-        self.check_new_name(name)
-        directory = self.adapter_dir(path) if admin else Path(path)
-        # refuse a bad adapter before anything is evicted for it
-        meta = checked_adapter_meta(directory, self.base_sha256, self.settings.allow_base_mismatch)
-        if self.settings.max_adapters is not None:
-            while len(self.adapters) >= self.settings.max_adapters:
-                self.evict_one()
+        """Attach an adapter as `name`: name, path, metadata, base sha256 and weights checked,
+        LRU eviction, injection and registration as one admin change; an adapter the checks
+        refuse evicts nothing, and one PEFT fails on leaves the model as it was."""
+        with self.admin_change():
+            self.check_new_name(name)
+            directory = self.adapter_dir(path) if admin else Path(path)
+            # refuse a bad adapter before anything is evicted for it
+            meta = checked_adapter_meta(directory, self.base_sha256, self.settings.allow_base_mismatch,
+                                        module=self.layout)
+            identity = adapter_identity(directory)
+            if self.settings.max_adapters is not None:
+                while len(self.adapters) >= self.settings.max_adapters:
+                    self.evict_one()
+            self.inject(name, directory)
+            with self.registry:
+                self.adapters[name] = LoadedAdapter(str(directory), meta.get("base_sha256"), identity)
+        return {"id": name, "adapter": str(directory), "base_sha256": meta.get("base_sha256"),
+                "adapter_sha256": identity}
+
+    def inject(self, name: str, directory: Path) -> None:
         with self.model_lock:
+            active = self.peft_model.active_adapter if self.peft_model is not None else None
             try:
                 self.peft_model = inject_adapter(self.peft_model or self.base.model, directory, name)
-            except Exception as error:  # PEFT's own errors (shapes, keys): the model stays as it was
-                self.drop_partial(name)
+            except Exception as error:  # PEFT's own errors: the model goes back to how it was
+                self.drop_partial(name, active)
                 raise AdapterError(f"{directory}: not a loadable adapter ({type(error).__name__}: "
                                    f"{error})") from error
-        with self.registry_lock:
-            self.adapters[name] = LoadedAdapter(str(directory), meta.get("base_sha256"))
-        return {"id": name, "adapter": str(directory), "base_sha256": meta.get("base_sha256")}
 
-    def drop_partial(self, name: str) -> None:
-        if self.peft_model is not None and name in self.peft_model.peft_config:
+    def drop_partial(self, name: str, active: str | None) -> None:
+        """Remove what a failed injection left of `name` (PEFT wraps layers one by one, so a
+        failure mid-way leaves some holding it) and make `active` PEFT's active adapter again,
+        so that later loads and unloads find the model as it was before the attempt."""
+        from peft.tuners.lora import LoraLayer
+
+        if self.peft_model is None:  # the first adapter: PEFT wrapped the base's layers in place
+            for module in self.base.model.modules():
+                if isinstance(module, LoraLayer):
+                    module.delete_adapter(name)
+            return
+        if name in self.peft_model.peft_config:
             self.peft_model.delete_adapter(name)
+        for module in self.peft_model.modules():  # layers wrapped before the failure
+            if isinstance(module, LoraLayer) and name in module.r:
+                module.delete_adapter(name)
+        if active is not None:
+            self.peft_model.set_adapter(active)
 
     def evict_one(self) -> None:
-        """Unload the least recently used adapter that is idle and no pipeline uses."""
-        with self.registry_lock:
+        """Unload the least recently used adapter that is idle and no pipeline uses (the caller
+        holds the admin lock)."""
+        with self.registry:
             used = {route.stage1 for route in self.pipelines.values()}
             idle = [(a.last_used, n) for n, a in self.adapters.items()
                     if a.in_flight == 0 and not a.draining and n not in used]
         if not idle:
             raise ModelBusy(f"--max-adapters {self.settings.max_adapters} reached and every "
                             "loaded adapter is busy or used by a pipeline; retry later")
-        self.unload_adapter(min(idle)[1])
+        self.drain_and_delete(min(idle)[1])
 
     def unload_adapter(self, name: str) -> None:
         """Stop routing to `name`, wait for its requests in flight, then delete it."""
-        with self.registry_lock:
+        with self.admin_change():
+            self.drain_and_delete(name)
+
+    def drain_and_delete(self, name: str) -> None:
+        with self.registry:
             adapter = self.adapters.get(name)
             if adapter is None or adapter.draining:
                 raise KeyError(name)
             users = [n for n, r in self.pipelines.items() if r.stage1 == name]
             if users:
                 raise ModelBusy(f"adapter {name!r} is used by pipeline(s) {', '.join(users)}")
-            adapter.draining = True
-        deadline = time.monotonic() + self.settings.unload_timeout_s
-        while adapter.in_flight and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if adapter.in_flight:
-            adapter.draining = False
-            raise ModelBusy(f"adapter {name!r} still has {adapter.in_flight} request(s) in flight")
+            adapter.draining = True  # acquire() refuses it from now on
+            if not self.registry.wait_for(lambda: adapter.in_flight == 0, self.settings.unload_timeout_s):
+                adapter.draining = False
+                raise ModelBusy(f"adapter {name!r} still has {adapter.in_flight} request(s) in flight "
+                                f"after {self.settings.unload_timeout_s:g} s; retry later")
         with self.model_lock:
             self.peft_model.delete_adapter(name)
-        with self.registry_lock:
+        with self.registry:
             del self.adapters[name]
 
     # ---- pipelines --------------------------------------------------------------------------
@@ -199,11 +274,10 @@ class ModelPool:
 
             route.rules = load_rules(rules_path(rules))
         if cascade:
-            from svlora.io import sha256_file
             from svlora.postprocess import load_cascade
 
             adapter_sha256 = (None if source == self.settings.base_name else
-                              sha256_file(Path(self.adapters[source].path) / "adapter_model.safetensors"))
+                              self.adapters[source].adapter_sha256)
             route.cascade = load_cascade(cascade, self.base_sha256, adapter_sha256,
                                          self.settings.allow_base_mismatch)
         self.pipelines[name] = route
@@ -214,7 +288,7 @@ class ModelPool:
         release(route)."""
         route = self.route(name)
         if route.stage1 != self.settings.base_name:
-            with self.registry_lock:
+            with self.registry:
                 adapter = self.adapters.get(route.stage1)
                 if adapter is None or adapter.draining:
                     raise KeyError(name)
@@ -224,15 +298,16 @@ class ModelPool:
 
     def release(self, route: Route) -> None:
         if route.stage1 != self.settings.base_name:
-            with self.registry_lock:
+            with self.registry:
                 self.adapters[route.stage1].in_flight -= 1
+                self.registry.notify_all()  # an unload may be waiting for the count to reach 0
 
     def route(self, name: str) -> Route:
         if name == self.settings.base_name:
             return Route(name)
         if name in self.pipelines:
             return self.pipelines[name]
-        with self.registry_lock:
+        with self.registry:
             adapter = self.adapters.get(name)
         if adapter is None or adapter.draining:
             raise KeyError(name)
@@ -253,3 +328,17 @@ class ModelPool:
                                    with_pooled=with_pooled,
                                    batch_context=lambda owners: self.mixed_adapters(
                                        [stage1[i] for i in owners]))
+
+    @staticmethod
+    def finish(routes: list[Route], results: list[dict]) -> list[dict | Exception]:
+        """Each decoded result after its route's rules or cascade. The decode worker calls
+        this, so a slow post-processing step delays decoding but never the event loop
+        (/health, uploads, admin); a step that fails fails its own request only."""
+        finished: list[dict | Exception] = []
+        for route, result in zip(routes, results):
+            try:
+                finished.append(route.finish(result) if route is not None else result)
+            except Exception as error:  # noqa: BLE001 — returned to that request as its error
+                finished.append(error)
+        return finished
+

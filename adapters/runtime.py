@@ -3,11 +3,12 @@ transcribes audio files, and can merge the adapter into the base weights."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from svlora.adapter_format import attach_adapter
-from svlora.decoding import transcribe_files
+from svlora.adapter_format import adapter_identity, attach_adapter
+from svlora.decoding import FileError, TranscriptionResult, iter_transcribe_files
 from svlora.segments import MAX_SEGMENT_SECONDS, LazyVad
 from svlora.errors import AdapterError
 from svlora.model import BaseModel, load_base_model, quantize_int8, weights_sha256
@@ -28,25 +29,39 @@ class SenseVoiceRuntime:
                    language: str = "auto", itn: str = "woitn",
                    max_segment_seconds: float = MAX_SEGMENT_SECONDS,
                    max_file_seconds: float | None = None,
-                   ban_emo_unknown: bool = False) -> list[dict]:
-        """One dict per file: path, raw output, text, language, emotion and event tags; files
-        longer than `max_segment_seconds` also carry `segments` (VAD-cut, each decoded alone).
-        `language_probs`, `emotion_probs`, `event_probs`: the decoder's distribution over each
-        tag set (duration-weighted over segments)."""
-        results = transcribe_files(self.base, [str(p) for p in paths], max_seconds_per_batch,
-                                   language, itn, max_segment_seconds, max_file_seconds,
-                                   self.vad_model, ban_emo_unknown=ban_emo_unknown,
-                                   with_pooled=self.cascade is not None)
-        if self.cascade is not None:
-            results = [self.apply_cascade(result) for result in results]
-        return [self.apply_rules(result) for result in results] if self.rules else results
+                   ban_emo_unknown: bool = False) -> list[TranscriptionResult]:
+        """One result per file (svlora.decoding.TranscriptionResult): path, raw output, text,
+        language, emotion and event tags; files longer than `max_segment_seconds` also carry
+        `segments` (VAD-cut, each decoded alone). `language_probs`, `emotion_probs`,
+        `event_probs`: the decoder's distribution over each tag set (duration-weighted over
+        segments). An unreadable file raises AudioFileError."""
+        return list(self.iter_transcribe(paths, max_seconds_per_batch, language, itn,
+                                         max_segment_seconds, max_file_seconds, ban_emo_unknown))
 
-    def apply_cascade(self, result: dict) -> dict:
+    def iter_transcribe(self, paths: list[str | Path], max_seconds_per_batch: float | None = None,
+                        language: str = "auto", itn: str = "woitn",
+                        max_segment_seconds: float = MAX_SEGMENT_SECONDS,
+                        max_file_seconds: float | None = None, ban_emo_unknown: bool = False,
+                        keep_going: bool = False) -> Iterator[TranscriptionResult | FileError]:
+        """transcribe's results as they are decoded (about 10 minutes of audio at a time);
+        with `keep_going` an unreadable file gives a FileError record and the rest go on."""
+        for result in iter_transcribe_files(self.base, [str(p) for p in paths],
+                                            max_seconds_per_batch, language, itn,
+                                            max_segment_seconds, max_file_seconds, self.vad_model,
+                                            ban_emo_unknown=ban_emo_unknown,
+                                            with_pooled=self.cascade is not None,
+                                            keep_going=keep_going):
+            if "error" not in result:
+                result = self.apply_cascade(result) if self.cascade is not None else result
+                result = self.apply_rules(result) if self.rules else result
+            yield result
+
+    def apply_cascade(self, result: TranscriptionResult) -> TranscriptionResult:
         from svlora.postprocess import result_with_cascade
 
         return result_with_cascade(self.cascade, result)
 
-    def apply_rules(self, result: dict) -> dict:
+    def apply_rules(self, result: TranscriptionResult) -> TranscriptionResult:
         from svlora.postprocess import result_with_rules
 
         return result_with_rules(self.rules, result)
@@ -95,10 +110,9 @@ def load_model(model: str, adapter: str | None = None, device: str = "cpu", hub:
 
         runtime.rules = load_rules(rules_path(rules))
     if cascade:
-        from svlora.io import sha256_file
         from svlora.postprocess import load_cascade
 
-        adapter_sha256 = sha256_file(Path(adapter) / "adapter_model.safetensors") if adapter else None
+        adapter_sha256 = adapter_identity(adapter) if adapter else None
         runtime.cascade = load_cascade(cascade, runtime.base_sha256, adapter_sha256,
                                        allow_base_mismatch)
     return runtime

@@ -12,7 +12,6 @@ import os
 import secrets
 import tempfile
 import time
-from pathlib import Path
 
 from fastapi import FastAPI, File, Form, Header, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -20,13 +19,14 @@ from pydantic import BaseModel as Body
 
 from svlora.adapters.batcher import DynamicBatcher, Job, Overloaded
 from svlora.adapters.metrics import ServeMetrics
-from svlora.adapters.pool import ModelBusy, ModelPool, ServeSettings
+from svlora.adapters.pool import Conflict, ModelPool, ServeSettings
 from svlora.audio import AudioDecodeError
 from svlora.decoding import prepare_file
 from svlora.errors import SvloraError
 from svlora.labels import DECODE_LANGUAGES
 
 RESPONSE_FORMATS = ("json", "verbose_json", "text", "srt", "vtt")
+TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
 ADMIN_TOKEN_ENV = "SVLORA_ADMIN_TOKEN"
 
 __all__ = ["ServeSettings", "ModelPool", "create_app", "serve"]
@@ -85,9 +85,12 @@ def create_app(pool: ModelPool) -> FastAPI:
     metrics = ServeMetrics()
     metrics.adapters.set(len(pool.adapters))
 
-    def decode_jobs(jobs: list[Job]) -> list[dict]:
-        return pool.decode([j.prepared for j in jobs], [j.stage1 for j in jobs], jobs[0].language,
-                           jobs[0].itn, any(j.with_pooled for j in jobs))
+    def decode_jobs(jobs: list[Job]) -> list[dict | Exception]:
+        """In the batcher's thread: decode the group together, then each route's rules or
+        cascade (a slow post-processing step must not hold up the event loop)."""
+        results = pool.decode([j.prepared for j in jobs], [j.stage1 for j in jobs], jobs[0].language,
+                              jobs[0].itn, any(j.with_pooled for j in jobs))
+        return pool.finish([j.route for j in jobs], results)
 
     batcher = DynamicBatcher(decode_jobs, settings.batch_window_ms, settings.max_batch_requests,
                              settings.max_queue,
@@ -124,7 +127,7 @@ def create_app(pool: ModelPool) -> FastAPI:
             entry = await asyncio.to_thread(pool.load_adapter, request.name, request.path)
         except PermissionError as error:
             raise HTTPException(403, str(error)) from None
-        except ModelBusy as error:
+        except Conflict as error:  # name taken, another admin change under way, all busy
             raise HTTPException(409, str(error)) from None
         except SvloraError as error:
             raise HTTPException(400, str(error)) from None
@@ -137,40 +140,48 @@ def create_app(pool: ModelPool) -> FastAPI:
         try:
             await asyncio.to_thread(pool.unload_adapter, name)
         except KeyError:
-            raise HTTPException(404, f"no adapter {name!r} is loaded") from None
-        except ModelBusy as error:
+            raise HTTPException(404, f"no adapter {name[:80]!r} is loaded") from None
+        except Conflict as error:
             raise HTTPException(409, str(error)) from None
         metrics.adapters.set(len(pool.adapters))
         return {"id": name, "deleted": True}
 
-    @app.post("/v1/audio/transcriptions")
+    @app.middleware("http")
+    async def count_transcriptions(request: Request, call_next):
+        """Each transcription request counted under the status actually sent: form errors
+        (422) and unexpected failures (500, which call_next re-raises) included."""
+        if request.url.path != TRANSCRIPTIONS_PATH:
+            return await call_next(request)
+        started, status = time.perf_counter(), 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:  # the label: a registered name the handler recorded, never the raw form field
+            metrics.observe_request(getattr(request.state, "model_label", "unknown"), status,
+                                    time.perf_counter() - started)
+
+    @app.post(TRANSCRIPTIONS_PATH)
     async def transcriptions(request: Request, file: UploadFile = File(...), model: str = Form(...),
                              language: str = Form("auto"), response_format: str = Form("json"),
                              use_itn: bool = Form(False)):
-        started = time.perf_counter()
-        label = model if model in pool.names() else "unknown"
-        status = 200
-        try:
-            response, seconds = await transcribe_request(file, model, language, response_format, use_itn)
-            metrics.audio.labels(label).inc(seconds)
-            return response
-        except HTTPException as error:
-            status = error.status_code
-            raise
-        finally:
-            metrics.observe_request(label, status, time.perf_counter() - started)
+        request.state.model_label = label = model if model in pool.names() else "unknown"
+        response, seconds = await transcribe_request(file, model, language, response_format, use_itn)
+        metrics.audio.labels(label).inc(seconds)
+        return response
 
-    async def prepare_upload(data: bytes, filename: str):
-        """The upload read, cut and featurised off the event loop; a 400 names what is wrong."""
-        with tempfile.NamedTemporaryFile(suffix=Path(filename).suffix) as handle:
+    def prepare_upload(data: bytes, filename: str):
+        """The upload written, read, cut and featurised (in a worker thread); a 400 names what
+        is wrong. The temp file's suffix is fixed: the client's filename is only shown back
+        (its extension may be 250 characters long), and audio is decoded by content anyway."""
+        with tempfile.NamedTemporaryFile(suffix=".upload") as handle:
             handle.write(data)
             handle.flush()
             try:
-                return await asyncio.to_thread(prepare_file, pool.base, handle.name,
-                                               max_file_seconds=settings.max_audio_seconds,
-                                               vad_loader=pool.vad_model)
+                return prepare_file(pool.base, handle.name, max_file_seconds=settings.max_audio_seconds,
+                                    vad_loader=pool.vad_model)
             except SvloraError as error:
-                reason = str(error).replace(handle.name, filename)
+                reason = str(error).replace(handle.name, filename[:200])
                 unreadable = isinstance(error.__cause__, AudioDecodeError)
                 raise HTTPException(400, f"unreadable audio: {reason}" if unreadable else reason) from None
 
@@ -183,23 +194,25 @@ def create_app(pool: ModelPool) -> FastAPI:
             raise HTTPException(400, f"language {language!r}: use one of {', '.join(DECODE_LANGUAGES)}")
         data = await file.read(settings.max_upload_bytes + 1)
         if len(data) > settings.max_upload_bytes:
-            raise HTTPException(413, f"file larger than {settings.max_upload_bytes} bytes")
+            limit = f"{settings.max_upload_bytes / 2**20:g}"
+            raise HTTPException(413, f"file larger than {limit} MiB (the server's --max-upload-mb "
+                                f"{limit}); send a shorter or compressed file, or raise the limit")
         if not data:
             raise HTTPException(400, "empty file")
         try:
             route = pool.acquire(model)
         except KeyError:
-            raise HTTPException(404, f"model {model!r} not found; available: "
+            raise HTTPException(404, f"model {model[:80]!r} not found; available: "
                                 f"{', '.join(pool.names())}") from None
         try:
-            prepared = await prepare_upload(data, file.filename or "upload")
+            prepared = await asyncio.to_thread(prepare_upload, data, file.filename or "upload")
             job = Job(prepared, route.stage1, language, "withitn" if use_itn else "woitn",
-                      with_pooled=route.cascade is not None)
+                      with_pooled=route.cascade is not None, route=route)
             try:
                 future = batcher.submit(job)
             except Overloaded as error:
                 raise HTTPException(503, str(error), headers={"Retry-After": str(error.retry_after)}) from None
-            result = route.finish(await asyncio.wrap_future(future))
+            result = await asyncio.wrap_future(future)  # decoded and post-processed by the worker
         finally:
             pool.release(route)
         return response_body(result, prepared.seconds, response_format), prepared.seconds

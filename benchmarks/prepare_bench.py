@@ -61,7 +61,7 @@ def main() -> None:
     if not Path(args.data).is_dir():
         raise SystemExit(f"{args.data}: not found; pass --data ESD_SPEAKER_DIR")
 
-    from svlora.data_prep import PrepareOptions, prepare
+    from svlora.data_prep import PrepareOptions, prepare_corpus
     from svlora.features import row_features
     from svlora.manifest import read_manifest, write_manifest
     from svlora.model import load_base_model
@@ -75,9 +75,9 @@ def main() -> None:
 
         def run_prepare(out: str, features: bool, count: int) -> dict:
             shutil.rmtree(work / out, ignore_errors=True)  # a cold feature cache every time
-            return prepare(PrepareOptions(input=args.data, out=str(work / out), format="esd",
-                                          workers=count,
-                                          features_model=str(model_dir) if features else None))
+            return prepare_corpus(PrepareOptions(input=args.data, out=str(work / out), format="esd",
+                                                 workers=count,
+                                                 features_model=str(model_dir) if features else None))
 
         timings = {}
         timings["svlora prepare, checks only"], report = timed(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 def main(argv: list[str] | None = None) -> int:
-    from svlora.cli.main import main as run
+    from svlora.cli.app import main as run
 
     return run(argv)
 

@@ -1,5 +1,5 @@
 import sys
 
-from svlora.cli.main import main
+from svlora.cli.app import main
 
 sys.exit(main())

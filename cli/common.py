@@ -6,10 +6,13 @@ import argparse
 
 from svlora.errors import SvloraError
 
-def add_model_args(parser: argparse.ArgumentParser) -> None:
+def add_model_args(parser: argparse.ArgumentParser, device: str = "auto") -> None:
+    """--model, --hub, --device (resolved by svlora.model.resolve_device; `auto`: CUDA when
+    available, else the CPU) and the load-time safety switches."""
     parser.add_argument("--model", required=True, help="SenseVoiceSmall dir or hub id")
     parser.add_argument("--hub", default="ms", choices=["ms", "hf"], help="hub for a hub id")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--device", default=device,
+                        help=f"auto (CUDA when available), cpu, cuda or cuda:N (default {device})")
     parser.add_argument("--allow-base-mismatch", action="store_true",
                         help="load an adapter even if it was trained on other base weights")
     parser.add_argument("--trust-remote-code", action="store_true",

@@ -6,6 +6,7 @@ import json
 
 # constants only: `svlora --help` must not import torch, FunASR or the stages
 from svlora.data_prep.formats import FORMATS, SPLIT_KEYS
+from svlora.errors import SvloraError
 from svlora.labels import LANGUAGES
 
 
@@ -15,7 +16,6 @@ def register(commands) -> None:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--full-size", action="store_true",
                       help="SenseVoiceSmall's real sizes (~234M random parameters; benchmarks)")
-
     tiny.set_defaults(handler=run_make_tiny_model)
 
     prep = commands.add_parser("prepare", help="validate clips and labels into SenseVoice manifests")
@@ -47,17 +47,18 @@ def register(commands) -> None:
     for column in ("audio", "text", "emotion", "speaker", "language"):
         prep.add_argument(f"--{column}-column", default=column, help=f"hf: the {column} column")
     prep.add_argument("--hf-split", help="hf: which split of a DatasetDict")
+    prep.add_argument("--max-rejected", metavar="N|P%",
+                      help="exit 1 (after writing the manifests and rejected.csv) when more than "
+                      "N rows, or P%% of the rows read, are rejected (default: no limit)")
     prep.add_argument("--no-emotion", action="store_true",
                       help="a text-only corpus (e.g. a retention set): rows without an emotion "
                       "are kept with emo_target null; training and eval skip their emotion")
-
     prep.set_defaults(handler=run_prepare)
 
     check = commands.add_parser("check", help="lint SenseVoice jsonl manifests")
     check.add_argument("manifests", nargs="+")
     check.add_argument("--json", action="store_true", help="machine-readable findings")
     check.add_argument("--no-audio", action="store_true", help="skip decoding the audio")
-
     check.set_defaults(handler=run_check)
 
 
@@ -70,9 +71,10 @@ def run_make_tiny_model(args) -> None:
 
 
 def run_prepare(args) -> None:
-    from svlora.data_prep import (AudioLimits, HfColumns, PrepareOptions, load_label_map, prepare,
-                                  summary)
+    from svlora.data_prep import (AudioLimits, HfColumns, PrepareOptions, RejectLimit,
+                                  load_label_map, prepare_corpus, rejected_line, summary)
 
+    limit = RejectLimit.parse(args.max_rejected) if args.max_rejected is not None else None
     options = PrepareOptions(
         input=args.input, out=args.out, format=args.format, split_by=args.split_by, val=args.val,
         test=args.test, folds=args.folds, seed=args.seed, label_map=load_label_map(args.label_map),
@@ -84,9 +86,13 @@ def run_prepare(args) -> None:
                      split=args.hf_split),
         limits=AudioLimits(min_seconds=args.min_seconds, max_seconds=args.max_seconds,
                            silence_rms=args.silence_rms, max_clipped_fraction=args.max_clipped))
-    report = prepare(options)
+    report = prepare_corpus(options)
     print(summary(report))
     print(f"wrote manifests, prepare_report.json and rejected.csv to {args.out}")
+    problem = limit and limit.problem(report["rows_rejected"], report["rows_read"], args.out)
+    if problem:
+        raise SvloraError(problem)
+    print(rejected_line(report, args.out))  # last, where a scrolling terminal leaves it
 
 
 def run_check(args) -> int:

@@ -35,12 +35,12 @@ def register(commands) -> None:
     evaluate.add_argument("--cache-dir", help="prediction cache (default OUT/cache)")
     evaluate.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-
     evaluate.set_defaults(handler=run_eval)
 
 
 def run_eval(args) -> int:
     from svlora.eval import evaluate, verdict
+    from svlora.eval.gates import failure_line
 
     report = evaluate(args.model, args.data, args.out, adapters=args.adapter,
                       general=args.general, gate=args.gate, device=args.device, hub=args.hub,
@@ -53,8 +53,10 @@ def run_eval(args) -> int:
                       cascade_arms=args.cascade_arm)
     print(verdict(report))
     print(f"report: {args.out}/report.html (report.md, report.json, predictions.jsonl, confusion*.png)")
-    if not report["gates_passed"]:
-        failed = [f"{arm}: {c['gate']} ({c['value']:+.4f})" for arm, checks in report["gates"].items()
-                  for c in checks if not c["passed"]]
-        print("gates failed: " + "; ".join(failed), file=sys.stderr)
+    if not report.gates_passed:
+        for arm, checks in report.gates.items():
+            for check in checks:
+                if not check["passed"]:
+                    print(failure_line(arm, check), file=sys.stderr)
         return 2
+    return 0

@@ -12,7 +12,6 @@ def register(commands) -> None:
     add_stage1_args(fit, "a labelled manifest (validation split)", "the rules file to write (YAML)")
     check_rules = rule_actions.add_parser("check", help="validate a rules file")
     check_rules.add_argument("rules_file")
-
     rules.set_defaults(handler=run_rules)
 
     cascade = commands.add_parser("cascade", help="a light emotion classifier after stage 1")
@@ -24,7 +23,6 @@ def register(commands) -> None:
                         "none, or a Hugging Face sequence-classification model dir (frozen)")
     ctrain.add_argument("--hidden", type=int, default=64, help="hidden units (0: logistic)")
     ctrain.add_argument("--cache-dir", help="stage-1 outputs cache (default: .stage1-cache beside --out)")
-
     cascade.set_defaults(handler=run_cascade)
 
 

@@ -20,8 +20,11 @@ def register(commands) -> None:
     quick = commands.add_parser("quickstart", help="the whole pipeline on a tiny model and demo data")
     quick.add_argument("--out", default="svlora-quickstart")
     quick.add_argument("--seed", type=int, default=0)
+    quick.set_defaults(handler=run_command)
 
-    quick.set_defaults(handler=lambda args: run_quickstart(args.out, seed=args.seed))
+
+def run_command(args) -> None:
+    run_quickstart(args.out, seed=args.seed)
 
 
 @contextmanager
@@ -45,10 +48,10 @@ def decision_summary(report: dict) -> str:
 def run_quickstart(out: str | Path = "svlora-quickstart", seed: int = 0) -> dict:
     """Run every stage under `out` (its previous quickstart outputs are replaced)."""
     from svlora.adapters import export_adapter, load_model
-    from svlora.data_prep import PrepareOptions, prepare, summary
+    from svlora.data_prep import PrepareOptions, prepare_corpus, summary
     from svlora.demo_data import generate_demo_corpora
     from svlora.eval import evaluate, verdict
-    from svlora.finetune import load_recipe, train
+    from svlora.finetune import load_recipe, train_recipe
     from svlora.postprocess import fit_rules_file, train_cascade
     from svlora.manifest import read_manifest
     from svlora.recipes import recipe_path
@@ -64,16 +67,16 @@ def run_quickstart(out: str | Path = "svlora-quickstart", seed: int = 0) -> dict
         corpora = generate_demo_corpora(root / "demo", seed=seed)
     with stage("prepare", timings):
         for name in ("general", "clinic"):
-            report = prepare(PrepareOptions(input=str(corpora[name]), out=str(root / name),
-                                            format="csv", split_by="speaker", val=0.1, test=0.2,
-                                            seed=seed))
+            report = prepare_corpus(PrepareOptions(input=str(corpora[name]), out=str(root / name),
+                                                   format="csv", split_by="speaker", val=0.1, test=0.2,
+                                                   seed=seed))
             print(f"[{name}] " + summary(report))
 
     def run_recipe(name: str, model: Path, data: str, run_dir: str):
         recipe = load_recipe(recipe_path(name), [
             f"model={model}", f"out={root / run_dir}", f"data.train={root / data}/train.jsonl",
             f"data.val={root / data}/val.jsonl", f"train.seed={seed}"])
-        return train(recipe, overwrite=True)
+        return train_recipe(recipe, overwrite=True)
 
     with stage("train base on the general domain (full, tiny_base)", timings):
         run_recipe("tiny_base", root / "tiny-random", "general", "base-run")

@@ -11,7 +11,7 @@ from svlora.labels import QUERY_LANGUAGES
 
 def register(commands) -> None:
     export = commands.add_parser("export", help="adapter package, or a merged model dir with --merge")
-    add_model_args(export)
+    add_model_args(export, device="cpu")  # the files written do not depend on the machine
     export.add_argument("--adapter", required=True)
     export.add_argument("--out", required=True)
     export.add_argument("--merge", action="store_true", help="fold the adapter into the base weights")
@@ -24,7 +24,6 @@ def register(commands) -> None:
     export.add_argument("--runtime-python", metavar="PYTHON",
                         help="with --verify: the interpreter that has the runtime (e.g. a venv "
                         "with funasr-onnx, which pins numpy<=1.26.4)")
-
     export.set_defaults(handler=run_export)
 
     transcribe = commands.add_parser("transcribe", help="transcribe audio files")
@@ -47,12 +46,12 @@ def register(commands) -> None:
     transcribe.add_argument("--language", default="auto",
                             choices=QUERY_LANGUAGES)
     transcribe.add_argument("audio", nargs="+")
-
     transcribe.set_defaults(handler=run_transcribe)
 
     served = commands.add_parser("serve", help="an OpenAI-style transcription server (base + adapters)")
     add_arm_args(served, port=8000, max_seconds=3600.0)
-    served.add_argument("--max-upload-mb", type=float, default=25.0)
+    served.add_argument("--max-upload-mb", type=float, default=25.0,
+                        help="larger uploads get 413 (default: OpenAI's 25 MiB)")
     served.add_argument("--adapter-root", help="admin loads adapters only from under this directory")
     served.add_argument("--admin-token", help="bearer token of the admin API (or env "
                         "SVLORA_ADMIN_TOKEN); without one the admin API is off")
@@ -62,13 +61,11 @@ def register(commands) -> None:
     served.add_argument("--max-batch", type=int, default=32, help="requests decoded together at most")
     served.add_argument("--max-queue", type=int, default=64,
                         help="requests waiting or decoding; beyond it: 503 with Retry-After")
-
     served.set_defaults(handler=run_serve)
 
     demo = commands.add_parser("demo", help="a Gradio A/B page: one clip, every arm side by side")
     add_arm_args(demo, port=7860, max_seconds=600.0)
     demo.add_argument("--examples", metavar="MANIFEST", help="pre-fill example clips from a manifest")
-
     demo.set_defaults(handler=run_demo)
 
 
@@ -101,24 +98,66 @@ def run_export(args) -> None:
     print(f"wrote {'merged model' if args.merge else 'adapter package'} {out}")
 
 
+PROGRESS_MIN_FILES = 20  # more files than this: a progress bar on stderr
+
+
+def missing_inputs(paths: list[str]) -> str | None:
+    """Why some inputs cannot be read at all (checked before the model loads), else None."""
+    from svlora.audio import missing_file_reason
+
+    problems = [f"{path}: {reason}" for path in paths if (reason := missing_file_reason(path))]
+    if not problems:
+        return None
+    if len(problems) == 1:
+        return problems[0]
+    shown = "; ".join(problems[:5]) + ("; …" if len(problems) > 5 else "")
+    return f"{len(problems)} of {len(paths)} audio inputs cannot be read: {shown}"
+
+
+def result_lines(result: dict, as_json: bool) -> list[str]:
+    """What `transcribe` prints for one file: a JSON object, or tab-separated text (one line per
+    segment of a long file; PATH, ERROR and the reason for a file that failed)."""
+    if as_json:
+        return [json.dumps(result, ensure_ascii=False)]
+    if "error" in result:
+        return [f"{result['path']}\tERROR\t{result['error']}"]
+    if "segments" in result:
+        return [f"{result['path']}\t{segment['start']:.2f}-{segment['end']:.2f}\t{segment['raw']}"
+                for segment in result["segments"]]
+    return [f"{result['path']}\t{result['raw']}"]
+
+
 def run_transcribe(args) -> None:
+    import sys
+
+    from tqdm import tqdm
+
     from svlora.adapters import load_model
 
+    problem = missing_inputs(args.audio)
+    if problem:
+        raise SvloraError(problem)
     runtime = load_model(args.model, args.adapter, device=args.device, hub=args.hub,
                          trust_remote_code=args.trust_remote_code, int8=args.int8,
                          cascade=args.cascade, rules=args.rules,
                          allow_base_mismatch=args.allow_base_mismatch)
-    for result in runtime.transcribe(args.audio, language=args.language,
-                                     max_segment_seconds=args.segment_seconds,
-                                     max_file_seconds=args.max_seconds,
-                                     ban_emo_unknown=args.ban_emo_unknown):
-        if args.json:
-            print(json.dumps(result, ensure_ascii=False))
-        elif "segments" in result:
-            for segment in result["segments"]:
-                print(f"{result['path']}\t{segment['start']:.2f}-{segment['end']:.2f}\t{segment['raw']}")
-        else:
-            print(f"{result['path']}\t{result['raw']}")
+    failed = []
+    results = runtime.iter_transcribe(args.audio, language=args.language,
+                                      max_segment_seconds=args.segment_seconds,
+                                      max_file_seconds=args.max_seconds,
+                                      ban_emo_unknown=args.ban_emo_unknown, keep_going=True)
+    with tqdm(total=len(args.audio), desc="transcribing", unit="file", file=sys.stderr,
+              disable=len(args.audio) <= PROGRESS_MIN_FILES) as progress:
+        for result in results:
+            for line in result_lines(result, args.json):
+                progress.write(line, file=sys.stdout)  # keeps the bar below the output
+            if "error" in result:
+                failed.append(result)
+            progress.update(1)
+    if failed:
+        raise SvloraError(f"{len(failed)} of {len(args.audio)} file(s) could not be transcribed "
+                          f"(ERROR records on stdout), e.g. {failed[0]['path']}: "
+                          f"{failed[0]['error']}")
 
 
 def run_serve(args) -> None:

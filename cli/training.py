@@ -16,7 +16,8 @@ def register(commands) -> None:
                        "its last checkpoint")
     train.add_argument("--preflight", action="store_true", help="one step on the largest batch: "
                        "print peak memory, fail above train.max_memory_gb")
-
+    train.add_argument("--device", help="auto, cpu, cuda or cuda:N: overrides the recipe's "
+                       "train.device (as train.device=... would)")
     train.set_defaults(handler=run_train)
 
     recipes = commands.add_parser("recipes", help="list the shipped recipes")
@@ -27,10 +28,11 @@ def run_train(args) -> None:
     import yaml
     from dataclasses import asdict
 
-    from svlora.finetune import load_recipe, train
+    from svlora.finetune import load_recipe, train_recipe
     from svlora.recipes import recipe_path
 
-    recipe = load_recipe(recipe_path(args.recipe), args.overrides)
+    overrides = [*args.overrides, *([f"train.device={args.device}"] if args.device else [])]
+    recipe = load_recipe(recipe_path(args.recipe), overrides)
     if args.print_config:
         print(yaml.safe_dump(asdict(recipe), sort_keys=False), end="")
         return
@@ -39,7 +41,7 @@ def run_train(args) -> None:
 
         print(json.dumps(preflight(recipe, log=lambda m: print(m, file=sys.stderr))))
         return
-    result = train(recipe, overwrite=args.overwrite, resume=args.resume)
+    result = train_recipe(recipe, overwrite=args.overwrite, resume=args.resume)
     if result.is_main_process:
         print(f"best: {json.dumps(result.best)}")
         print(f"wrote {result.output}")

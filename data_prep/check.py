@@ -33,7 +33,18 @@ def read_rows(path: Path, errors: list) -> list[tuple[str, ManifestRow]]:
     return rows
 
 
+def require_manifest_files(paths: list[str]) -> None:
+    """A path that is no file is a mistyped argument, not a finding: one line, before any work."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise ManifestError(f"{path} is a directory; pass its manifests, e.g. {path / '*.jsonl'}")
+        if not path.is_file():
+            raise ManifestError(f"{path}: manifest not found; check the path (prepare writes "
+                                "train.jsonl, val.jsonl and test.jsonl into its --out folder)")
+
+
 def check_manifests(paths: list[str], decode_audio: bool = True, workers: int = 0) -> dict:
+    require_manifest_files(paths)
     errors: list[dict] = []
     warnings: list[dict] = []
     per_manifest = {p: read_rows(Path(p), errors) for p in paths}

@@ -1,6 +1,8 @@
-"""The input formats and split keys `svlora prepare` accepts: plain constants, so the CLI can
-build its help without importing the stage (torch, audio libraries)."""
+"""The input formats and split keys `svlora prepare` accepts, light enough for the CLI to build
+its help from (the presets' readers import no torch or audio library)."""
 
-PRESET_NAMES = ("esd", "ravdess", "crema-d", "emodb", "casia", "tess")  # data_prep.presets.PRESETS
-FORMATS = ("csv", "jsonl", "folder", "kaldi", "sensevoice-jsonl", "hf", *PRESET_NAMES)
+from svlora.data_prep.presets import PRESETS
+
+# the presets are named once, by their readers
+FORMATS = ("csv", "jsonl", "folder", "kaldi", "sensevoice-jsonl", "hf", *PRESETS)
 SPLIT_KEYS = ("auto", "speaker", "text", "speaker+text", "none")

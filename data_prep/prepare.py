@@ -4,8 +4,6 @@ leakage, write the manifests, prepare_report.json and rejected.csv."""
 
 from __future__ import annotations
 
-import csv
-import io
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,12 +14,13 @@ from svlora.data_prep.checks import AudioLimits, ClipReport, FeatureJob, inspect
 from svlora.data_prep.formats import FORMATS, SPLIT_KEYS
 from svlora.data_prep.hf import HfColumns, read_hf
 from svlora.data_prep.presets import PRESETS
-from svlora.data_prep.readers import (FIELDS, InputRow, read_csv, read_folder, read_jsonl,
+from svlora.data_prep.readers import (InputRow, linked_dirs, read_csv, read_folder, read_jsonl,
                                       read_kaldi, read_sensevoice_jsonl)
+from svlora.data_prep.rejections import rejected_csv
 from svlora.data_prep.splits import SPLITS, fold_rows, split_rows
 from svlora.errors import ManifestError, SvloraError
 from svlora.io import require_output_dir, write_json_atomic, write_text_atomic
-from svlora.labels import EVENT_TAGS, LANGUAGES, emotion_tag, strip_rich_tags, tag_of
+from svlora.labels import EMOTION_TAGS, EVENT_TAGS, LANGUAGES, emotion_tag, strip_rich_tags, tag_of
 from svlora.manifest import FRAMES_PER_SECOND, ManifestRow, write_manifest
 
 MIN_CLASS_CLIPS, MIN_CLASS_SHARE = 20, 0.05
@@ -64,7 +63,17 @@ def load_label_map(path: str | None) -> dict[str, str]:
         raise SvloraError(f"--label-map {path}: invalid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise SvloraError(f"{path}: --label-map must be a YAML mapping like 'calm: NEUTRAL'")
-    return {str(k): str(v) for k, v in data.items()}
+    return checked_label_map(data, f"--label-map {path}")
+
+
+def checked_label_map(mapping: dict, source: str) -> dict[str, str]:
+    """mapping as {str: str}, every value a SenseVoice emotion; else an error naming the key."""
+    allowed = ", ".join(tag[2:-2] for tag in EMOTION_TAGS)
+    for key, value in mapping.items():
+        if not isinstance(value, str) or tag_of(value, EMOTION_TAGS) is None:
+            raise SvloraError(f"{source}: {key}: {value!r} is not a SenseVoice emotion; map each "
+                              f"label to one of {allowed}")
+    return {str(k): v for k, v in mapping.items()}
 
 
 def read_rows(options: PrepareOptions) -> tuple[list[InputRow], set[str]]:
@@ -206,14 +215,6 @@ def imbalance_warnings(rows: list[ManifestRow]) -> list[str]:
             if n < MIN_CLASS_CLIPS or n / len(rows) < MIN_CLASS_SHARE]
 
 
-def rejected_csv(rejected: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[*FIELDS, "reason", "row"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({**r["fields"], "reason": r["reason"], "row": r["row"]} for r in rejected)
-    return buffer.getvalue()
-
-
 def feature_job(options: PrepareOptions) -> FeatureJob | None:
     if not options.features_model:
         return None
@@ -229,6 +230,7 @@ def validate_options(options: PrepareOptions) -> None:
         raise SvloraError(f"--itn {options.itn!r}: use withitn or woitn")
     if options.language and options.language.lower() not in LANGUAGES:
         raise SvloraError(f"--language {options.language!r}: use one of {', '.join(LANGUAGES)}")
+    checked_label_map(options.label_map, "label_map")
 
 
 def output_files(options: PrepareOptions) -> list[Path]:
@@ -247,12 +249,14 @@ def refuse_overwriting_input(options: PrepareOptions) -> None:
                               f"{options.input}; choose another --out")
 
 
-def prepare(options: PrepareOptions) -> dict:
+def prepare_corpus(options: PrepareOptions) -> dict:
     """Write the manifests, prepare_report.json and rejected.csv under options.out."""
     validate_options(options)
     refuse_overwriting_input(options)
     require_output_dir(options.out)
     inputs, columns = read_rows(options)
+    # folder and presets walk directories; the symlinked ones they skip are named here
+    link_warnings = linked_dirs(Path(options.input)) if options.format in ("folder", *PRESETS) else []
     if "language" not in columns and options.language is None:
         raise ManifestError(f"{options.input}: no 'language' column and no --language flag; "
                             "svlora never guesses the language")
@@ -323,7 +327,7 @@ def prepare(options: PrepareOptions) -> dict:
         "options": {k: v for k, v in asdict(options).items() if k not in ("input", "out")},
         "rows_read": len(inputs), "rows_accepted": len(rows), "rows_rejected": len(rejected),
         "emotion_counts": emotion_counts(rows),
-        "warnings": imbalance_warnings(rows),
+        "warnings": link_warnings + imbalance_warnings(rows),
         "splits": {name: counts(split) for name, split in splits.items()},
         "leakage": leakage(splits, content),
         "rejected_by_reason": {reason: len(items) for reason, items in sorted(reasons.items())},

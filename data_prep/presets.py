@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from svlora.data_prep.readers import InputRow, audio_files, read_transcripts, single_text_file
+from svlora.data_prep.readers import (InputRow, audio_files, read_transcripts, real_dir,
+                                      single_text_file, subdirs)
 from svlora.errors import ManifestError
 
 # ESD (Zhou et al. 2021): <speaker>/<Emotion>/[train|evaluation|test/]<speaker>_<utt>.wav and
@@ -65,8 +66,8 @@ def _require(rows: list[InputRow], root: Path, preset: str, layout: str) -> list
 
 def read_esd(root: Path, encoding: str) -> list[InputRow]:
     """The ESD root (speaker folders) or one speaker's folder."""
-    speaker_dirs = [root] if any((root / e).is_dir() for e in ESD_EMOTIONS) else \
-        sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+    speaker_dirs = [root] if any(real_dir(root / e) for e in ESD_EMOTIONS) else \
+        [p for p in subdirs(root) if p.name.isdigit()]
     rows = []
     for speaker_dir in speaker_dirs:
         texts = sorted(speaker_dir.glob("*.txt"))
@@ -75,7 +76,7 @@ def read_esd(root: Path, encoding: str) -> list[InputRow]:
             (texts[0].stem if texts else speaker_dir.name)
         language = "zh" if speaker.isdigit() and int(speaker) <= 10 else "en"
         for emotion in ESD_EMOTIONS:
-            for clip in audio_files(speaker_dir / emotion) if (speaker_dir / emotion).is_dir() else []:
+            for clip in audio_files(speaker_dir / emotion) if real_dir(speaker_dir / emotion) else []:
                 rows.append(InputRow(where=str(clip), audio=clip, text=transcripts.get(clip.stem),
                                      emotion=emotion, language=language, speaker=speaker))
     return _require(rows, root, "esd", "<speaker>/<Emotion>/<speaker>_<utt>.wav + <speaker>.txt")
@@ -132,8 +133,8 @@ def read_casia(root: Path, encoding: str, transcripts_file: Path | None = None) 
                   "list with --transcripts" if texts else
                   "CASIA ships no transcript file here; pass the sentence list with --transcripts")
     rows = []
-    for speaker_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for emotion_dir in sorted(p for p in speaker_dir.iterdir() if p.is_dir()):
+    for speaker_dir in subdirs(root):
+        for emotion_dir in subdirs(speaker_dir):
             if emotion_dir.name.lower() not in CASIA_EMOTIONS:
                 continue
             for clip in audio_files(emotion_dir):

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from svlora.data_prep.spreadsheet import from_spreadsheet_safe
 from svlora.errors import ManifestError
 from svlora.manifest import iter_json_objects
 
@@ -88,8 +90,9 @@ def read_csv(path: Path, encoding: str = "utf-8") -> tuple[list[InputRow], set[s
     if "audio" not in columns:
         raise ManifestError(f"{path}:1: header has no 'audio' (or 'file_name') column (found: "
                             f"{', '.join(sorted(columns)) or 'nothing'})")
-    rows = [row_from_fields({k.strip(): v for k, v in record.items() if k}, f"{path}:{number}",
-                            path.parent)
+    # from_spreadsheet_safe: rejected.csv (see spreadsheet.py) re-runs with the original text
+    rows = [row_from_fields({k.strip(): from_spreadsheet_safe(v) if isinstance(v, str) else v
+                             for k, v in record.items() if k}, f"{path}:{number}", path.parent)
             for number, record in enumerate(reader, start=2)]
     return rows, columns
 
@@ -141,8 +144,30 @@ def single_text_file(root: Path) -> Path | None:
     return candidates[0] if len(candidates) == 1 else None
 
 
+def real_dir(path: Path) -> bool:
+    """A directory that is not a symlink. Readers never follow symlinked directories: a link
+    such as `angry -> .` would relabel the whole tree and make the real copies duplicates."""
+    return path.is_dir() and not path.is_symlink()
+
+
+def subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if real_dir(p))
+
+
 def audio_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    """Audio files anywhere under folder, sorted; symlinked files are read, symlinked
+    directories are not entered (linked_dirs lists them for the report)."""
+    return sorted(Path(parent) / name for parent, _, names in os.walk(folder)  # followlinks=False
+                  for name in names if Path(name).suffix.lower() in AUDIO_EXTENSIONS
+                  and not (Path(parent) / name).is_dir())
+
+
+def linked_dirs(root: Path) -> list[str]:
+    """One warning per symlinked directory under root, none of which the readers enter."""
+    return [f"{Path(parent) / name}: symlinked directory (-> {os.readlink(Path(parent) / name)}) "
+            "not followed; to include its clips, pass the real folder or copy them in"
+            for parent, names, _ in os.walk(root) for name in sorted(names)
+            if (Path(parent) / name).is_symlink()]
 
 
 def read_folder(root: Path, transcripts_file: Path | None,
@@ -152,8 +177,7 @@ def read_folder(root: Path, transcripts_file: Path | None,
     transcripts = read_transcripts(transcripts_file, encoding) if transcripts_file else {}
     rows = [InputRow(where=str(clip), audio=clip, text=transcripts.get(clip.stem),
                      emotion=emotion_dir.name)
-            for emotion_dir in sorted(p for p in root.iterdir() if p.is_dir())
-            for clip in audio_files(emotion_dir)]
+            for emotion_dir in subdirs(root) for clip in audio_files(emotion_dir)]
     if not rows:
         raise ManifestError(f"{root}: no audio files under <emotion>/ folders "
                             f"(extensions {', '.join(sorted(AUDIO_EXTENSIONS))})")

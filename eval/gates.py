@@ -80,7 +80,18 @@ def check_gates(gates: list[Gate], deltas: dict[str, dict], retention: dict | No
                 raise SvloraError(f"gate {gate}: no such metric for arm {arm} (use "
                                   f"{', '.join(GATE_METRICS)})")
             passed = value >= gate.threshold if gate.operator == ">=" else value <= gate.threshold
-            checks.append({"gate": str(gate), "value": value, "metric": metric,
+            checks.append({"gate": str(gate), "gated": gate.metric, "operator": gate.operator,
+                           "threshold": gate.threshold, "value": value, "metric": metric,
                            "passed": bool(passed)})
         results[arm] = checks
     return results
+
+
+def failure_line(arm: str, check: dict) -> str:
+    """A failed gate in one line: the metric as the user wrote it, its change, the threshold,
+    and which text metric gave the change when that is another one (an error_rate gate)."""
+    measured = check["metric"]
+    via = "" if measured == check["gated"].removeprefix("general_") else f" (its worst: {measured})"
+    side = "below" if check["operator"] == ">=" else "above"
+    return (f"gate failed: {arm}: {check['gated']} changed by {check['value']:+.4f}{via}, {side} "
+            f"the threshold {check['threshold']:+g} (--gate {check['gate']})")

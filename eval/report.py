@@ -17,8 +17,11 @@ LABELS = {"error_rate": "error rate", "cer": "CER", "wer": "WER", "empty_rate": 
           "emotion_macro_f1": "emotion macro-F1"}
 
 
-def _tag(tag: str) -> str:
-    """'<|HAPPY|>' -> 'HAPPY'; anything else (e.g. the duration slice '<2s') as it is."""
+def _tag(tag: str | None) -> str:
+    """'<|HAPPY|>' -> 'HAPPY'; None (a text-only clip) -> '–'; anything else (e.g. the
+    duration slice '<2s') as it is."""
+    if tag is None:
+        return "–"
     return tag[2:-2] if tag.startswith("<|") and tag.endswith("|>") else tag
 
 
@@ -42,8 +45,8 @@ def significant(delta: dict, metric: str) -> bool:
 
 
 def _change(delta: dict, metric: str, resamples: int, label: bool = True) -> str:
-    return (f"{LABELS[metric] + ' ' if label else ''}Δ {delta[metric]:+.3f}, 95% CI "
-            f"{_ci(delta['ci95'][metric])}, {_p(delta['p_value'][metric], resamples)}")
+    return (f"{LABELS[metric] + ' ' if label else ''}Δ {delta[metric]:+.3f} "
+            f"{_ci(delta['ci95'][metric])} {_p(delta['p_value'][metric], resamples)}")
 
 
 def text_judgement(delta: dict) -> tuple[str, list[str], list[str]]:
@@ -68,15 +71,20 @@ def regressions(report: dict) -> dict[str, list[str]]:
     return result
 
 
-def verdict(report: dict) -> str:
-    """One paragraph a reader sees first. Text is judged on every text metric at once: it is
-    never called better while another text metric is significantly worse."""
+def verdict(report) -> str:
+    """What a reader sees first: a line saying what was compared, then one line per arm, then
+    the gates. Text is judged on every text metric at once: it is never called better while
+    another text metric is significantly worse."""
+    return "\n".join(verdict_lines(report))
+
+
+def verdict_lines(report) -> list[str]:
     base = report["base"]
     if not report.get("deltas"):
-        return (f"Base only, {report['n']} clips: error rate {_fmt(base['error_rate'], 3)}, "
-                f"emotion accuracy {_fmt(base['emotion_accuracy'], 3)}.")
+        return [f"Base only, {report['n']} clips: error rate {_fmt(base['error_rate'], 3)}, "
+                f"emotion accuracy {_fmt(base['emotion_accuracy'], 3)}."]
     resamples = report["bootstrap"]["resamples"]
-    sentences = []
+    lines = [f"Each arm vs base on the same {report['n']} clips (paired; 95% CI):"]
     for arm, delta in report["deltas"].items():
         word, worse, better = text_judgement(delta)
         text = f"text {word.upper() if word == 'worse' else word} (" + "; ".join(
@@ -93,16 +101,16 @@ def verdict(report: dict) -> str:
             sure = "significant" if significant(delta, metric) else "not significant"
             parts.append(f"{LABELS[metric]} {direction}: "
                          f"{_change(delta, metric, resamples, label=False)} ({sure})")
-        sentences.append(f"{arm} vs base on the same {report['n']} clips: " + "; ".join(parts) + ".")
         retention = report.get("retention")
         if retention:
             general = retention["delta"][arm]
             word, _, _ = text_judgement(general)
-            sentences.append(f"General domain: text {word} (" + "; ".join(
-                _change(general, m, resamples) for m in TEXT_METRICS if m in general) + ").")
+            parts.append(f"general domain: text {word} (" + "; ".join(
+                _change(general, m, resamples) for m in TEXT_METRICS if m in general) + ")")
+        lines.append(f"{arm}: " + "; ".join(parts) + ".")
     if report.get("gates"):
-        sentences.append("Gates: " + ("all passed." if report["gates_passed"] else "FAILED."))
-    return " ".join(sentences)
+        lines.append("Gates: " + ("all passed." if report["gates_passed"] else "FAILED."))
+    return lines
 
 
 DECISION_HEADER = ["arm", "kind", "emotion UA", "emotion acc", "error rate", "general error rate",
@@ -164,13 +172,27 @@ def slice_rows(report: dict, table: dict) -> list[list[str]]:
              for arm in report["arm_names"]] for value, entry in table.items()]
 
 
+RETENTION_HEADER = ["arm", "error rate", "CER", "Δ error rate vs base"]
+
+
+def retention_rows(retention: dict) -> list[list[str]]:
+    """The retention table (Markdown and HTML): each arm's general-domain error rate, CER and
+    change against base."""
+    return [[arm, _fmt(m["error_rate"]), _fmt(m["cer"]),
+             "–" if arm == "base" else f"{retention['delta'][arm]['error_rate']:+.4f} "
+             f"{_ci(retention['delta'][arm]['ci95']['error_rate'])}"]
+            for arm, m in retention["arms"].items()]
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *("| " + " | ".join(row) + " |" for row in rows)]
 
 
 def render_markdown(report: dict) -> str:
-    lines = [f"# A/B report: {report['data']}", "", verdict(report), "",
+    first, *per_arm = verdict_lines(report)
+    lines = [f"# A/B report: {report['data']}", "", first, "", *(f"- {line}" for line in per_arm),
+             *([""] if per_arm else []),
              f"- base model: `{report['model']}` (model.pt sha256 {report['base_sha256'][:12]}…)"]
     for arm, path in report.get("adapters", {}).items():
         lines.append(f"- {arm}: `{path}`")
@@ -204,11 +226,7 @@ def render_markdown(report: dict) -> str:
     if report.get("retention"):
         retention = report["retention"]
         lines += ["", f"## Retention: {retention['data']} ({retention['n']} clips)", ""]
-        rows = [[arm, _fmt(m["error_rate"]), _fmt(m["cer"]),
-                 "–" if arm == "base" else f"{retention['delta'][arm]['error_rate']:+.4f} "
-                 f"{_ci(retention['delta'][arm]['ci95']['error_rate'])}"]
-                for arm, m in retention["arms"].items()]
-        lines += markdown_table(["arm", "error rate", "CER", "Δ error rate"], rows)
+        lines += markdown_table(RETENTION_HEADER, retention_rows(retention))
     lines += ["", "## Emotion per class (precision / recall / F1)", ""]
     lines += markdown_table(["emotion", "n"] + report["arm_names"], per_class_rows(report))
     lines += ["", f"Language-ID accuracy: " + ", ".join(
@@ -246,44 +264,51 @@ def _plot_matrix(axis, confusion: dict, normalise: bool, title: str) -> None:
     axis.set_ylabel("reference")
 
 
-def _save(figure, path: Path) -> None:
+def _save(figure, path: Path, **options) -> None:
     with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=100)
+        figure.savefig(temporary, format="png", dpi=100, **options)
 
 
 def write_confusion_pngs(report: dict, out_dir: Path) -> dict[str, Path]:
     """confusion.png (row-normalised, all arms) and confusion_<arm>.png (counts | normalised)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     arms = report["arm_names"]
     images = {}
     if not report["arms"]["base"]["confusion"]["rows"]:  # a text-only test set
         return images
-    figure, axes = plt.subplots(1, len(arms), figsize=(5.5 * len(arms), 4.8), squeeze=False)
+    figure = Figure(figsize=(5.5 * len(arms), 4.8))
+    axes = figure.subplots(1, len(arms), squeeze=False)
     for axis, arm in zip(axes[0], arms):
         _plot_matrix(axis, report["arms"][arm]["confusion"], True,
                      f"{arm}: emotion accuracy {report['arms'][arm]['emotion_accuracy']:.3f}")
     figure.tight_layout()
     _save(figure, out_dir / "confusion.png")
-    plt.close(figure)
     images["Confusion: all arms, row-normalised"] = out_dir / "confusion.png"
     for arm in arms:
-        figure, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+        figure = Figure(figsize=(11, 4.8))
+        axes = figure.subplots(1, 2)
         _plot_matrix(axes[0], report["arms"][arm]["confusion"], False, f"{arm}: counts")
         _plot_matrix(axes[1], report["arms"][arm]["confusion"], True, f"{arm}: row-normalised")
         figure.tight_layout()
         path = out_dir / f"confusion_{arm}.png"
         _save(figure, path)
-        plt.close(figure)
         images[f"Confusion: {arm}"] = path
     return images
 
 
 def write_reliability_png(report: dict, out_dir: Path) -> Path | None:
     """reliability.png: per arm, accuracy against the decoded emotion's probability (binned)."""
+    figure = reliability_figure(report)
+    if figure is None:
+        return None
+    path = out_dir / "reliability.png"
+    _save(figure, path, bbox_inches="tight")  # grown to hold the legend below the axes
+    return path
+
+
+def reliability_figure(report: dict):
+    """The reliability diagram (a matplotlib Figure), or None without calibrated arms."""
     arms = [a for a in report["arm_names"] if report["arms"][a].get("calibration")]
     if not arms:
         return None
@@ -301,11 +326,10 @@ def write_reliability_png(report: dict, out_dir: Path) -> Path | None:
     axis.set_ylabel("share correct")
     axis.set_xlim(0, 1)
     axis.set_ylim(0, 1)
-    axis.legend(loc="upper left", fontsize=8)
+    # below the axes: inside, it covers the curves it names
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, ncol=2, frameon=False)
     axis.set_title("emotion calibration")
-    path = out_dir / "reliability.png"
-    _save(figure, path)
-    return path
+    return figure
 
 
 def calibration_line(report: dict) -> str:
@@ -329,7 +353,9 @@ def render_html(report: dict, images: dict[str, Path]) -> str:
     verdict_class = "pass" if passed else "fail"
     sections = [f"<h1>A/B report</h1><p class='meta'>{html.escape(report['data'])} · "
                 f"{report['n']} clips · base {html.escape(report['model'])}</p>",
-                f"<div class='verdict {verdict_class}'>{html.escape(verdict(report))}</div>",
+                f"<div class='verdict {verdict_class}'>" + "".join(
+                    f"<div class='verdict-line'>{html.escape(line)}</div>"
+                    for line in verdict_lines(report)) + "</div>",
                 "<h2>Decision table</h2>", _html_table(DECISION_HEADER, decision_rows(report)),
                 "<h2>Headline (95% bootstrap intervals)</h2>",
                 _html_table(["arm"] + [LABELS[m] for m in HEADLINE], headline_rows(report))]
@@ -348,11 +374,8 @@ def render_html(report: dict, images: dict[str, Path]) -> str:
         sections += ["<h2>Gates</h2>", _html_table(["arm", "gate", "value", "result"], rows)]
     if report.get("retention"):
         retention = report["retention"]
-        rows = [[arm, _fmt(m["error_rate"]), "–" if arm == "base" else
-                 f"{retention['delta'][arm]['error_rate']:+.4f} {_ci(retention['delta'][arm]['ci95']['error_rate'])}"]
-                for arm, m in retention["arms"].items()]
-        sections += [f"<h2>Retention ({html.escape(retention['data'])})</h2>",
-                     _html_table(["arm", "error rate", "Δ vs base"], rows)]
+        sections += [f"<h2>Retention: {html.escape(retention['data'])} ({retention['n']} clips)</h2>",
+                     _html_table(RETENTION_HEADER, retention_rows(retention))]
     sections += ["<h2>Emotion per class (precision / recall / F1)</h2>",
                  _html_table(["emotion", "n"] + report["arm_names"], per_class_rows(report))]
     for title, path in images.items():
@@ -374,7 +397,7 @@ def render_html(report: dict, images: dict[str, Path]) -> str:
     style = ("body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px;color:#222}"
              "table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;"
              "padding:4px 8px;font-size:13px;text-align:left}th{background:#f3f3f3}"
-             ".verdict{padding:14px;border-radius:6px;font-size:16px;margin:12px 0}"
+             ".verdict{padding:14px;border-radius:6px;font-size:15px;margin:12px 0}.verdict-line{margin:4px 0}"
              ".pass{background:#e8f5e9;border:1px solid #66bb6a}.fail{background:#ffebee;"
              "border:1px solid #e53935}.meta{color:#666}img{max-width:100%}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>svlora A/B report</title>"

@@ -18,6 +18,7 @@ from svlora.eval.stats import (DEFAULT_RESAMPLES, bootstrap_interval, macro_f1_m
                                resample_indices, unweighted_recall_metric)
 from svlora.labels import EMOTION_TAGS, split_output
 from svlora.manifest import ManifestRow
+from svlora.eval.records import ScoredClip
 from svlora.metrics import text_edits
 
 NO_EMOTION = "(none)"  # column for outputs that carry no emotion tag
@@ -27,7 +28,7 @@ TEXT_METRICS = ("error_rate", "cer", "wer", "empty_rate")  # judged together: se
 LOWER_IS_BETTER = set(TEXT_METRICS)
 
 
-def score_clip(row: ManifestRow, raw_output: str, emotion_probs: dict | None = None) -> dict:
+def score_clip(row: ManifestRow, raw_output: str, emotion_probs: dict | None = None) -> ScoredClip:
     """One clip's prediction: parsed tags, normalised texts and edit counts; with the decoder's
     emotion distribution, the probability of the decoded emotion (its confidence)."""
     parts = split_output(raw_output)
@@ -35,17 +36,16 @@ def score_clip(row: ManifestRow, raw_output: str, emotion_probs: dict | None = N
     edits = text_edits(row.target, parts["text"], language)
     chars, words = edits["chars"], edits["words"]
     headline = words if words is not None else chars
-    return {"raw": raw_output, "text": parts["text"], "emotion": parts["emotion"] or NO_EMOTION,
-            "language": parts["language"], "event": parts["event"],
-            "chars": chars, "words": words, "empty": edits["empty"],
-            "errors": headline["sub"] + headline["del"] + headline["ins"], "units": headline["ref"],
-            "unit": "word" if words is not None else "char",
-            # None: a text-only clip (no emotion label), left out of every emotion metric
-            "emotion_correct": parts["emotion"] == row.emo_target if row.has_emotion else None,
-            "emotion_probs": emotion_probs,
-            "emotion_confidence": (emotion_probs or {}).get(parts["emotion"]) if emotion_probs else None,
-            "language_correct": parts["language"] == row.text_language,
-            "event_correct": parts["event"] == row.event_target}
+    return ScoredClip(
+        raw=raw_output, text=parts["text"], emotion=parts["emotion"] or NO_EMOTION,
+        language=parts["language"], event=parts["event"], chars=chars, words=words,
+        empty=edits["empty"], errors=headline["sub"] + headline["del"] + headline["ins"],
+        units=headline["ref"], unit="word" if words is not None else "char",
+        emotion_correct=parts["emotion"] == row.emo_target if row.has_emotion else None,
+        emotion_probs=emotion_probs,
+        emotion_confidence=(emotion_probs or {}).get(parts["emotion"]) if emotion_probs else None,
+        language_correct=parts["language"] == row.text_language,
+        event_correct=parts["event"] == row.event_target)
 
 
 def emotion_order(labels) -> list[str]:
@@ -78,30 +78,30 @@ def per_class(references: list[str], predictions: list[str]) -> dict:
     return result
 
 
-def event_f1(rows: list[ManifestRow], clips: list[dict]) -> float:
+def event_f1(rows: list[ManifestRow], clips: list[ScoredClip]) -> float:
     """Macro-F1 over the reference events present."""
-    scores = per_class([r.event_target for r in rows], [c["event"] or "(none)" for c in clips])
+    scores = per_class([r.event_target for r in rows], [c.event or "(none)" for c in clips])
     return float(np.mean([s["f1"] for s in scores.values()]))
 
 
 class ArmArrays:
     """Per-clip arrays of one arm, and the metric functions the bootstrap resamples."""
 
-    def __init__(self, rows: list[ManifestRow], clips: list[dict]):
+    def __init__(self, rows: list[ManifestRow], clips: list[ScoredClip]):
         self.labelled = np.array([r.has_emotion for r in rows], dtype=bool)
         self.references = np.array([r.emo_target or "" for r in rows])  # "": no class
-        self.predictions = np.array([c["emotion"] for c in clips])
-        self.correct = np.array([bool(c["emotion_correct"]) for c in clips], dtype=bool)
-        char_edits = [c["chars"]["sub"] + c["chars"]["del"] + c["chars"]["ins"] for c in clips]
-        word_edits = [sum(c["words"][k] for k in ("sub", "del", "ins")) if c["words"] else 0
+        self.predictions = np.array([c.emotion for c in clips])
+        self.correct = np.array([bool(c.emotion_correct) for c in clips], dtype=bool)
+        char_edits = [c.chars["sub"] + c.chars["del"] + c.chars["ins"] for c in clips]
+        word_edits = [sum(c.words[k] for k in ("sub", "del", "ins")) if c.words else 0
                       for c in clips]
         self.metrics = {
-            "error_rate": ratio_metric([c["errors"] for c in clips], [c["units"] for c in clips]),
-            "cer": ratio_metric(char_edits, [c["chars"]["ref"] for c in clips]),
-            "wer": ratio_metric(word_edits, [c["words"]["ref"] if c["words"] else 0 for c in clips]),
-            "empty_rate": mean_metric(np.array([c["empty"] for c in clips], dtype=float)),
+            "error_rate": ratio_metric([c.errors for c in clips], [c.units for c in clips]),
+            "cer": ratio_metric(char_edits, [c.chars["ref"] for c in clips]),
+            "wer": ratio_metric(word_edits, [c.words["ref"] if c.words else 0 for c in clips]),
+            "empty_rate": mean_metric(np.array([c.empty for c in clips], dtype=float)),
             "emotion_accuracy": ratio_metric(self.correct & self.labelled, self.labelled),
-            "emotion_ua": unweighted_recall_metric(self.references, self.correct),
+            "emotion_ua": unweighted_recall_metric(self.references, self.predictions),
             "emotion_macro_f1": macro_f1_metric(self.references, self.predictions),
         }
 
@@ -113,11 +113,11 @@ class ArmArrays:
 CALIBRATION_BINS = 10
 
 
-def calibration(clips: list[dict]) -> dict | None:
+def calibration(clips: list[ScoredClip]) -> dict | None:
     """Expected calibration error of the decoded emotion's probability over the labelled clips
     that carry one (equal-width bins), with each bin for the reliability diagram."""
-    pairs = [(c["emotion_confidence"], bool(c["emotion_correct"])) for c in clips
-             if c.get("emotion_confidence") is not None and c["emotion_correct"] is not None]
+    pairs = [(c.emotion_confidence, bool(c.emotion_correct)) for c in clips
+             if c.emotion_confidence is not None and c.emotion_correct is not None]
     if not pairs:
         return None
     confidence = np.array([p for p, _ in pairs])
@@ -136,18 +136,18 @@ def calibration(clips: list[dict]) -> dict | None:
     return {"ece": float(ece), "n": len(pairs), "bins": bins}
 
 
-def sdi(clips: list[dict], unit: str) -> dict | None:
-    counted = [c[unit] for c in clips if c[unit]]
+def sdi(clips: list[ScoredClip], unit: str) -> dict | None:
+    counted = [getattr(c, unit) for c in clips if getattr(c, unit)]
     if not counted:
         return None
     return {k: sum(c[k] for c in counted) for k in ("sub", "del", "ins", "ref")}
 
 
-def arm_metrics(rows: list[ManifestRow], clips: list[dict], indices: np.ndarray) -> dict:
+def arm_metrics(rows: list[ManifestRow], clips: list[ScoredClip], indices: np.ndarray) -> dict:
     """Every metric of one arm, with bootstrap 95% intervals for the headline ones."""
     arrays = ArmArrays(rows, clips)
     references = [r.emo_target for r in rows if r.has_emotion]
-    predictions = [c["emotion"] for r, c in zip(rows, clips) if r.has_emotion]
+    predictions = [c.emotion for r, c in zip(rows, clips) if r.has_emotion]
     classes = per_class(references, predictions)
     result = {"n": len(clips)}
     for name in HEADLINE:
@@ -156,7 +156,7 @@ def arm_metrics(rows: list[ManifestRow], clips: list[dict], indices: np.ndarray)
         "ci95": {name: bootstrap_interval(arrays.metrics[name], indices) for name in HEADLINE
                  if result[name] is not None},
         "char_edits": sdi(clips, "chars"), "word_edits": sdi(clips, "words"),
-        "language_accuracy": float(np.mean([c["language_correct"] for c in clips])),
+        "language_accuracy": float(np.mean([c.language_correct for c in clips])),
         "event_f1": event_f1(rows, clips),
         "per_class": classes,
         "per_emotion_accuracy": {tag: {"n": s["n"], "accuracy": s["recall"]} for tag, s in classes.items()},
@@ -166,7 +166,7 @@ def arm_metrics(rows: list[ManifestRow], clips: list[dict], indices: np.ndarray)
     return result
 
 
-def metric_delta(rows: list[ManifestRow], base_clips: list[dict], other_clips: list[dict],
+def metric_delta(rows: list[ManifestRow], base_clips: list[ScoredClip], other_clips: list[ScoredClip],
                  indices: np.ndarray) -> dict:
     """other − base for every headline metric, with paired-bootstrap 95% intervals and
     p-values, and the exact McNemar test on emotion correctness."""

@@ -6,6 +6,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from svlora.eval.records import ScoredClip
 from svlora.eval.scoring import ArmArrays
 from svlora.manifest import ManifestRow
 
@@ -24,7 +25,7 @@ SLICE_KEYS = {
 }
 
 
-def slice_table(rows: list[ManifestRow], clips_by_arm: dict[str, list[dict]]) -> dict:
+def slice_table(rows: list[ManifestRow], clips_by_arm: dict[str, list[ScoredClip]]) -> dict:
     """{slice kind: {value: {n, arm: {error_rate, emotion_accuracy}}}} (speaker only if known)."""
     tables = {}
     for kind, key in SLICE_KEYS.items():
@@ -48,19 +49,19 @@ def slice_table(rows: list[ManifestRow], clips_by_arm: dict[str, list[dict]]) ->
     return tables
 
 
-def changed_clips(rows: list[ManifestRow], base: list[dict], other: list[dict],
+def changed_clips(rows: list[ManifestRow], base: list[ScoredClip], other: list[ScoredClip],
                   count: int = 10) -> dict:
     """The clips the other arm improved and regressed most (emotion flips first, then edits)."""
     def gain(i: int) -> float:
-        emotion = int(bool(other[i]["emotion_correct"])) - int(bool(base[i]["emotion_correct"]))
-        edits = (base[i]["errors"] - other[i]["errors"]) / max(1, base[i]["units"])
+        emotion = int(bool(other[i].emotion_correct)) - int(bool(base[i].emotion_correct))
+        edits = (base[i].errors - other[i].errors) / max(1, base[i].units)
         return emotion + edits
 
     def describe(i: int) -> dict:
         return {"key": rows[i].key, "audio": rows[i].source, "reference": rows[i].target,
                 "reference_emotion": rows[i].emo_target,
-                "base": {"text": base[i]["text"], "emotion": base[i]["emotion"]},
-                "other": {"text": other[i]["text"], "emotion": other[i]["emotion"]},
+                "base": {"text": base[i].text, "emotion": base[i].emotion},
+                "other": {"text": other[i].text, "emotion": other[i].emotion},
                 "gain": round(gain(i), 4)}
 
     order = sorted(range(len(rows)), key=gain)

@@ -9,6 +9,8 @@ from typing import Callable
 
 import numpy as np
 
+from svlora.metrics import unweighted_average_recall
+
 DEFAULT_RESAMPLES = 1000
 
 # A metric reads arrays of per-clip values at resampled indices [B, n] and returns [B] values.
@@ -88,26 +90,12 @@ def no_classes_metric(indices: np.ndarray) -> np.ndarray:
     return np.full(np.shape(indices)[:-1], np.nan)
 
 
-def unweighted_recall_metric(references: np.ndarray, correct: np.ndarray,
+def unweighted_recall_metric(references: np.ndarray, predictions: np.ndarray,
                              unlabelled: str = "") -> Metric:
-    """Unweighted average recall (UA): the mean over classes of per-class accuracy; clips whose
+    """UA (svlora.metrics.unweighted_average_recall) over resampled clips; clips whose
     reference is `unlabelled` belong to no class."""
-    references, correct = np.asarray(references), np.asarray(correct, bool)
-    classes = [c for c in np.unique(references) if c != unlabelled]
-    if not classes:
-        return no_classes_metric
-
-    def metric(indices: np.ndarray) -> np.ndarray:
-        picked_reference, picked_correct = references[indices], correct[indices]
-        recalls = []
-        for label in classes:
-            in_class = picked_reference == label
-            count = in_class.sum(axis=-1)
-            hits = (in_class & picked_correct).sum(axis=-1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                recalls.append(np.where(count > 0, hits / np.maximum(count, 1), np.nan))
-        return quiet_nanmean(np.stack(recalls))
-    return metric
+    references, predictions = np.asarray(references), np.asarray(predictions)
+    return lambda indices: unweighted_average_recall(references, predictions, indices, unlabelled)
 
 
 def macro_f1_metric(references: np.ndarray, predictions: np.ndarray,

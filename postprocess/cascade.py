@@ -15,18 +15,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from svlora.adapter_format import Stage1Identity
 from svlora.errors import AdapterError, SvloraError
 from svlora.labels import EMOTION_TAGS, EVENT_TAGS
+from svlora.metrics import unweighted_average_recall
 
-CASCADE_SCHEMA, CASCADE_VERSION = "svlora-cascade", 1
+# version 2: adapter_sha256 is adapter_identity (weights and adapter_config.json); version 1
+# hashed the weights only, so a changed lora_alpha went unnoticed
+CASCADE_SCHEMA, CASCADE_VERSION = "svlora-cascade", 2
 WEIGHTS, CONFIG = "cascade.safetensors", "cascade.json"
 HASH_BUCKETS = 512
 
 
 @dataclass
 class CascadeConfig:
-    base_sha256: str
-    adapter_sha256: str | None
+    base_sha256: str                   # the stage 1 it was trained on (.stage1)
+    adapter_sha256: str | None         # adapter_identity, None for the base alone
     classes: list[str]                 # the emotion tags it predicts
     text: str = "hashed"               # none | hashed | a Hugging Face model dir
     hidden: int = 64                   # 0: a linear (logistic) head
@@ -35,6 +39,10 @@ class CascadeConfig:
     event_classes: list[str] = field(default_factory=list)  # with an event head: the events
     schema: str = CASCADE_SCHEMA
     version: int = CASCADE_VERSION
+
+    @property
+    def stage1(self) -> Stage1Identity:
+        return Stage1Identity(self.base_sha256, self.adapter_sha256)
 
 
 def hashed_ngrams(text: str, buckets: int = HASH_BUCKETS) -> np.ndarray:
@@ -96,10 +104,6 @@ class Head(torch.nn.Module):
         return self.net((features - self.mean) / self.std)
 
 
-def unweighted_recall(references: np.ndarray, predictions: np.ndarray) -> float:
-    return float(np.mean([np.mean(predictions[references == c] == c) for c in np.unique(references)]))
-
-
 def train_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
                classes: int, hidden: int = 64, epochs: int = 300, seed: int = 0) -> tuple[Head, dict]:
     """Full-batch AdamW with class-balanced cross-entropy; the epoch with the best validation
@@ -121,7 +125,7 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_
         head.eval()
         with torch.no_grad():
             predicted = head(torch.from_numpy(val_x)).argmax(1).numpy()
-        score = (unweighted_recall(val_y, predicted), float(np.mean(predicted == val_y)))
+        score = (unweighted_average_recall(val_y, predicted), float(np.mean(predicted == val_y)))
         if score > best:
             best, state = score, {k: v.clone() for k, v in head.state_dict().items()}
             best_epoch = epoch
@@ -192,7 +196,8 @@ class Cascade:
 
 def load_cascade(directory: str | Path, base_sha256: str, adapter_sha256: str | None,
                  allow_base_mismatch: bool = False) -> Cascade:
-    """A saved cascade, refused (like an adapter) when trained on another stage 1."""
+    """A saved cascade, refused (like an adapter) when trained on another stage 1: base
+    model.pt sha256 and, with an adapter, its adapter_identity (Stage1Identity.of)."""
     from safetensors.torch import load_file
 
     directory = Path(directory)
@@ -203,12 +208,7 @@ def load_cascade(directory: str | Path, base_sha256: str, adapter_sha256: str | 
     if data.get("schema") != CASCADE_SCHEMA:
         raise AdapterError(f"{directory / CONFIG}: schema {data.get('schema')!r} is not {CASCADE_SCHEMA}")
     config = CascadeConfig(**data)
-    if not allow_base_mismatch and (config.base_sha256, config.adapter_sha256) != (base_sha256, adapter_sha256):
-        raise AdapterError(
-            f"{directory}: trained on stage 1 base {config.base_sha256[:12]}… adapter "
-            f"{(config.adapter_sha256 or 'none')[:12]}, but this is base {base_sha256[:12]}… adapter "
-            f"{(adapter_sha256 or 'none')[:12]}; train a cascade on this stage 1, or pass "
-            "--allow-base-mismatch")
+    check_stage1(directory, config, Stage1Identity(base_sha256, adapter_sha256), allow_base_mismatch)
     state = load_file(str(directory / WEIGHTS))
     inputs = int(sum(config.feature_dims.values()))
 
@@ -221,6 +221,21 @@ def load_cascade(directory: str | Path, base_sha256: str, adapter_sha256: str | 
 
     event_head = build("event.", len(config.event_classes)) if config.event_classes else None
     return Cascade(config, build("", len(config.classes)), TextEncoder(config.text), event_head)
+
+
+def check_stage1(directory: Path, config: CascadeConfig, stage1: Stage1Identity,
+                 allow_base_mismatch: bool) -> None:
+    if config.version < 2 and config.adapter_sha256 is not None and not allow_base_mismatch:
+        raise AdapterError(f"{directory}: trained by an older svlora, which identified its adapter "
+                           "by the weights alone (not adapter_config.json); train the cascade "
+                           "again, or pass --allow-base-mismatch")
+    if config.stage1 != stage1 and not allow_base_mismatch:
+        trained, given = config.stage1, stage1
+        raise AdapterError(
+            f"{directory}: trained on stage 1 base {trained.base_sha256[:12]}… adapter "
+            f"{(trained.adapter_sha256 or 'none')[:12]}, but this is base {given.base_sha256[:12]}… "
+            f"adapter {(given.adapter_sha256 or 'none')[:12]} (an adapter is its weights and its "
+            "adapter_config.json); train a cascade on this stage 1, or pass --allow-base-mismatch")
 
 
 def elapsed(started: float) -> float:
@@ -257,18 +272,15 @@ def stage1_results(base, rows, ban_emo_unknown: bool = False, cache: Path | None
 
 def stage1_model(model: str, adapter: str | None, device: str, hub: str,
                  allow_base_mismatch: bool, trust_remote_code: bool):
-    """The stage-1 model (base, or base + adapter) and the hashes that identify it."""
+    """The stage-1 model (base, or base + adapter) and its Stage1Identity."""
     from svlora.adapter_format import attach_adapter
-    from svlora.io import sha256_file
     from svlora.model import load_base_model, weights_sha256
 
     base = load_base_model(model, device=device, hub=hub, trust_remote_code=trust_remote_code)
-    base_sha256 = weights_sha256(base.model_dir)
-    adapter_sha256 = None
+    stage1 = Stage1Identity.of(weights_sha256(base.model_dir), adapter)
     if adapter:
-        attach_adapter(base.model, adapter, base_sha256, allow_base_mismatch)
-        adapter_sha256 = sha256_file(Path(adapter) / "adapter_model.safetensors")
-    return base, base_sha256, adapter_sha256
+        attach_adapter(base.model, adapter, stage1.base_sha256, allow_base_mismatch)
+    return base, stage1
 
 
 def train_cascade(model: str, data: str, val: str, out: str, adapter: str | None = None,
@@ -287,14 +299,12 @@ def train_cascade(model: str, data: str, val: str, out: str, adapter: str | None
     val_rows = [r for r in read_manifest(val) if r.has_emotion]
     if not train_rows or not val_rows:
         raise SvloraError(f"{data if not train_rows else val}: no clip has an emotion label")
-    base, base_sha256, adapter_sha256 = stage1_model(model, adapter, device, hub,
-                                                     allow_base_mismatch, trust_remote_code)
+    base, stage1 = stage1_model(model, adapter, device, hub, allow_base_mismatch, trust_remote_code)
     encoder = TextEncoder(text)
     cache = Path(cache_dir) if cache_dir else Path(out).resolve().parent / ".stage1-cache"
     train_stage1, val_stage1 = (
         stage1_results(base, rows, ban_emo_unknown, cache,
-                       {"base": base_sha256, "adapter": adapter_sha256, "manifest": sha256_file(path),
-                        "device": base.device.type,
+                       {**stage1.to_dict(), "manifest": sha256_file(path), "device": base.device.type,
                         "ban_emo_unknown": ban_emo_unknown, "labelled_only": True, "version": 1})
         for rows, path in ((train_rows, data), (val_rows, val)))
     classes = [tag for tag in EMOTION_TAGS if tag in {r.emo_target for r in train_rows}]
@@ -321,11 +331,11 @@ def train_cascade(model: str, data: str, val: str, out: str, adapter: str | None
                            for s in val_stage1])
     dims = {"acoustic": len(train_stage1[0]["pooled"]), "emotion_probs": len(EMOTION_TAGS),
             "text": train_x.shape[1] - len(train_stage1[0]["pooled"]) - len(EMOTION_TAGS)}
-    config = CascadeConfig(base_sha256, adapter_sha256, classes, text, hidden, dims,
+    config = CascadeConfig(stage1.base_sha256, stage1.adapter_sha256, classes, text, hidden, dims,
                            event_classes=event_classes, trained={
         "data": str(data), "val": str(val), "clips": len(train_rows), "val_clips": len(val_rows),
         "stage1": {"model": str(model), "adapter": adapter},
-        "stage1_val_ua": unweighted_recall(val_y, stage1_val), **metrics,
+        "stage1_val_ua": unweighted_average_recall(val_y, stage1_val), **metrics,
         "feature_seconds": features_s, "seconds": elapsed(started)})
     save_cascade(Path(out), head, config, event_head)
     log(f"cascade: {len(train_rows)} clips, {len(classes)} emotions, val UA {metrics['val_ua']:.3f} "

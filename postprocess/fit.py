@@ -10,16 +10,10 @@ from collections import Counter
 import numpy as np
 
 from svlora.labels import split_output
-from svlora.metrics import NO_SPACE_LANGUAGES, normalize_text
+from svlora.metrics import NO_SPACE_LANGUAGES, normalize_text, unweighted_average_recall
 from svlora.postprocess.rules import bare_text
 
 OFFSET_GRID = np.round(np.arange(-4.0, 4.0001, 0.25), 2)
-
-
-def unweighted_recall(references: list[str], predictions: list[str]) -> float:
-    classes = sorted(set(references))
-    recalls = [np.mean([p == c for r, p in zip(references, predictions) if r == c]) for c in classes]
-    return float(np.mean(recalls)) if recalls else 0.0
 
 
 def fit_offsets(distributions: list[dict[str, float]], references: list[str],
@@ -36,7 +30,7 @@ def fit_offsets(distributions: list[dict[str, float]], references: list[str],
 
     def score(candidate: np.ndarray) -> tuple[float, float]:
         predicted = [tags[i] for i in (log_p + candidate).argmax(axis=1)]
-        return (unweighted_recall(references, predicted),
+        return (unweighted_average_recall(references, predicted),
                 float(np.mean([p == r for p, r in zip(predicted, references)])))
 
     best = score(offsets)

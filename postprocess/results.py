@@ -1,8 +1,10 @@
 """Post-processing applied to transcription results (a file's dict as `transcribe` returns it,
-per segment for long files): what the Python runtime and the server share."""
+per segment for long files): what the Python runtime and the server share. A long file's
+file-level fields are recomputed from its re-decided segments, so they never go stale."""
 
 from __future__ import annotations
 
+from svlora.decoding import weighted_distribution
 from svlora.labels import split_output
 from svlora.segments import Segment, weighted_tag
 
@@ -14,9 +16,24 @@ def spans_of(segments: list[dict]) -> list[Segment]:
     return [Segment(s["start"], s["end"]) for s in segments]
 
 
+def file_decision(segments: list[dict], kind: str) -> dict:
+    """A long file's `{kind}_probs` (segment distributions weighted by duration) and `kind`,
+    their argmax: a file's tag is the argmax of its own probabilities, as each segment's is."""
+    probabilities = weighted_distribution([s[f"{kind}_probs"] for s in segments],
+                                          [span.seconds for span in spans_of(segments)])
+    return {f"{kind}_probs": probabilities, kind: max(probabilities, key=probabilities.get)}
+
+
+def joined(segments: list[dict]) -> dict:
+    """A long file's raw output and text from its segments' (as decoding joins them)."""
+    return {"raw": "".join(s["raw"] for s in segments),
+            "text": " ".join(s["text"] for s in segments if s["text"])}
+
+
 def result_with_cascade(cascade: Cascade, result: dict) -> dict:
     """The emotion (and event) re-decided by the cascade from stage 1's pooled encoder output,
-    emotion distribution and transcript; `stage1_emotion`/`stage1_event` keep stage 1's."""
+    emotion distribution and transcript; `stage1_emotion`/`stage1_event` keep stage 1's. A long
+    file's emotion, emotion_probs, raw (and event, event_probs) follow its segments'."""
     def relabel(items: list[dict]) -> list[dict]:
         decided = cascade.redecide(items)
         out = []
@@ -31,13 +48,18 @@ def result_with_cascade(cascade: Cascade, result: dict) -> dict:
         return relabel([result])[0]
     segments = relabel(result["segments"])
     rest = {k: v for k, v in result.items() if k != "pooled"}
-    return {**rest, "segments": segments,
-            "emotion": weighted_tag([s["emotion"] for s in segments], spans_of(segments))}
+    out = {**rest, "segments": segments, "raw": joined(segments)["raw"],
+           "stage1_emotion": result.get("emotion"), **file_decision(segments, "emotion")}
+    if "stage1_event" in segments[0]:  # the cascade has an event head
+        out.update(stage1_event=result.get("event"), **file_decision(segments, "event"))
+    return out
 
 
 def result_with_rules(rules: RuleSet, result: dict) -> dict:
     """The result with the rules applied (per segment for long files); `rules_fired` names the
-    rules that changed something."""
+    rules that changed something. With emotion offsets the emotion is the argmax of the offset
+    probabilities; a rule that sets the emotion overrides them (rules_fired says which). A long
+    file's raw, text, emotion_probs, emotion and event follow its segments'."""
     def one(item: dict, seconds: float | None) -> dict:
         applied = apply_rules(rules, item["raw"], item.get("emotion_probs"), seconds)
         return {**item, **split_output(applied["raw"]), "raw": applied["raw"],
@@ -46,7 +68,12 @@ def result_with_rules(rules: RuleSet, result: dict) -> dict:
     if "segments" not in result:
         return one(result, None)
     segments = [one(s, s["end"] - s["start"]) for s in result["segments"]]
-    spans = spans_of(segments)
-    return {**result, "segments": segments,
-            "emotion": weighted_tag([s["emotion"] for s in segments], spans),
-            "event": weighted_tag([s["event"] for s in segments], spans)}
+    out = {**result, **joined(segments), "segments": segments,
+           "rules_fired": list(dict.fromkeys(name for s in segments for name in s["rules_fired"]))}
+    if rules.emotion_offsets and all(s.get("emotion_probs") for s in segments):
+        out.update(file_decision(segments, "emotion"))
+    for kind in ("emotion", "event"):  # a rule's decision overrides the probabilities
+        setting = {rule.name for rule in rules.rules if getattr(rule.then, kind) is not None}
+        if any(setting.intersection(s["rules_fired"]) for s in segments):
+            out[kind] = weighted_tag([s[kind] for s in segments], spans_of(segments))
+    return out

@@ -6,11 +6,13 @@ with errors that name the rule and the field."""
 
 from __future__ import annotations
 
+import functools
 import math
-import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import re2
 
 from svlora.config import load_config
 from svlora.errors import RecipeError
@@ -32,7 +34,7 @@ class Condition:
     ends_with: list[str] = field(default_factory=list)      # transcript (punctuation stripped)
     contains_any: list[str] = field(default_factory=list)
     contains_none: list[str] = field(default_factory=list)  # e.g. negative words before a particle
-    regex: str | None = None                                # re.search on the transcript
+    regex: str | None = None  # searched in the transcript by RE2 (linear time: no backreferences)
 
 
 @dataclass
@@ -92,10 +94,14 @@ def validate_rule(rule: Rule, where: str) -> None:
             raise RecipeError(f"{where}: when.{name}: {value} is not a probability in [0, 1]")
     if rule.when.regex is not None:
         try:
-            re.compile(rule.when.regex)
-        except re.error as error:
-            raise RecipeError(f"{where}: when.regex: {rule.when.regex!r} is not a valid regular "
-                              f"expression ({error})") from None
+            compiled_regex(rule.when.regex)
+        except (re2.error, TypeError) as error:
+            reason = error.args[0].decode() if error.args and isinstance(error.args[0], bytes) else error
+            raise RecipeError(
+                f"{where}: when.regex: {rule.when.regex!r} is not an RE2 regular expression "
+                f"({reason}); rules match in linear time, so backreferences and lookaround are "
+                "not supported: rewrite it without them (contains_any, contains_none and ends_with "
+                "cover most uses)") from None
     action = rule.then
     if action.emotion is not None and action.emotion != CLEAR and as_tag(action.emotion, EMOTION_TAGS) is None:
         raise RecipeError(f"{where}: then.emotion: {action.emotion!r} is not an emotion or 'clear'")
@@ -103,6 +109,15 @@ def validate_rule(rule: Rule, where: str) -> None:
         raise RecipeError(f"{where}: then.event: {action.event!r} is not an event")
     if action.emotion is None and action.event is None and not action.replace:
         raise RecipeError(f"{where}: then: the rule does nothing (set emotion, event or replace)")
+
+
+@functools.lru_cache(maxsize=256)
+def compiled_regex(pattern: str):
+    """`pattern` compiled by RE2, whose matching time is linear in the text: a rules file can
+    never stall the server with catastrophic backtracking, as Python's `re` can on (a+)+$."""
+    options = re2.Options()
+    options.log_errors = False  # the RecipeError says it once; RE2 would also print to stderr
+    return re2.compile(pattern, options=options)
 
 
 def load_rules(path: str | Path) -> RuleSet:
@@ -134,7 +149,7 @@ def matches(condition: Condition, parts: dict, probability: float | None, second
         not condition.ends_with or any(bare_text(text).endswith(w) for w in condition.ends_with),
         not condition.contains_any or any(w in text for w in condition.contains_any),
         not any(w in text for w in condition.contains_none),
-        condition.regex is None or re.search(condition.regex, text) is not None,
+        condition.regex is None or compiled_regex(condition.regex).search(text) is not None,
     )
     return all(checks)
 

@@ -47,10 +47,18 @@ def wav_truncation(path: str | Path) -> str | None:
             handle.seek(length + (length & 1), 1)
 
 
+def missing_file_reason(path: str | Path) -> str | None:
+    """"not found" or "not a file" (a directory, say), else None: checkable before any work."""
+    if Path(path).is_file():
+        return None
+    return "not found" if not Path(path).exists() else "not a file"
+
+
 def decode_audio(path: str | Path, target_rate: int = TARGET_RATE) -> DecodedAudio:
     """Decode by content (the extension may lie), mix to mono, resample with soxr HQ."""
-    if not Path(path).is_file():
-        raise AudioDecodeError("not found" if not Path(path).exists() else "not a file")
+    missing = missing_file_reason(path)
+    if missing:
+        raise AudioDecodeError(missing)
     truncated = wav_truncation(path)
     if truncated:
         raise AudioDecodeError(truncated)

@@ -3,18 +3,20 @@ and audio files to results (long files cut into bounded segments first)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import TypedDict
 
 import torch
 from tqdm import tqdm
 
 from svlora.audio import TARGET_RATE
-from svlora.errors import SvloraError
+from svlora.errors import AudioFileError, SvloraError
 from svlora.features import pack_by_padded_seconds, pad_features
 from svlora.labels import EMOTION_TAGS, EVENT_TAGS, LANGUAGE_TAGS
 from svlora.model import BaseModel
-from svlora.segments import MAX_SEGMENT_SECONDS, Segment, load_vad, speech_segments, weighted_tag
+from svlora.segments import MAX_SEGMENT_SECONDS, Segment, load_vad, speech_segments
 
 
 def inference_log_probs(sensevoice: torch.nn.Module, features: torch.Tensor, lengths: torch.Tensor,
@@ -119,7 +121,8 @@ def tag_distributions(log_probs: torch.Tensor, kind: str, banned: tuple[str, ...
 def decode_features(base: BaseModel, features: list[torch.Tensor],
                     max_seconds_per_batch: float | None = None, language: str = "auto",
                     itn: str | list[str] = "woitn", ban_emo_unknown: bool = False,
-                    with_pooled: bool = False, batch_context=None) -> list[Decoded]:
+                    with_pooled: bool = False, batch_context=None,
+                    progress: bool | None = None) -> list[Decoded]:
     """Greedy outputs ('<|en|><|HAPPY|><|Speech|><|woitn|>text') with tag distributions.
 
     Clips are batched by duration (padded seconds per batch bounded); `itn` may be one value or
@@ -127,7 +130,8 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
     that have it. `ban_emo_unknown` forbids <|EMO_UNKNOWN|>, as SenseVoice's published emotion
     results do (FunASR's ban_emo_unk). `with_pooled` keeps each clip's mean encoder output.
     `batch_context(indices)`, if given, wraps each forward pass over those clips (the server
-    routes each row to its own adapter this way).
+    routes each row to its own adapter this way). `progress`: a bar on stderr (default: for
+    50 clips or more).
     """
     max_seconds_per_batch = max_seconds_per_batch or default_batch_seconds(base.device)
     module = base.model
@@ -137,8 +141,8 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
     outputs: list[Decoded | None] = [None] * len(features)
     use_bf16 = decoding_precision(base.device) == "bf16"
     banned = (EMO_UNKNOWN,) if ban_emo_unknown else ()
-    progress = tqdm(total=len(features), desc="decoding", unit="clip", leave=False,
-                    disable=len(features) < 50)
+    bar = tqdm(total=len(features), desc="decoding", unit="clip", leave=False,
+               disable=not progress if progress is not None else len(features) < 50)
     for style in sorted(set(itns)):
         members = [i for i, value in enumerate(itns) if value == style]
         for batch in duration_batches([features[i].shape[0] for i in members], max_seconds_per_batch):
@@ -159,8 +163,8 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
                 outputs[index] = Decoded(base.decode(ids), distributions["language"][row],
                                          distributions["emotion"][row], distributions["event"][row],
                                          pooled[row])
-            progress.update(len(chunk))
-    progress.close()
+            bar.update(len(chunk))
+    bar.close()
     module.train(was_training)
     return outputs
 
@@ -171,6 +175,68 @@ def transcribe_features(base: BaseModel, features: list[torch.Tensor],
     """The raw outputs of decode_features."""
     return [d.raw for d in decode_features(base, features, max_seconds_per_batch, language, itn,
                                            ban_emo_unknown)]
+
+
+PROGRESS_AUDIO_SECONDS = 300.0  # a group of files with this much audio shows a decoding bar
+
+# Version of the transcription result's keys (TranscriptionResult below): bump it when a key is
+# renamed, removed or changes meaning; adding an optional key keeps it.
+RESULT_SCHEMA_VERSION = 1
+
+
+class DecodedFields(TypedDict):
+    """What every decoded clip or segment carries: Decoded's fields and the split tags."""
+
+    raw: str
+    text: str
+    language: str | None
+    emotion: str | None
+    event: str | None
+    itn: str | None
+    language_probs: dict[str, float]
+    emotion_probs: dict[str, float]
+    event_probs: dict[str, float]
+
+
+# Optional keys by total=False subclasses: NotRequired is not seen through this module's
+# string annotations (from __future__ import annotations) on Python 3.11.
+class _Segment(DecodedFields):
+    start: float
+    end: float
+
+
+class SegmentResult(_Segment, total=False):
+    """One segment of a long file: its span (seconds) and its decoding."""
+
+    pooled: list[float]  # with_pooled only (a cascade's input)
+    rules_fired: list[str]  # post-processing adds these per segment, as to the file
+    stage1_emotion: str | None
+    stage1_event: str | None
+
+
+class _File(DecodedFields):
+    path: str
+
+
+class TranscriptionResult(_File, total=False):
+    """A file's result (schema RESULT_SCHEMA_VERSION), the record `transcribe --json` prints,
+    the server answers from and post-processing rewrites. A file decoded whole carries the
+    keys of one clip; a long file also `segmentation` and `segments`, with file-level tags
+    and distributions weighted by segment duration."""
+
+    pooled: list[float]
+    segmentation: str                 # how a long file was cut: "vad" or "fixed"
+    segments: list[SegmentResult]
+    rules_fired: list[str]            # added by a rules file (svlora.postprocess)
+    stage1_emotion: str | None        # added by a cascade: stage 1's own tags
+    stage1_event: str | None
+
+
+class FileError(TypedDict):
+    """In place of a result, for a file that could not be transcribed (keep_going)."""
+
+    path: str
+    error: str
 
 
 @dataclass
@@ -193,11 +259,11 @@ def prepare_file(base: BaseModel, path: str, max_segment_seconds: float = MAX_SE
     try:
         waveform = load_audio(path)
     except AudioDecodeError as error:
-        raise SvloraError(f"{path}: {error}") from error
+        raise AudioFileError(str(path), str(error)) from error
     seconds = waveform.size / TARGET_RATE
     if max_file_seconds is not None and seconds > max_file_seconds:
-        raise SvloraError(f"{path}: {seconds:.1f} s is longer than --max-seconds "
-                          f"{max_file_seconds:g}; raise the limit or cut the file")
+        raise AudioFileError(str(path), f"{seconds:.1f} s is longer than --max-seconds "
+                             f"{max_file_seconds:g}; raise the limit or cut the file")
     vad = vad_loader() if seconds > max_segment_seconds else None
     segments, how = speech_segments(waveform, max_segment_seconds, vad)
     features = [base.features(waveform[int(s.start * TARGET_RATE):int(s.end * TARGET_RATE)])
@@ -207,15 +273,16 @@ def prepare_file(base: BaseModel, path: str, max_segment_seconds: float = MAX_SE
 
 def decode_prepared(base: BaseModel, files: list[PreparedFile], max_seconds_per_batch: float | None = None,
                     language: str = "auto", itn: str = "woitn", ban_emo_unknown: bool = False,
-                    with_pooled: bool = False, batch_context=None) -> list[dict]:
+                    with_pooled: bool = False, batch_context=None,
+                    progress: bool | None = None) -> list[TranscriptionResult]:
     """One result per prepared file (see file_result), every segment of every file decoded in
-    shared duration-sorted batches. `batch_context(file_indices)` as in decode_features, given
-    the files each forward pass covers."""
+    shared duration-sorted batches. `batch_context(file_indices)` and `progress` as in
+    decode_features, given the files each forward pass covers."""
     owners = [index for index, item in enumerate(files) for _ in item.features]
     context = (lambda rows: batch_context([owners[r] for r in rows])) if batch_context else None
     outputs = iter(decode_features(base, [f for item in files for f in item.features],
                                    max_seconds_per_batch, language, itn, ban_emo_unknown,
-                                   with_pooled, context))
+                                   with_pooled, context, progress))
     return [file_result(item.path, item.segments, item.how, [next(outputs) for _ in item.segments])
             for item in files]
 
@@ -225,31 +292,59 @@ def transcribe_files(base: BaseModel, paths: list[str], max_seconds_per_batch: f
                      max_segment_seconds: float = MAX_SEGMENT_SECONDS,
                      max_file_seconds: float | None = None, vad_loader=load_vad,
                      pending_seconds: float = 600.0, ban_emo_unknown: bool = False,
-                     with_pooled: bool = False) -> list[dict]:
-    """One result per audio file: the raw output and its tags and text; a file longer than
-    `max_segment_seconds` is cut (Silero VAD, else fixed windows) and decoded per segment, with
-    `segments` listing each one and file-level tags weighted by duration. Files are decoded in
-    groups of about `pending_seconds` of audio, so memory stays bounded however many or how
-    long the files are. `max_file_seconds` refuses longer files; `vad_loader()` gives the VAD
-    (called on the first long file; None: fixed windows)."""
-    results: list[dict] = []
-    pending: list[PreparedFile] = []
+                     with_pooled: bool = False,
+                     keep_going: bool = False) -> list[TranscriptionResult | FileError]:
+    """All of iter_transcribe_files' results as a list."""
+    return list(iter_transcribe_files(base, paths, max_seconds_per_batch, language, itn,
+                                      max_segment_seconds, max_file_seconds, vad_loader,
+                                      pending_seconds, ban_emo_unknown, with_pooled, keep_going))
+
+
+def iter_transcribe_files(base: BaseModel, paths: list[str],
+                          max_seconds_per_batch: float | None = None, language: str = "auto",
+                          itn: str = "woitn", max_segment_seconds: float = MAX_SEGMENT_SECONDS,
+                          max_file_seconds: float | None = None, vad_loader=load_vad,
+                          pending_seconds: float = 600.0, ban_emo_unknown: bool = False,
+                          with_pooled: bool = False,
+                          keep_going: bool = False) -> Iterator[TranscriptionResult | FileError]:
+    """One result per audio file, in order: the raw output and its tags and text; a file longer
+    than `max_segment_seconds` is cut (Silero VAD, else fixed windows) and decoded per segment,
+    with `segments` listing each one and file-level tags weighted by duration. Files are decoded
+    in groups of about `pending_seconds` of audio, so memory stays bounded however many or how
+    long the files are, and results come out group by group. `max_file_seconds` refuses longer
+    files; `vad_loader()` gives the VAD (called on the first long file; None: fixed windows).
+    A file that cannot be read (or is too long) raises AudioFileError, or with `keep_going`
+    gives a FileError record in its place and the rest go on."""
+    pending: list[PreparedFile | FileError] = []
     pending_total = 0.0
+
+    def decode_pending() -> list[TranscriptionResult | FileError]:
+        prepared = [item for item in pending if isinstance(item, PreparedFile)]
+        long_audio = pending_total >= PROGRESS_AUDIO_SECONDS  # minutes to decode on a CPU
+        decoded = iter(decode_prepared(base, prepared, max_seconds_per_batch, language, itn,
+                                       ban_emo_unknown, with_pooled,
+                                       progress=True if long_audio else None))
+        return [next(decoded) if isinstance(item, PreparedFile) else item for item in pending]
+
     for path in paths:
-        prepared = prepare_file(base, path, max_segment_seconds, max_file_seconds, vad_loader)
+        try:
+            prepared = prepare_file(base, path, max_segment_seconds, max_file_seconds, vad_loader)
+        except AudioFileError as error:
+            if not keep_going:
+                raise
+            pending.append(FileError(path=error.path, error=error.reason))
+            continue
         pending.append(prepared)
         pending_total += sum(s.seconds for s in prepared.segments)
         if pending_total >= pending_seconds:
-            results += decode_prepared(base, pending, max_seconds_per_batch, language, itn,
-                                       ban_emo_unknown, with_pooled)
+            yield from decode_pending()
             pending, pending_total = [], 0.0
     if pending:
-        results += decode_prepared(base, pending, max_seconds_per_batch, language, itn,
-                                   ban_emo_unknown, with_pooled)
-    return results
+        yield from decode_pending()
 
 
-def file_result(path: str, segments: list[Segment], how: str, outputs: list[Decoded]) -> dict:
+def file_result(path: str, segments: list[Segment], how: str,
+                outputs: list[Decoded]) -> TranscriptionResult:
     """A file's result: as one clip when it was decoded whole; else its segments, the joined
     text, the duration-weighted emotion, event and language, and duration-weighted
     distributions."""
@@ -261,14 +356,14 @@ def file_result(path: str, segments: list[Segment], how: str, outputs: list[Deco
     rows = [{"start": round(s.start, 3), "end": round(s.end, 3), **d.to_dict(), **part}
             for s, d, part in zip(segments, outputs, parts)]
     weights = [s.seconds for s in segments]
+    # a file's tag is the argmax of its own (duration-weighted) distribution, as a segment's is
+    distributions = {kind: weighted_distribution([getattr(d, f"{kind}_probs") for d in outputs], weights)
+                     for kind in TAG_FRAMES}
     return {"path": path, "raw": "".join(d.raw for d in outputs),
             "text": " ".join(p["text"] for p in parts if p["text"]),
-            "language": weighted_tag([p["language"] for p in parts], segments),
-            "emotion": weighted_tag([p["emotion"] for p in parts], segments),
-            "event": weighted_tag([p["event"] for p in parts], segments),
+            **{kind: max(probs, key=probs.get) for kind, probs in distributions.items()},
             "itn": parts[0]["itn"], "segmentation": how, "segments": rows,
-            **{f"{kind}_probs": weighted_distribution([getattr(d, f"{kind}_probs") for d in outputs],
-                                                      weights) for kind in TAG_FRAMES}}
+            **{f"{kind}_probs": probs for kind, probs in distributions.items()}}
 
 
 def weighted_distribution(distributions: list[dict], weights: list[float]) -> dict:

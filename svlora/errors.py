@@ -19,3 +19,12 @@ class ModelError(SvloraError):
 
 class AdapterError(SvloraError):
     """An adapter package is incomplete or does not match its base model."""
+
+
+class AudioFileError(SvloraError):
+    """One audio file cannot be transcribed (unreadable, or longer than allowed); `path` and
+    `reason` apart, so a batch can record it and go on."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason

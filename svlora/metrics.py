@@ -1,4 +1,5 @@
-"""Metric primitives shared by validation and the A/B report: text normalisation, CER, accuracy.
+"""Metric primitives shared by validation, the A/B report and post-processing fits: text
+normalisation, CER, accuracy, unweighted average recall.
 
 Normalisation (documented in the README): rich tags stripped, Unicode NFKC (full-width to
 half-width), lower case, punctuation removed, whitespace collapsed; for zh/yue/ja all
@@ -8,8 +9,10 @@ whitespace is removed so CER counts characters only.
 from __future__ import annotations
 
 import unicodedata
+import warnings
 
 import jiwer
+import numpy as np
 
 from svlora.labels import strip_rich_tags
 
@@ -73,3 +76,26 @@ def corpus_cer(references: list[str], hypotheses: list[str], languages: list[str
 
 def accuracy(references: list[str], predictions: list[str | None]) -> float:
     return sum(r == p for r, p in zip(references, predictions)) / len(references) if references else 0.0
+
+
+def unweighted_average_recall(references, predictions, indices=None, unlabelled=None):
+    """Unweighted average recall (UA, sklearn's balanced accuracy): the mean over reference
+    classes of the share of each class's clips predicted as that class. Clips whose reference
+    is `unlabelled` belong to no class. With `indices` ([..., n] positions, e.g. bootstrap
+    resamples) it is computed over each row of picks at once, a class a row did not draw
+    leaving that row's mean; NaN where no class is present. A float without `indices`."""
+    references, predictions = np.asarray(references), np.asarray(predictions)
+    classes = [c for c in np.unique(references) if unlabelled is None or c != unlabelled]
+    picks = np.arange(len(references)) if indices is None else np.asarray(indices)
+    if not classes:
+        recall = np.full(picks.shape[:-1], np.nan)
+    else:
+        picked_reference, picked_prediction = references[picks], predictions[picks]
+        correct = picked_reference == picked_prediction
+        in_class = np.stack([picked_reference == c for c in classes])    # [classes, ..., n]
+        count, hits = in_class.sum(axis=-1), (in_class & correct).sum(axis=-1)
+        recalls = np.where(count > 0, hits / np.maximum(count, 1), np.nan)
+        with warnings.catch_warnings():  # a row that drew no labelled clip: NaN, quietly
+            warnings.simplefilter("ignore", RuntimeWarning)
+            recall = np.nanmean(recalls, axis=0)
+    return float(recall) if indices is None else recall

@@ -7,7 +7,11 @@ import contextlib
 import io
 import logging
 import os
+import re
 import sys
+import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,8 +53,6 @@ FUNASR_IMPORT_NOTICES = ("Notice: ffmpeg is not installed", "If you want to use 
 def import_automodel():
     """FunASR's AutoModel; its import-time ffmpeg notice (svlora decodes audio itself) is
     dropped, anything else it prints goes to stderr."""
-    import warnings
-
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed), warnings.catch_warnings():
         # pydub (a gradio dependency FunASR imports when present) warns about ffmpeg likewise
@@ -130,17 +132,35 @@ def _funasr_failure(printed: str) -> str:
     return printed.strip().splitlines()[-1][:400] if printed.strip() else "no reason given"
 
 
-def resolve_model_dir(model: str, hub: str = "ms") -> Path:
-    """A local model dir as is; a hub id (e.g. iic/SenseVoiceSmall) downloaded by FunASR."""
+# ModelScope and Hugging Face ids: "name" or "namespace/name". Anything else (./x, /abs, a/b/c,
+# ~/x, a\b) can only be a local path.
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
+
+
+def stderr_line(message: str) -> None:
+    print(f"svlora: {message}", file=sys.stderr, flush=True)
+
+
+def resolve_model_dir(model: str, hub: str = "ms",
+                      log: Callable[[str], None] | None = stderr_line) -> Path:
+    """A local model dir as is; a hub id (e.g. iic/SenseVoiceSmall) downloaded by FunASR.
+
+    A relative dir (e.g. a recipe's `model: runs/base` run from another folder) has the shape
+    of a hub id too, so a miss says so on `log` before the download (which fails slowly);
+    a string that cannot be a hub id is refused at once."""
     if hub not in ("ms", "hf"):
         raise ModelError(f"unknown hub {hub!r}: use ms (ModelScope) or hf (Hugging Face)")
     if os.path.isdir(model):
         return Path(model)
-    if os.path.exists(model) or model.startswith((".", "/", "~")):
-        raise ModelError(f"{model}: no such model directory")
+    where = f"resolved against the working directory {os.getcwd()}"
+    if os.path.exists(model) or not HUB_ID.fullmatch(model):
+        raise ModelError(f"{model}: no such model directory ({where})")
+    if log:
+        log(f"{model} not found locally ({where}); treated as a hub id ({hub})")
     printed = io.StringIO()
     try:
-        with contextlib.redirect_stdout(printed), quiet_funasr_logging():
+        with contextlib.redirect_stdout(printed), quiet_funasr_logging(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Couldn't find ffmpeg", category=RuntimeWarning)
             from funasr.download.download_model_from_hub import download_model
             kwargs = download_model(model=model, hub=hub, disable_update=True,
                                     trust_remote_code=False)
@@ -193,15 +213,28 @@ def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], path: 
 
 
 def load_base_model(model: str, device: str = "cpu", hub: str = "ms",
-                    trust_remote_code: bool = False) -> BaseModel:
+                    trust_remote_code: bool = False,
+                    log: Callable[[str], None] | None = stderr_line) -> BaseModel:
     """Build SenseVoiceSmall with FunASR's own machinery from the dir's config.yaml, then load
     model.pt ourselves with torch.load(weights_only=True).
 
     Code a model dir names (config.yaml's trust_remote_code/remote_code, requirements.txt) is
-    never imported or installed unless `trust_remote_code` is set.
+    never imported or installed unless `trust_remote_code` is set. `log` hears what is being
+    loaded and how long it took (a hub download or a large model takes tens of seconds).
     """
     device = resolve_device(device)
-    model_dir = resolve_model_dir(model, hub)
+    started = time.perf_counter()
+    if log:
+        log(f"loading {model} on {device} …")
+    base = build_base_model(model, device, hub, trust_remote_code, log)
+    if log:
+        log(f"loaded {model} in {time.perf_counter() - started:.1f} s")
+    return base
+
+
+def build_base_model(model: str, device: str, hub: str, trust_remote_code: bool,
+                     log: Callable[[str], None] | None) -> BaseModel:
+    model_dir = resolve_model_dir(model, hub, log)
     for name in ("config.yaml", "model.pt", "am.mvn"):
         if not (model_dir / name).is_file():
             raise ModelError(f"{model_dir} is not a SenseVoiceSmall model dir: {name} is missing "
@@ -238,8 +271,6 @@ def load_base_model(model: str, device: str = "cpu", hub: str = "ms",
 def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
     """Every nn.Linear as a dynamically quantised int8 Linear (weights int8, activations
     quantised per batch): PyTorch's CPU path, as ONNX runtimes ship int8 MatMuls."""
-    import warnings
-
     if next(module.parameters()).device.type != "cpu":
         raise ModelError("int8 decoding runs on the CPU; use --device cpu")
     with warnings.catch_warnings():

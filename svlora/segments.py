@@ -4,6 +4,7 @@ its pip package), or fixed windows where it is not installed, none longer than
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from dataclasses import dataclass
 
@@ -46,8 +47,30 @@ def merge_speech(spans: list[tuple[float, float]], max_seconds: float) -> list[S
     return segments
 
 
-def load_vad():
-    """Silero VAD's model (TorchScript shipped in the silero-vad wheel), or None."""
+class SileroVad:
+    """One Silero VAD model for files segmented at once, one file at a time. get_speech_timestamps
+    keeps the model's recurrent state across a file's chunks (reset at its start), so two files
+    on one model corrupt each other's state and crash the TorchScript runtime (SIGSEGV). A lock
+    rather than a model per thread: its chunk loop is Python and holds the GIL, so 4 concurrent
+    45 s files took 1.43 s on one model behind the lock and 1.45 s on four (2 CPUs)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.lock = threading.Lock()
+
+    def speech_spans(self, waveform: np.ndarray) -> list[tuple[float, float]]:
+        """(start, end) seconds of each stretch of speech."""
+        import torch
+        from silero_vad import get_speech_timestamps
+
+        with self.lock:
+            stamps = get_speech_timestamps(torch.from_numpy(np.ascontiguousarray(waveform)), self.model,
+                                           sampling_rate=TARGET_RATE, return_seconds=True)
+        return [(float(s["start"]), float(s["end"])) for s in stamps]
+
+
+def load_vad() -> SileroVad | None:
+    """Silero VAD (TorchScript shipped in the silero-vad wheel), or None where not installed."""
     import warnings
 
     try:
@@ -56,20 +79,18 @@ def load_vad():
         return None
     with warnings.catch_warnings():  # its importlib.resources and torch.jit deprecation notices
         warnings.simplefilter("ignore", DeprecationWarning)
-        return load_silero_vad()
+        return SileroVad(load_silero_vad())
 
 
 class LazyVad:
-    """Silero VAD loaded on the first call, once (None where silero-vad is not installed);
-    thread-safe, so concurrent first long files load it once."""
+    """One SileroVad for its owner (a runtime, a server), made on the first long file (None
+    where silero-vad is not installed)."""
 
     def __init__(self):
-        import threading
-
         self.vad = None
         self.lock = threading.Lock()
 
-    def __call__(self):
+    def __call__(self) -> SileroVad | None:
         with self.lock:
             if self.vad is None:
                 self.vad = load_vad() or False
@@ -77,19 +98,14 @@ class LazyVad:
 
 
 def speech_segments(waveform: np.ndarray, max_seconds: float = MAX_SEGMENT_SECONDS,
-                    vad=None) -> tuple[list[Segment], str]:
+                    vad: SileroVad | None = None) -> tuple[list[Segment], str]:
     """The file's segments and how they were found: 'whole' (short enough), 'vad', or
     'fixed' (no VAD available, or it found no speech)."""
     seconds = waveform.size / TARGET_RATE
     if seconds <= max_seconds:
         return [Segment(0.0, seconds)], "whole"
     if vad is not None:
-        import torch
-        from silero_vad import get_speech_timestamps
-
-        stamps = get_speech_timestamps(torch.from_numpy(np.ascontiguousarray(waveform)), vad,
-                                       sampling_rate=TARGET_RATE, return_seconds=True)
-        spans = [(float(s["start"]), float(s["end"])) for s in stamps]
+        spans = vad.speech_spans(waveform)
         if spans:
             return merge_speech(spans, max_seconds), "vad"
     return fixed_windows(waveform.size, max_seconds), "fixed"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -29,40 +32,106 @@ def demo_corpora(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def clinic_manifests(tmp_path_factory, demo_corpora) -> Path:
-    from svlora.data_prep import PrepareOptions, prepare
+    from svlora.data_prep import PrepareOptions, prepare_corpus
 
     out = tmp_path_factory.mktemp("clinic")
-    prepare(PrepareOptions(input=str(demo_corpora["clinic"]), out=str(out), format="csv",
-                           split_by="speaker", val=0.1, test=0.2))
+    prepare_corpus(PrepareOptions(input=str(demo_corpora["clinic"]), out=str(out), format="csv",
+                                  split_by="speaker", val=0.1, test=0.2))
     return out
 
 
-@pytest.fixture(scope="session")
-def quickstart_run(tmp_path_factory, request) -> dict:
-    """`svlora quickstart --out DIR` run exactly as the README does, in a subprocess; its stage
-    lines are shown live (a few minutes of work should not look like a hang in CI).
-    SVLORA_TEST_QUICKSTART=DIR reuses a finished run of the current code (local iteration only)."""
-    if os.environ.get("SVLORA_TEST_QUICKSTART"):
-        return {"out": Path(os.environ["SVLORA_TEST_QUICKSTART"]), "returncode": 0, "stdout": "",
-                "stderr": ""}
-    out = tmp_path_factory.mktemp("quickstart") / "qs"
+def run_streaming(command: list[str], label: str, request, every_seconds: float = 20.0) -> dict:
+    """Run `command`, showing its stage lines ("== ...") and, every `every_seconds`, its latest
+    progress bar (tqdm writes to stderr with carriage returns) on the terminal through pytest's
+    capture, so minutes of training never look like a hang."""
     capture = request.config.pluginmanager.getplugin("capturemanager")
-    process = subprocess.Popen([sys.executable, "-m", "svlora.cli", "quickstart", "--out", str(out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+
+    def show(text: str) -> None:
+        with capture.global_and_fixture_disabled():
+            print(f"  {label}: {text}", flush=True)
+
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    stderr = []
-    reader = threading.Thread(target=lambda: stderr.extend(process.stderr), daemon=True)
+    stderr: list[str] = []
+    latest = {"line": "", "shown": time.monotonic()}
+
+    def read_stderr() -> None:
+        buffer = ""
+        while chunk := process.stderr.read(256):
+            stderr.append(chunk)
+            buffer += chunk
+            *done, buffer = re.split(r"[\r\n]", buffer)
+            for piece in done:
+                if piece.strip():
+                    latest["line"] = piece.strip()
+            if latest["line"] and time.monotonic() - latest["shown"] >= every_seconds:
+                show(latest["line"][:160])
+                latest["shown"] = time.monotonic()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
     reader.start()
     stdout = []
     for line in process.stdout:
         stdout.append(line)
         if line.startswith("== "):  # quickstart's stage lines (name, then seconds)
-            with capture.global_and_fixture_disabled():
-                print(f"  quickstart fixture: {line.rstrip()}", flush=True)
+            show(line.rstrip())
     process.wait()
     reader.join()
-    return {"out": out, "returncode": process.returncode, "stdout": "".join(stdout),
-            "stderr": "".join(stderr)}
+    return {"returncode": process.returncode, "stdout": "".join(stdout), "stderr": "".join(stderr)}
+
+
+def reused_run() -> Path | None:
+    """SVLORA_TEST_QUICKSTART=DIR reuses a finished quickstart of the current code (local
+    iteration only; CI always builds its own)."""
+    reused = os.environ.get("SVLORA_TEST_QUICKSTART")
+    return Path(reused) if reused else None
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory, request) -> dict:
+    """`svlora quickstart --out DIR` run exactly as the README does, in a subprocess, its
+    progress shown live. Only tests about the quickstart's own outputs (report, cascades,
+    export) use it; tests that need just a trained base and adapter use `trained_dir`."""
+    if reused_run():
+        return {"out": reused_run(), "returncode": 0, "stdout": "", "stderr": ""}
+    out = tmp_path_factory.mktemp("quickstart") / "qs"
+    result = run_streaming([sys.executable, "-m", "svlora.cli", "quickstart", "--out", str(out)],
+                           "quickstart fixture", request)
+    return {"out": out, **result}
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory, request) -> Path:
+    """The quickstart's first stages only, through the CLI, in the quickstart's layout: the tiny
+    model trained on the demo "general" domain (`tiny-base/`), a LoRA adapter on "clinic"
+    (`clinic-run/adapter/`) and the clinic manifests (`clinic/`). Independent of the rest of the
+    quickstart (rules, cascades, eval, export), so a failure there does not take these tests out."""
+    if reused_run():
+        return reused_run()
+    root = tmp_path_factory.mktemp("trained")
+    cli = [sys.executable, "-m", "svlora.cli"]
+
+    def step(label: str, *arguments: str) -> None:
+        result = run_streaming([*cli, *arguments], f"trained fixture ({label})", request)
+        assert result["returncode"] == 0, f"{label}: {result['stderr'][-3000:]}"
+
+    from svlora.demo_data import generate_demo_corpora
+
+    step("tiny model", "make-tiny-model", str(root / "tiny-random"))
+    corpora = generate_demo_corpora(root / "demo", seed=0)
+    for name in ("general", "clinic"):
+        step(f"prepare {name}", "prepare", str(corpora[name]), "--format", "csv", "--out",
+             str(root / name), "--split-by", "speaker", "--val", "0.1", "--test", "0.2")
+
+    def train(recipe: str, model: Path, data: str, run_dir: str) -> None:
+        step(f"train {recipe}", "train", recipe, f"model={model}", f"out={root / run_dir}",
+             f"data.train={root / data}/train.jsonl", f"data.val={root / data}/val.jsonl",
+             "train.seed=0")
+
+    train("tiny_base", root / "tiny-random", "general", "base-run")
+    shutil.copytree(root / "base-run" / "model", root / "tiny-base")
+    train("tiny_demo", root / "tiny-base", "clinic", "clinic-run")
+    return root
 
 
 @pytest.fixture(scope="session")

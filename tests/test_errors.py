@@ -33,22 +33,63 @@ def test_cuda_without_cuda_is_one_line(command, tiny_model_dir, tmp_path, capsys
     assert "no CUDA device" in line and "use --device cpu" in line
 
 
-def test_a_failed_hub_download_reports_its_cause(monkeypatch, capsys):
+def test_a_failed_hub_download_reports_its_cause(monkeypatch, tmp_path, capsys):
     import funasr.download.download_model_from_hub as hub
 
     def unreachable(**kwargs):  # what FunASR does: print the cause, swallow it, return the id
         print(f"Download: {kwargs['model']} failed!: [E1020] Connection failed: name resolution")
         return {**kwargs, "model_path": kwargs["model"]}
     monkeypatch.setattr(hub, "download_model", unreachable)
-    assert main(["transcribe", "--model", "iic/SenseVoiceSmall", "x.wav"]) == 1
+    audio = str(write_tone(tmp_path / "x.wav"))
+    assert main(["transcribe", "--model", "iic/SenseVoiceSmall", audio]) == 1
     line = one_error_line(capsys, "transcribe")
     assert "cannot download 'iic/SenseVoiceSmall'" in line and "Connection failed" in line
     assert "not a SenseVoiceSmall model dir" not in line
 
 
-def test_unknown_hub_and_missing_local_dir(capsys):
-    assert main(["transcribe", "--model", "./no/such/dir", "x.wav"]) == 1
+def test_unknown_hub_and_missing_local_dir(tmp_path, capsys):
+    assert main(["transcribe", "--model", "./no/such/dir", str(write_tone(tmp_path / "x.wav"))]) == 1
     assert "no such model directory" in one_error_line(capsys, "transcribe")
+
+
+@pytest.mark.parametrize("model", ["runs/quickstart/tiny-base", "./tiny-base", "/no/such/model"])
+def test_a_missing_path_that_cannot_be_a_hub_id_is_refused_before_any_download(
+        model, monkeypatch, tmp_path, capsys):
+    import funasr.download.download_model_from_hub as hub
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(hub, "download_model", lambda **kwargs: pytest.fail("tried the hub"))
+    assert main(["transcribe", "--model", model, str(write_tone(tmp_path / "x.wav"))]) == 1
+    line = one_error_line(capsys, "transcribe")
+    assert f"{model}: no such model directory (resolved against the working directory {tmp_path})" in line
+
+
+def test_a_missing_relative_dir_shaped_like_a_hub_id_is_named_before_the_hub(monkeypatch, tmp_path,
+                                                                              capsys):
+    """A recipe's `model: runs/base` run from another folder: say so before the slow download."""
+    import sys
+
+    import funasr.download.download_model_from_hub as hub
+
+    def unreachable(**kwargs):
+        sys.stderr.write("DOWNLOAD STARTED\n")
+        return {**kwargs, "model_path": kwargs["model"]}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(hub, "download_model", unreachable)
+    assert main(["transcribe", "--model", "runs/base", str(write_tone(tmp_path / "x.wav"))]) == 1
+    err = capsys.readouterr().err
+    notice = (f"svlora: runs/base not found locally (resolved against the working directory "
+              f"{tmp_path}); treated as a hub id")
+    assert notice in err and err.index(notice) < err.index("DOWNLOAD STARTED")
+
+
+def test_train_device_overrides_the_recipe(capsys):
+    import yaml
+
+    assert main(["train", "tiny_demo", "--print-config", "--device", "cpu"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["train"]["device"] == "cpu"
+    assert main(["train", "tiny_demo", "--print-config", "--device", "tpu"]) == 1
+    assert "train.device='tpu'; use auto, cpu, cuda or cuda:N" in one_error_line(capsys, "train")
 
 
 def test_a_missing_audio_file_says_not_found(tiny_model_dir, tmp_path, capsys):

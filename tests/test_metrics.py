@@ -1,3 +1,5 @@
+import pytest
+
 from svlora.metrics import accuracy, character_errors, corpus_cer, normalize_text, text_edits
 
 
@@ -33,3 +35,32 @@ def test_validation_cer_is_the_reports_cer():
     # en: "thecatsatonthemat" vs "thecatsatonthemat" = 0 edits / 17; zh: 1 / 4; "abc": 0 / 3
     assert corpus_cer(references, hypotheses, languages) == report_cer == 1 / 24
     assert text_edits("a b", "", "en")["empty"] and not text_edits("", "", "en")["empty"]
+
+
+def test_unweighted_average_recall_by_hand_and_over_resamples():
+    import numpy as np
+
+    from svlora.metrics import unweighted_average_recall
+
+    references = ["A", "A", "A", "B", "B", "C", ""]
+    predictions = ["A", "A", "B", "B", "C", "A", "B"]
+    # recall A 2/3, B 1/2, C 0; the unlabelled clip ("") is in no class
+    assert unweighted_average_recall(references, predictions, unlabelled="") == pytest.approx(7 / 18)
+    # without `unlabelled`, "" is a class of its own with recall 0
+    assert unweighted_average_recall(references, predictions) == pytest.approx(7 / 24)
+    # per resample: [A A A] → 2/3; [B B C] → (1 + 0) / 2 (A not drawn); [""] → no class
+    rows = unweighted_average_recall(references, predictions, np.array([[0, 1, 2], [3, 3, 5], [6, 6, 6]]),
+                                     unlabelled="")
+    assert rows[:2].tolist() == pytest.approx([2 / 3, 0.5]) and np.isnan(rows[2])
+
+
+def test_unweighted_average_recall_is_sklearns_balanced_accuracy():
+    metrics = pytest.importorskip("sklearn.metrics")
+    import numpy as np
+
+    from svlora.metrics import unweighted_average_recall
+
+    rng = np.random.default_rng(3)
+    references, predictions = rng.integers(0, 5, 300), rng.integers(0, 5, 300)
+    assert unweighted_average_recall(references, predictions) == pytest.approx(
+        metrics.balanced_accuracy_score(references, predictions))

@@ -1,10 +1,54 @@
+"""The README tells the truth: CI runs its test command, and its quickstart table matches what a
+fresh quickstart run of the current code reports (within the stated tolerance)."""
+
+import json
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# What may differ between CPUs (float summation order in the kernels shifts training a little):
+# emotion UA / accuracy and error rate, absolute.
+README_TOLERANCE = 0.1
+
+
+def readme_text() -> str:
+    return (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def quickstart_table(readme: str) -> dict[str, dict[str, float]]:
+    """The quickstart's decision table as the README prints it: arm → its three quality figures."""
+    section = readme.split("### What the quickstart does", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 4 and re.fullmatch(r"[\d.]+", cells[1] or "x"):
+            arm = re.sub(r"\s*\(.*\)$", "", cells[0])
+            rows[arm] = {"emotion_ua": float(cells[1]), "emotion_accuracy": float(cells[2]),
+                         "error_rate": float(cells[3])}
+    return rows
 
 
 def test_ci_runs_the_readme_test_command():
     ci_command = (ROOT / ".ci/run").read_text().strip().splitlines()[-1]
-    readme = (ROOT / "README.md").read_text()
+    readme = readme_text()
     assert f"```bash\n{ci_command}\n```" in readme
     assert "pip install torch==2.13.0 && pip install -e . && svlora quickstart" in readme
+
+
+def test_the_readme_stays_short_and_links_what_it_moved():
+    readme = readme_text()
+    assert len(readme.splitlines()) <= 260
+    for page in ("docs/guide.md", "docs/benchmarks.md"):
+        assert f"({page}" in readme and (ROOT / page).is_file()
+
+
+def test_readme_quickstart_table_matches_a_fresh_run(quickstart_run):
+    assert quickstart_run["returncode"] == 0, quickstart_run["stderr"][-3000:]
+    printed = quickstart_table(readme_text())
+    report = json.loads((quickstart_run["out"] / "report/report.json").read_text())
+    measured = {row["arm"]: row for row in report["decision"]}
+    assert list(printed) == list(measured)  # the same arms, in the report's order
+    for arm, figures in printed.items():
+        for metric, value in figures.items():
+            assert abs(measured[arm][metric] - value) <= README_TOLERANCE, (
+                f"README says {arm} {metric} {value}; this run measured {measured[arm][metric]:.3f}")

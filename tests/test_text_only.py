@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from svlora.data_prep import PrepareOptions, prepare
+from svlora.data_prep import PrepareOptions, prepare_corpus
 from svlora.errors import ManifestError
 from svlora.eval.scoring import arm_metrics, bootstrap_indices, metric_delta, score_clip
 from svlora.manifest import ManifestRow, read_manifest
@@ -29,9 +29,9 @@ def text_only_csv(tmp_path, rows: int = 12):
 def test_prepare_refuses_a_table_without_emotion_unless_asked(tmp_path):
     table = text_only_csv(tmp_path)
     with pytest.raises(ManifestError, match=r"general.csv:1: no 'emotion' column .*--no-emotion"):
-        prepare(PrepareOptions(input=str(table), out=str(tmp_path / "out"), language="zh"))
-    report = prepare(PrepareOptions(input=str(table), out=str(tmp_path / "out"), language="zh",
-                                    no_emotion=True, split_by="speaker"))
+        prepare_corpus(PrepareOptions(input=str(table), out=str(tmp_path / "out"), language="zh"))
+    report = prepare_corpus(PrepareOptions(input=str(table), out=str(tmp_path / "out"), language="zh",
+                                           no_emotion=True, split_by="speaker"))
     assert report["rows_accepted"] == 12 and report["emotion_counts"] == {"(none)": 12}
     assert report["warnings"] == []  # a text-only set is not "imbalanced"
     rows = [json.loads(line) for name in ("train", "val", "test")
@@ -44,7 +44,7 @@ def test_a_table_without_text_is_a_header_error(tmp_path):
     table = tmp_path / "labels.csv"
     table.write_text("audio,emotion\nclips/a.wav,happy\n", encoding="utf-8")
     with pytest.raises(ManifestError, match=r"labels.csv:1: no 'text' column"):
-        prepare(PrepareOptions(input=str(table), out=str(tmp_path / "out"), language="en"))
+        prepare_corpus(PrepareOptions(input=str(table), out=str(tmp_path / "out"), language="en"))
 
 
 def test_text_only_rows_get_no_emotion_loss(tiny_model_dir, tmp_path):

@@ -66,3 +66,43 @@ def test_a_broken_adapter_dir_names_what_is_missing(quickstart_dir, tmp_path):
         load_model(str(quickstart_dir / "tiny-base"), str(broken))
     with pytest.raises(AdapterError, match="missing"):
         export_adapter(str(quickstart_dir / "tiny-base"), str(broken), str(tmp_path / "out"))
+
+
+def test_a_bad_file_becomes_an_error_record_in_order_and_the_rest_go_on(tiny_model_dir, tmp_path):
+    from svlora.decoding import iter_transcribe_files
+    from svlora.errors import AudioFileError
+    from tests.conftest import write_tone
+
+    first, third = write_tone(tmp_path / "a.wav"), write_tone(tmp_path / "c.wav", frequency=330)
+    broken = tmp_path / "b.wav"
+    broken.write_bytes(b"RIFF" + b"\0" * 40)
+    runtime = load_model(str(tiny_model_dir))
+    paths = [str(first), str(broken), str(third)]
+    with pytest.raises(AudioFileError, match="b.wav"):
+        runtime.transcribe(paths)
+    results = list(runtime.iter_transcribe(paths, keep_going=True))
+    assert [r["path"] for r in results] == paths
+    assert set(results[1]) == {"path", "error"} and results[1]["error"]
+    alone = runtime.transcribe([third])[0]
+    assert results[2]["raw"] == alone["raw"] and "error" not in results[0]
+    # results stream group by group: the first comes out before later files are read
+    stream = iter_transcribe_files(runtime.base, paths, pending_seconds=0.5, keep_going=True)
+    assert next(stream)["path"] == paths[0]
+    third.unlink()
+    assert [r.get("error") for r in stream][1] == "not found"
+
+
+def test_results_carry_the_documented_keys(tiny_model_dir, tmp_path):
+    """TranscriptionResult documents what a result holds: nothing more, nothing required missing."""
+    from svlora.decoding import SegmentResult, TranscriptionResult
+    from tests.conftest import write_tone
+
+    short, long = write_tone(tmp_path / "short.wav"), write_tone(tmp_path / "long.wav", seconds=5)
+    runtime = load_model(str(tiny_model_dir))
+    whole, cut = runtime.transcribe([short, long], max_segment_seconds=2)
+    for result in (whole, cut):
+        assert TranscriptionResult.__required_keys__ <= set(result)
+        assert set(result) <= set(TranscriptionResult.__annotations__)
+    assert "segments" not in whole and cut["segmentation"] in ("vad", "fixed")
+    for segment in cut["segments"]:
+        assert SegmentResult.__required_keys__ == set(segment)

@@ -1,15 +1,15 @@
 import json
 
 from svlora.cli import main
-from svlora.data_prep import PrepareOptions, prepare
+from svlora.data_prep import PrepareOptions, prepare_corpus
 from svlora.data_prep.check import check_manifests
 from tests.data_prep.test_prepare import good_rows, write_csv
 
 
 def prepared(tmp_path):
     table = write_csv(tmp_path / "labels.csv", good_rows(tmp_path, speakers=10))
-    prepare(PrepareOptions(input=str(table), out=str(tmp_path / "m"), format="csv", language="en",
-                           val=0.2, test=0.2))
+    prepare_corpus(PrepareOptions(input=str(table), out=str(tmp_path / "m"), format="csv", language="en",
+                                  val=0.2, test=0.2))
     return tmp_path / "m"
 
 
@@ -58,3 +58,16 @@ def test_constant_emotion_column_is_a_warning(tmp_path):
     findings = check_manifests([str(flat)], decode_audio=False)
     assert not findings["errors"]
     assert "emo_target is <|NEUTRAL|> on all" in findings["warnings"][0]["message"]
+
+
+def test_a_missing_manifest_is_one_line_naming_it(tmp_path, capsys):
+    missing = tmp_path / "missing.jsonl"
+    assert main(["check", str(missing)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"svlora check: error: {missing}: manifest not found; check the path "
+                            "(prepare writes train.jsonl, val.jsonl and test.jsonl into its --out "
+                            "folder)\n")
+    assert main(["check", str(tmp_path)]) == 1  # a folder: say which files to pass
+    assert capsys.readouterr().err == (f"svlora check: error: {tmp_path} is a directory; pass its "
+                                       f"manifests, e.g. {tmp_path / '*.jsonl'}\n")

@@ -3,7 +3,7 @@ import dataclasses
 import torch
 
 from svlora.audio import load_audio
-from svlora.data_prep import PrepareOptions, prepare
+from svlora.data_prep import PrepareOptions, prepare_corpus
 from svlora.feature_cache import FeatureCache
 from svlora.features import row_features
 from svlora.frontend import compute_features, frontend_config
@@ -15,8 +15,8 @@ from tests.data_prep.test_prepare import good_rows, write_csv
 
 def test_prepare_features_equal_the_frontend_and_training_reads_them(tmp_path, tiny_model_dir):
     table = write_csv(tmp_path / "labels.csv", good_rows(tmp_path, speakers=10))
-    prepare(PrepareOptions(input=str(table), out=str(tmp_path / "m"), format="csv", language="en",
-                           val=0.2, test=0.2, features_model=str(tiny_model_dir), workers=2))
+    prepare_corpus(PrepareOptions(input=str(table), out=str(tmp_path / "m"), format="csv", language="en",
+                                  val=0.2, test=0.2, features_model=str(tiny_model_dir), workers=2))
     config = frontend_config(tiny_model_dir)
     cache = FeatureCache(tmp_path / "m/features", config)
     rows = read_manifest(tmp_path / "m/train.jsonl")

@@ -1,14 +1,16 @@
 """Every input format and encoding, on generated fixtures."""
 
+import importlib
 import json
 from pathlib import Path
 
 import pytest
 
-from svlora.data_prep import PrepareOptions, prepare
+from svlora.cli import main
+from svlora.data_prep import PrepareOptions, prepare_corpus
 from svlora.data_prep.hf import HfColumns
 from svlora.data_prep.readers import read_csv, read_kaldi
-from svlora.errors import ManifestError
+from svlora.errors import ManifestError, SvloraError
 from svlora.manifest import read_manifest
 from tests.conftest import write_tone
 
@@ -35,8 +37,8 @@ def test_csv_encodings_and_line_endings(tmp_path, encoding, newline, bom):
     text = HEADER + "".join(",".join(r) + "\n" for r in rows)
     data = text.replace("\n", newline).encode(encoding)
     (tmp_path / "labels.csv").write_bytes((b"\xef\xbb\xbf" if bom else b"") + data)
-    prepare(PrepareOptions(input=str(tmp_path / "labels.csv"), out=str(tmp_path / "out"),
-                           format="csv", language="zh", encoding=encoding, val=0.2, test=0.2))
+    prepare_corpus(PrepareOptions(input=str(tmp_path / "labels.csv"), out=str(tmp_path / "out"),
+                                  format="csv", language="zh", encoding=encoding, val=0.2, test=0.2))
     texts = sorted(r.target for r in all_rows(tmp_path / "out"))
     assert texts == sorted(r[1] for r in rows)  # no stray \\r, BOM or mojibake
 
@@ -56,9 +58,9 @@ def test_absolute_paths_and_non_ascii_names(tmp_path):
     (tmp_path / "list").mkdir()
     (tmp_path / "list/labels.csv").write_text(
         HEADER + f"{clip},one,happy,a\n../b.wav,two,sad,b\n{third},three,sad,c\n", encoding="utf-8")
-    report = prepare(PrepareOptions(input=str(tmp_path / "list/labels.csv"), out=str(tmp_path / "o"),
-                                    format="csv", language="en", split_by="speaker", val=0.34,
-                                    test=0.33))
+    report = prepare_corpus(PrepareOptions(input=str(tmp_path / "list/labels.csv"), out=str(tmp_path / "o"),
+                                           format="csv", language="en", split_by="speaker", val=0.34,
+                                           test=0.33))
     assert report["rows_rejected"] == 0
     assert {Path(r.source) for r in all_rows(tmp_path / "o")} == {clip, other.resolve(), third}
 
@@ -82,8 +84,8 @@ def write_kaldi(root: Path, count: int = 10, emotions: bool = True) -> Path:
 
 def test_kaldi_data_dir(tmp_path):
     data = write_kaldi(tmp_path)
-    report = prepare(PrepareOptions(input=str(data), out=str(tmp_path / "out"), format="kaldi",
-                                    language="en", val=0.2, test=0.2))
+    report = prepare_corpus(PrepareOptions(input=str(data), out=str(tmp_path / "out"), format="kaldi",
+                                           language="en", val=0.2, test=0.2))
     assert report["rows_accepted"] == 10 and report["split_by"] == "speaker+text"
     rows = {r.key: r for r in all_rows(tmp_path / "out")}
     assert rows["spk3-utt8"].target == "words number 8"
@@ -113,8 +115,8 @@ def test_sensevoice_jsonl_is_validated_and_resplit(tmp_path):
                              "target_len": 1, "text_language": "<|zh|>", "emo_target": "<|BORED|>",
                              "event_target": "<|Speech|>", "with_or_wo_itn": "<|woitn|>"}))
     manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    report = prepare(PrepareOptions(input=str(manifest), out=str(tmp_path / "out"),
-                                    format="sensevoice-jsonl", split_by="text", val=0.25, test=0.25))
+    report = prepare_corpus(PrepareOptions(input=str(manifest), out=str(tmp_path / "out"),
+                                           format="sensevoice-jsonl", split_by="text", val=0.25, test=0.25))
     assert report["rows_accepted"] == 12
     assert [r["reason"] for r in report["rejected"]] == [
         "unknown emotion label '<|BORED|>': not a SenseVoice emotion; map it with --label-map "
@@ -138,8 +140,8 @@ def test_audio_containers_rates_and_sample_formats(tmp_path, subtype, rate, chan
         lines.append(json.dumps({"audio": path.name, "text": f"t{i}", "emotion": "happy",
                                  "language": "en", "speaker": f"s{i}"}))
     (tmp_path / "in.jsonl").write_text("\n".join(lines))
-    report = prepare(PrepareOptions(input=str(tmp_path / "in.jsonl"), out=str(tmp_path / "o"),
-                                    format="jsonl", val=0.2, test=0.2))
+    report = prepare_corpus(PrepareOptions(input=str(tmp_path / "in.jsonl"), out=str(tmp_path / "o"),
+                                           format="jsonl", val=0.2, test=0.2))
     assert report["rows_rejected"] == 0, report["rejected"]
     assert all(99 <= r.source_len <= 101 for r in all_rows(tmp_path / "o"))
 
@@ -155,9 +157,9 @@ def test_hf_dataset_saved_to_disk_with_named_columns(tmp_path):
     options = dict(input=str(tmp_path / "ds"), out=str(tmp_path / "out"), format="hf",
                    language="zh", val=0.2, test=0.2)
     with pytest.raises(ManifestError, match="choose one with --hf-split"):
-        prepare(PrepareOptions(**options, hf=HfColumns(audio="clip", text="sentence",
+        prepare_corpus(PrepareOptions(**options, hf=HfColumns(audio="clip", text="sentence",
                                                        emotion="mood", speaker="who")))
-    report = prepare(PrepareOptions(**options, hf=HfColumns(audio="clip", text="sentence",
+    report = prepare_corpus(PrepareOptions(**options, hf=HfColumns(audio="clip", text="sentence",
                                                             emotion="mood", speaker="who",
                                                             split="train")))
     assert report["rows_accepted"] == 10 and report["split_by"] == "speaker+text"
@@ -174,9 +176,58 @@ def test_audiofolder_metadata_csv(tmp_path):
                                                    for r in rows]
     (tmp_path / "af/metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(ManifestError, match="run --format csv on its metadata.csv"):
-        prepare(PrepareOptions(input=str(tmp_path / "af"), out=str(tmp_path / "out"), format="hf",
-                               language="zh"))
-    report = prepare(PrepareOptions(input=str(tmp_path / "af/metadata.csv"), out=str(tmp_path / "out"),
-                                    format="csv", language="zh", split_by="text", val=0.2, test=0.2))
+        prepare_corpus(PrepareOptions(input=str(tmp_path / "af"), out=str(tmp_path / "out"), format="hf",
+                                      language="zh"))
+    report = prepare_corpus(PrepareOptions(input=str(tmp_path / "af/metadata.csv"), out=str(tmp_path / "out"),
+                                           format="csv", language="zh", split_by="text", val=0.2, test=0.2))
     assert report["rows_accepted"] == 6
     assert all(Path(r.source).parent == (tmp_path / "af").resolve() for r in all_rows(tmp_path / "out"))
+
+
+def test_folder_never_follows_a_symlinked_directory(tmp_path):
+    """`angry -> .` once relabelled every clip ANGRY and dropped the real ones as duplicates."""
+    root = tmp_path / "corpus"
+    lines = []
+    for i, emotion in enumerate(["happy", "sad"] * 3):
+        write_tone(root / emotion / f"clip{i}.wav", frequency=200 + 11 * i)
+        lines.append(f"clip{i}\tsentence {i}")
+    (root / "transcripts.txt").write_text("\n".join(lines) + "\n")
+    (root / "angry").symlink_to(".")
+    (root / "sad" / "loop").symlink_to("..")  # nested links are not entered either
+    report = prepare_corpus(PrepareOptions(input=str(root), out=str(tmp_path / "out"),
+                                           format="folder", language="en", split_by="none",
+                                           val=0.0, test=0.0))
+    assert report["rows_read"] == 6 and report["rows_rejected"] == 0
+    rows = read_manifest(tmp_path / "out" / "train.jsonl")
+    assert sorted((Path(r.source).parent.name, r.emo_target) for r in rows) == \
+        [("happy", "<|HAPPY|>")] * 3 + [("sad", "<|SAD|>")] * 3
+    warned = [w for w in report["warnings"] if "symlinked directory" in w]
+    assert [w.split(": ")[0] for w in warned] == [str(root / "angry"), str(root / "sad" / "loop")]
+    assert all("not followed" in w for w in warned)
+
+
+def write_labels(path: Path, clips: list[tuple[str, str, str, str]]) -> Path:
+    path.write_text(HEADER + "".join(",".join(c) + "\n" for c in clips), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("value", ["RELAXED", "", "[NEUTRAL]"])
+def test_label_map_values_are_checked_before_any_audio_is_read(tmp_path, capsys, monkeypatch,
+                                                               value):
+    def no_audio(*args, **kwargs):
+        raise AssertionError("audio was read before the label map was checked")
+
+    monkeypatch.setattr(importlib.import_module("svlora.data_prep.prepare"), "inspect_clips", no_audio)
+    table = write_labels(tmp_path / "labels.csv", clip_rows(tmp_path, count=4))
+    label_map = tmp_path / "map.yaml"
+    label_map.write_text(f"happy: HAPPY\ncalm: {value}\n")
+    assert main(["prepare", str(table), "--format", "csv", "--out", str(tmp_path / "o"),
+                 "--language", "zh", "--label-map", str(label_map)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("svlora prepare: error:")
+    assert str(label_map) in err and "calm:" in err and "not a SenseVoice emotion" in err
+    assert "HAPPY, SAD, ANGRY, NEUTRAL, FEARFUL, DISGUSTED, SURPRISED" in err
+    # the library checks a map passed in directly too
+    with pytest.raises(SvloraError, match=r"label_map: calm: 'RELAXED' is not a SenseVoice"):
+        prepare_corpus(PrepareOptions(input=str(table), out=str(tmp_path / "o2"), language="zh",
+                                      label_map={"calm": "RELAXED"}))

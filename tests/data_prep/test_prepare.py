@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from svlora.data_prep import PrepareOptions, prepare
+from svlora.data_prep import PrepareOptions, prepare_corpus
 from svlora.data_prep.checks import AudioLimits
 from svlora.errors import ManifestError
 from svlora.manifest import read_manifest
@@ -34,8 +34,8 @@ def prepare_table(tmp_path: Path, rows: list[dict], **options) -> tuple[Path, di
     """Write rows to labels.csv and prepare it (English, 20% val, 20% test unless overridden)."""
     table = write_csv(tmp_path / "labels.csv", rows)
     settings = {"language": "en", "val": 0.2, "test": 0.2, **options}
-    return table, prepare(PrepareOptions(input=str(table), out=str(tmp_path / "out"),
-                                         format="csv", **settings))
+    return table, prepare_corpus(PrepareOptions(input=str(table), out=str(tmp_path / "out"),
+                                                format="csv", **settings))
 
 
 def test_rejects_exactly_the_corrupt_unknown_label_and_missing_transcript_rows(tmp_path):
@@ -60,8 +60,8 @@ def test_rejects_exactly_the_corrupt_unknown_label_and_missing_transcript_rows(t
 
 def test_manifest_rows_follow_funasr_sensevoice_schema(tmp_path):
     table = write_csv(tmp_path / "labels.csv", good_rows(tmp_path))
-    prepare(PrepareOptions(input=str(table), out=str(tmp_path / "out"), format="csv", language="en",
-                           val=0.2, test=0.2))
+    prepare_corpus(PrepareOptions(input=str(table), out=str(tmp_path / "out"), format="csv", language="en",
+                                  val=0.2, test=0.2))
     line = json.loads((tmp_path / "out/train.jsonl").read_text().splitlines()[0])
     assert {"key", "source", "source_len", "target", "target_len", "text_language", "emo_target",
             "event_target", "with_or_wo_itn"} <= set(line)
@@ -76,8 +76,8 @@ def test_splits_share_no_group(tmp_path, split_by, group):
     for row in rows:  # every sentence spoken by two speakers
         row["text"] = f"sentence {int(row['speaker'][3:]) // 2} {row['text'][-1]}"
     table = write_csv(tmp_path / "labels.csv", rows)
-    prepare(PrepareOptions(input=str(table), out=str(tmp_path / "out"), format="csv", language="en",
-                           split_by=split_by, val=0.2, test=0.2, seed=3))
+    prepare_corpus(PrepareOptions(input=str(table), out=str(tmp_path / "out"), format="csv", language="en",
+                                  split_by=split_by, val=0.2, test=0.2, seed=3))
     groups = {s: {getattr(r, group) for r in read_manifest(tmp_path / "out" / f"{s}.jsonl")}
               for s in ("train", "val", "test")}
     assert all(groups.values())
@@ -88,7 +88,7 @@ def test_splits_share_no_group(tmp_path, split_by, group):
 def test_language_is_never_guessed(tmp_path):
     table = write_csv(tmp_path / "labels.csv", good_rows(tmp_path))
     with pytest.raises(ManifestError, match="no 'language' column and no --language"):
-        prepare(PrepareOptions(input=str(table), out=str(tmp_path / "out"), format="csv"))
+        prepare_corpus(PrepareOptions(input=str(table), out=str(tmp_path / "out"), format="csv"))
 
 
 def test_label_map_maps_domain_labels(tmp_path):
@@ -96,8 +96,8 @@ def test_label_map_maps_domain_labels(tmp_path):
     for row in rows:
         row["emotion"] = "calm"
     table = write_csv(tmp_path / "labels.csv", rows)
-    report = prepare(PrepareOptions(input=str(table), out=str(tmp_path / "out"), format="csv",
-                                    language="en", label_map={"Calm": "NEUTRAL"}, val=0.2, test=0.2))
+    report = prepare_corpus(PrepareOptions(input=str(table), out=str(tmp_path / "out"), format="csv",
+                                           language="en", label_map={"Calm": "NEUTRAL"}, val=0.2, test=0.2))
     assert report["rows_rejected"] == 0
     assert set(report["splits"]["train"]["emotion"]) == {"<|NEUTRAL|>"}
 
@@ -109,8 +109,8 @@ def test_jsonl_input_and_stereo_44k_audio(tmp_path):
         lines.append(json.dumps({"audio": f"a{s}.flac", "text": f"hi {s}", "emotion": "neutral",
                                  "language": "en", "speaker": f"s{s}"}))
     (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
-    report = prepare(PrepareOptions(input=str(tmp_path / "in.jsonl"), out=str(tmp_path / "out"),
-                                    format="jsonl", val=0.2, test=0.2))
+    report = prepare_corpus(PrepareOptions(input=str(tmp_path / "in.jsonl"), out=str(tmp_path / "out"),
+                                           format="jsonl", val=0.2, test=0.2))
     assert report["rows_accepted"] == 5
     row = read_manifest(tmp_path / "out/train.jsonl")[0]
     assert 99 <= row.source_len <= 101  # 1 s at 100 frames/s after resampling to 16 kHz
@@ -124,9 +124,9 @@ def test_silent_and_too_long_clips_are_rejected_with_reasons(tmp_path):
              {"audio": "long.wav", "text": "b", "emotion": "sad", "speaker": "spk0"},
              {"audio": "missing.wav", "text": "c", "emotion": "sad", "speaker": "spk0"}]
     table = write_csv(tmp_path / "labels.csv", rows)
-    report = prepare(PrepareOptions(input=str(table), out=str(tmp_path / "out"), format="csv",
-                                    language="en", limits=AudioLimits(max_seconds=2.0),
-                                    val=0.2, test=0.2))
+    report = prepare_corpus(PrepareOptions(input=str(table), out=str(tmp_path / "out"), format="csv",
+                                           language="en", limits=AudioLimits(max_seconds=2.0),
+                                           val=0.2, test=0.2))
     reasons = {Path(r["audio"]).name: r["reason"] for r in report["rejected"]}
     assert reasons["silent.wav"].startswith("silent audio")
     assert reasons["long.wav"].startswith("too long")
@@ -138,8 +138,8 @@ ESD = SHARED_DATA / "esd_en_0020_dev"
 
 @pytest.mark.skipif(not ESD.is_dir(), reason=f"development data not present at {ESD}")
 def test_prepares_the_esd_folder_layout(tmp_path):
-    report = prepare(PrepareOptions(input=str(ESD), out=str(tmp_path / "esd"), format="folder",
-                                    split_by="text", language="en", val=0.1, test=0.2))
+    report = prepare_corpus(PrepareOptions(input=str(ESD), out=str(tmp_path / "esd"), format="folder",
+                                           split_by="text", language="en", val=0.1, test=0.2))
     assert report["rows_read"] == 600 and report["rows_rejected"] == 0
     emotions = set(report["splits"]["train"]["emotion"])
     assert emotions == {"<|NEUTRAL|>", "<|ANGRY|>", "<|HAPPY|>", "<|SAD|>", "<|SURPRISED|>"}
@@ -148,3 +148,22 @@ def test_prepares_the_esd_folder_layout(tmp_path):
     assert not (texts["train"] & texts["test"]) and not (texts["train"] & texts["val"])
     first = read_manifest(tmp_path / "esd/test.jsonl")[0]
     assert first.target and first.text_language == "<|en|>"
+
+
+def test_the_package_hides_none_of_its_modules():
+    """svlora.data_prep.prepare was the function once any public name had loaded."""
+    import importlib
+    import pkgutil
+    import types
+
+    import svlora.data_prep as package
+
+    for name in package.__all__:  # load every public name, as `from svlora.data_prep import *`
+        getattr(package, name)
+    for module in pkgutil.iter_modules(package.__path__):
+        loaded = importlib.import_module(f"svlora.data_prep.{module.name}")
+        assert getattr(package, module.name) is loaded
+        assert isinstance(loaded, types.ModuleType)
+    from svlora.data_prep import prepare
+
+    assert prepare.prepare_corpus is package.prepare_corpus

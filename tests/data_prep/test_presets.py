@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from svlora.data_prep import PrepareOptions, prepare
+from svlora.data_prep import PrepareOptions, prepare_corpus
 from svlora.manifest import read_manifest
 from tests.conftest import write_tone
 
@@ -92,8 +92,8 @@ def test_preset_reads_its_corpus_layout(tmp_path, preset):
     if "transcripts" in extra:
         extra = {**extra, "transcripts": str(root / extra["transcripts"])}
     options = {"split_by": "speaker", "val": 0.25, "test": 0.25, **extra}
-    report = prepare(PrepareOptions(input=str(root), out=str(tmp_path / "out"), format=preset,
-                                    **options))
+    report = prepare_corpus(PrepareOptions(input=str(root), out=str(tmp_path / "out"), format=preset,
+                                           **options))
     assert report["rows_rejected"] == 0, report["rejected"][:3]
     assert report["rows_accepted"] == accepted
     rows = [r for s in ("train", "val", "test") for r in read_manifest(tmp_path / "out" / f"{s}.jsonl")]
@@ -108,9 +108,9 @@ def test_preset_reads_its_corpus_layout(tmp_path, preset):
 def test_labels_sensevoice_lacks_are_rejected_with_advice(tmp_path, preset, label, advice):
     maker = CASES[preset][0]
     maker(tmp_path / preset)
-    report = prepare(PrepareOptions(input=str(tmp_path / preset), out=str(tmp_path / "out"),
-                                    format=preset, language="en", split_by="speaker", val=0.25,
-                                    test=0.25))
+    report = prepare_corpus(PrepareOptions(input=str(tmp_path / preset), out=str(tmp_path / "out"),
+                                           format=preset, language="en", split_by="speaker", val=0.25,
+                                           test=0.25))
     reasons = {r["reason"] for r in report["rejected"]}
     assert any(f"unknown emotion label {label!r}" in r and advice in r for r in reasons)
 
@@ -118,8 +118,8 @@ def test_labels_sensevoice_lacks_are_rejected_with_advice(tmp_path, preset, labe
 def test_emodb_is_german_and_needs_an_explicit_language(tmp_path):
     make_emodb(tmp_path / "emodb")
     with pytest.raises(Exception, match="every row .* was rejected"):
-        prepare(PrepareOptions(input=str(tmp_path / "emodb"), out=str(tmp_path / "out"),
-                               format="emodb", label_map={"boredom": "NEUTRAL"}))
+        prepare_corpus(PrepareOptions(input=str(tmp_path / "emodb"), out=str(tmp_path / "out"),
+                                      format="emodb", label_map={"boredom": "NEUTRAL"}))
 
 
 def make_casia_as_circulated(root: Path) -> None:
@@ -136,8 +136,8 @@ def make_casia_as_circulated(root: Path) -> None:
 def test_casia_as_circulated_finds_its_gb18030_sentence_list(tmp_path):
     root = tmp_path / "casia"
     make_casia_as_circulated(root)
-    report = prepare(PrepareOptions(input=str(root), out=str(tmp_path / "out"), format="casia",
-                                    split_by="speaker", val=0.25, test=0.25))
+    report = prepare_corpus(PrepareOptions(input=str(root), out=str(tmp_path / "out"), format="casia",
+                                           split_by="speaker", val=0.25, test=0.25))
     assert report["rows_accepted"] == 4 * 6 * 3
     rows = [r for s in ("train", "val", "test") for r in read_manifest(tmp_path / "out" / f"{s}.jsonl")]
     assert {r.target for r in rows} == {"我们去公园", "今天下雨了", "他说的是真的"}
@@ -163,5 +163,38 @@ def test_casia_without_a_sentence_list_says_what_to_pass(tmp_path):
     make_casia_as_circulated(root)
     (root / "CASIA 50 sentences.txt").unlink()
     with pytest.raises(Exception, match="pass the sentence list with --transcripts"):
-        prepare(PrepareOptions(input=str(root), out=str(tmp_path / "out"), format="casia",
-                               split_by="speaker"))
+        prepare_corpus(PrepareOptions(input=str(root), out=str(tmp_path / "out"), format="casia",
+                                      split_by="speaker"))
+
+
+def test_esd_never_follows_a_symlinked_speaker_or_emotion_dir(tmp_path):
+    root = tmp_path / "esd"
+    make_esd(root)
+    (root / "0099").symlink_to("0003")  # would read 0003's clips again as speaker 0099
+    (root / "0014" / "Sad").rename(root / "0014" / "Sad-real")
+    (root / "0014" / "Sad").symlink_to(root / "0013" / "Sad")  # 0013's clips as 0014's
+    report = prepare_corpus(PrepareOptions(input=str(root), out=str(tmp_path / "out"), format="esd",
+                                           split_by="speaker", val=0.34, test=0.33))
+    assert report["rows_read"] == 28 and report["rows_rejected"] == 0  # 0014 has no Sad now
+    rows = [r for s in ("train", "val", "test") for r in read_manifest(tmp_path / "out" / f"{s}.jsonl")]
+    assert {r.speaker for r in rows} == {"0003", "0013", "0014"}
+    assert all(Path(r.source).name.startswith(r.speaker) for r in rows)
+    warned = " | ".join(report["warnings"])
+    assert f"{root / '0099'}: symlinked directory" in warned
+    assert f"{root / '0014' / 'Sad'}: symlinked directory" in warned
+
+
+def test_formats_list_each_preset_from_its_one_definition(monkeypatch):
+    """FORMATS once repeated the preset names by hand; a new preset must need no second edit."""
+    import importlib
+
+    import svlora.data_prep.formats as formats
+    from svlora.data_prep.presets import PRESETS
+
+    monkeypatch.setitem(PRESETS, "new-corpus", lambda root, encoding: [])
+    try:
+        assert "new-corpus" in importlib.reload(formats).FORMATS
+    finally:
+        monkeypatch.undo()
+        importlib.reload(formats)
+    assert "new-corpus" not in formats.FORMATS

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from svlora.cli import main
-from svlora.data_prep import PrepareOptions, prepare
+from svlora.data_prep import PrepareOptions, prepare_corpus, summary
 from svlora.data_prep.splits import connected_groups, split_rows
 from svlora.manifest import read_manifest
 from tests.conftest import write_tone
@@ -41,8 +41,8 @@ def test_rejected_csv_can_be_fixed_and_rerun(tmp_path):
     rows[0]["emotion"] = "bored"
     rows[1]["text"] = ""
     table = write_csv(tmp_path / "labels.csv", rows)
-    prepare(PrepareOptions(input=str(table), out=str(tmp_path / "out"), format="csv",
-                           language="en", val=0.2, test=0.2))
+    prepare_corpus(PrepareOptions(input=str(table), out=str(tmp_path / "out"), format="csv",
+                                  language="en", val=0.2, test=0.2))
     with open(tmp_path / "out/rejected.csv", newline="") as handle:
         rejected = list(csv.DictReader(handle))
     assert [r["row"] for r in rejected] == [f"{table}:2", f"{table}:3"]
@@ -51,9 +51,9 @@ def test_rejected_csv_can_be_fixed_and_rerun(tmp_path):
         writer = csv.DictWriter(handle, fieldnames=list(rejected[0]))
         writer.writeheader()
         writer.writerows(rejected)
-    report = prepare(PrepareOptions(input=str(tmp_path / "fixed.csv"), out=str(tmp_path / "again"),
-                                    format="csv", language="en", split_by="none", val=0.0,
-                                    test=0.0))
+    report = prepare_corpus(PrepareOptions(input=str(tmp_path / "fixed.csv"), out=str(tmp_path / "again"),
+                                           format="csv", language="en", split_by="none", val=0.0,
+                                           test=0.0))
     assert report["rows_accepted"] == 2
 
 
@@ -77,23 +77,23 @@ def test_speaker_and_text_disjoint_at_once_and_deterministic(tmp_path):
     runs = []
     for attempt in range(2):
         out = tmp_path / f"out{attempt}"
-        report = prepare(PrepareOptions(input=str(table), out=str(out), format="csv",
-                                        language="en", split_by="speaker+text", val=0.2,
-                                        test=0.2, seed=7))
+        report = prepare_corpus(PrepareOptions(input=str(table), out=str(out), format="csv",
+                                               language="en", split_by="speaker+text", val=0.2,
+                                               test=0.2, seed=7))
         assert report["leakage"] == {"speaker": [], "text": [], "audio_sha256": []}
         runs.append((out / "test.jsonl").read_text())
     assert runs[0] == runs[1]
-    other = prepare(PrepareOptions(input=str(table), out=str(tmp_path / "seed8"), format="csv",
-                                   language="en", split_by="speaker+text", val=0.2, test=0.2, seed=8))
+    other = prepare_corpus(PrepareOptions(input=str(table), out=str(tmp_path / "seed8"), format="csv",
+                                          language="en", split_by="speaker+text", val=0.2, test=0.2, seed=8))
     assert other["leakage"]["speaker"] == []
 
 
 def test_speaker_only_split_reports_the_text_it_leaks(tmp_path):
     table = shared_corpus(tmp_path, speakers=12, sentences=8)
-    report = prepare(PrepareOptions(input=str(table), out=str(tmp_path / "o"), format="csv",
-                                    language="en", split_by="speaker", val=0.2, test=0.2))
+    report = prepare_corpus(PrepareOptions(input=str(table), out=str(tmp_path / "o"), format="csv",
+                                           language="en", split_by="speaker", val=0.2, test=0.2))
     assert report["leakage"]["speaker"] == [] and report["leakage"]["text"]
-    assert "shared across splits" in __import__("svlora.data_prep.prepare", fromlist=["summary"]).summary(report)
+    assert "shared across splits" in summary(report)
 
 
 def test_splits_are_stratified_by_emotion():
@@ -112,8 +112,8 @@ def test_connected_groups_join_rows_through_any_key():
 
 def test_folds_are_grouped_and_cover_everything(tmp_path):
     table = shared_corpus(tmp_path, speakers=20, sentences=60)
-    report = prepare(PrepareOptions(input=str(table), out=str(tmp_path / "f"), format="csv",
-                                    language="en", split_by="speaker", folds=4))
+    report = prepare_corpus(PrepareOptions(input=str(table), out=str(tmp_path / "f"), format="csv",
+                                           language="en", split_by="speaker", folds=4))
     tests = [read_manifest(tmp_path / "f" / f"fold{k}" / "test.jsonl") for k in range(4)]
     assert sum(len(t) for t in tests) == report["rows_accepted"] == 60
     speakers = [{r.speaker for r in t} for t in tests]
@@ -126,8 +126,8 @@ def test_folds_are_grouped_and_cover_everything(tmp_path):
 
 def test_class_imbalance_is_warned(tmp_path):
     rows = good_rows(tmp_path, speakers=10, per_speaker=3)
-    report = prepare(PrepareOptions(input=str(write_csv(tmp_path / "l.csv", rows)),
-                                    out=str(tmp_path / "o"), format="csv", language="en"))
+    report = prepare_corpus(PrepareOptions(input=str(write_csv(tmp_path / "l.csv", rows)),
+                                           out=str(tmp_path / "o"), format="csv", language="en"))
     assert report["emotion_counts"] == {"<|HAPPY|>": 10, "<|SAD|>": 10, "<|ANGRY|>": 10}
     assert len(report["warnings"]) == 3 and "under 20 clips" in report["warnings"][0]
 
@@ -143,3 +143,37 @@ def test_cli_summary_groups_rejections(tmp_path, capsys):
     assert "rejected 4 × unknown emotion label 'bored'" in out
     assert out.count("labels.csv:") == 3  # the first three rows of that reason are shown
     assert "rejected.csv" in out
+
+
+@pytest.mark.parametrize("cell, safe", [
+    ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"), ("+1", "'+1"), ("-2+3", "'-2+3"),
+    ("@SUM(A1)", "'@SUM(A1)"), ("\t=1", "'\t=1"), ("\r=1", "'\r=1"),
+    ("plain text", "plain text"), ("'quoted", "'quoted"), ("a=b", "a=b"), ("", "")])
+def test_spreadsheet_safe_cells(cell, safe):
+    from svlora.data_prep.spreadsheet import from_spreadsheet_safe, spreadsheet_safe
+
+    assert spreadsheet_safe(cell) == safe
+    assert from_spreadsheet_safe(safe) == cell
+
+
+def test_rejected_csv_is_safe_in_a_spreadsheet_and_reruns_verbatim(tmp_path):
+    rows = good_rows(tmp_path)
+    formulas = ["=cmd|' /C calc'!A0", "+1+1", "-2 degrees", "@SUM(A1)"]
+    for row, text in zip(rows, formulas):
+        row["text"], row["emotion"] = text, "=bored"
+    table = write_csv(tmp_path / "labels.csv", rows)
+    prepare_corpus(PrepareOptions(input=str(table), out=str(tmp_path / "out"), format="csv",
+                                  language="en", val=0.2, test=0.2))
+    with open(tmp_path / "out/rejected.csv", newline="", encoding="utf-8") as handle:
+        rejected = list(csv.DictReader(handle))
+    assert [r["text"] for r in rejected] == ["'" + text for text in formulas]
+    cells = [cell for r in rejected for cell in r.values()]
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    # the user fixes the emotion in their spreadsheet; the re-run reads their own text back
+    fixed = (tmp_path / "out/rejected.csv").read_text(encoding="utf-8").replace("'=bored", "sad")
+    (tmp_path / "fixed.csv").write_text(fixed, encoding="utf-8")
+    report = prepare_corpus(PrepareOptions(input=str(tmp_path / "fixed.csv"), out=str(tmp_path / "again"),
+                                           format="csv", language="en", split_by="none", val=0.0,
+                                           test=0.0))
+    assert report["rows_accepted"] == 4
+    assert sorted(r.target for r in read_manifest(tmp_path / "again/train.jsonl")) == sorted(formulas)

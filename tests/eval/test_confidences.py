@@ -27,7 +27,16 @@ def test_distributions_sum_to_one_and_agree_with_the_decoded_tags(quickstart_dir
 
 
 def clip(confidence, correct):
-    return {"emotion_confidence": confidence, "emotion_correct": correct}
+    from dataclasses import replace
+
+    from svlora.eval.scoring import score_clip
+    from svlora.manifest import ManifestRow
+
+    row = ManifestRow(key="k", source="x.wav", source_len=100, target="ab", target_len=2,
+                      text_language="<|en|>", emo_target="<|SAD|>", event_target="<|Speech|>",
+                      with_or_wo_itn="<|woitn|>")
+    return replace(score_clip(row, "<|en|><|SAD|><|Speech|><|woitn|>ab"),
+                   emotion_confidence=confidence, emotion_correct=correct)
 
 
 def test_expected_calibration_error_by_hand():

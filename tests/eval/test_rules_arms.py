@@ -5,16 +5,17 @@ import importlib
 import json
 
 from svlora.cli import main
+from svlora.manifest import read_manifest
 
 
 def test_six_arms_decode_each_stage1_model_once(quickstart_dir, tmp_path, monkeypatch):
-    evaluate_module = importlib.import_module("svlora.eval.evaluate")
+    evaluate_module = importlib.import_module("svlora.eval.ab")
     calls = []
     real = evaluate_module.decode_features
 
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
+    def counted(base, features, *args, **kwargs):
+        calls.append(len(features))
+        return real(base, features, *args, **kwargs)
     monkeypatch.setattr(evaluate_module, "decode_features", counted)
     rules = tmp_path / "rules.yaml"
     rules.write_text("rules:\n  - name: unsure is neutral\n    when: {emotion_prob_below: 0.99}\n"
@@ -27,7 +28,8 @@ def test_six_arms_decode_each_stage1_model_once(quickstart_dir, tmp_path, monkey
                  "--cascade-arm", f"lora+cascade=lora:{quickstart_dir / 'cascade-adapter'}",
                  "--rules-arm", f"lora+cascade+rules=lora+cascade:{rules}",
                  "--resamples", "100", "--gate", "emotion_accuracy>=-1"]) == 0
-    assert len(calls) == 2  # base and lora, once each
+    clips = len(read_manifest(quickstart_dir / "clinic/test.jsonl"))
+    assert sum(calls) == 2 * clips  # base and lora, each clip once
     report = json.loads((tmp_path / "r/report.json").read_text())
     assert report["arm_names"] == ["base", "lora", "base+cascade", "lora+cascade", "base+rules",
                                    "lora+rules", "lora+cascade+rules"]

@@ -25,12 +25,12 @@ def test_edit_counts_by_hand():
 
 def test_language_aware_units():
     english = score_clip(row("The cat sat.", "<|SAD|>"), "<|en|><|SAD|><|Speech|><|woitn|>the bat sat")
-    assert english["unit"] == "word" and (english["errors"], english["units"]) == (1, 3)
-    assert english["chars"] == {"ref": 9, "sub": 1, "del": 0, "ins": 0}  # spaces not counted
+    assert english.unit == "word" and (english.errors, english.units) == (1, 3)
+    assert english.chars == {"ref": 9, "sub": 1, "del": 0, "ins": 0}  # spaces not counted
     chinese = score_clip(row("你好，世界", "<|SAD|>", "zh"), "<|zh|><|SAD|><|Speech|><|woitn|>你好世")
-    assert chinese["unit"] == "char" and chinese["words"] is None
-    assert (chinese["errors"], chinese["units"]) == (1, 4)
-    assert chinese["language_correct"] and chinese["event_correct"]
+    assert chinese.unit == "char" and chinese.words is None
+    assert (chinese.errors, chinese.units) == (1, 4)
+    assert chinese.language_correct and chinese.event_correct
 
 
 def test_arm_metrics_by_hand():
@@ -125,20 +125,39 @@ def test_duration_slice_labels_survive_rendering():
 
 
 def test_prediction_cache_key_covers_everything_that_changes_outputs(tmp_path):
-    from svlora.eval.evaluate import Arm, PredictionCache
+    from svlora.eval.ab import PredictionCache
 
-    manifest = tmp_path / "test.jsonl"
-    manifest.write_text("{}\n")
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_model.safetensors").write_bytes(b"weights")
     (adapter / "adapter_config.json").write_text('{"lora_alpha": 16}')
     settings = {"device": "cpu", "precision": "fp32", "max_seconds_per_batch": 240.0}
-    cache, arm = PredictionCache(None), Arm("a", str(adapter))
-    key = cache.key("sha", arm, str(manifest), settings)
-    assert cache.key("sha", arm, str(manifest), dict(settings)) == key
-    assert cache.key("sha", arm, str(manifest), {**settings, "device": "cuda"}) != key
-    assert cache.key("sha", arm, str(manifest), {**settings, "precision": "bf16"}) != key
-    assert cache.key("sha", arm, str(manifest), {**settings, "max_seconds_per_batch": 60.0}) != key
+    clips = [("sha-a", "woitn"), ("sha-b", "withitn")]
+
+    def key(settings=settings, clips=clips):
+        return PredictionCache.key(PredictionCache.arm_identity("sha", str(adapter), settings), clips)
+    first = key()
+    assert key(dict(settings), list(clips)) == first
+    assert key({**settings, "device": "cuda"}) != first
+    assert key({**settings, "precision": "bf16"}) != first
+    assert key({**settings, "max_seconds_per_batch": 60.0}) != first
+    assert key(clips=[("sha-a", "woitn"), ("sha-c", "withitn")]) != first  # a clip's audio
+    assert key(clips=[("sha-a", "woitn"), ("sha-b", "woitn")]) != first    # a clip's ITN query
+    assert key(clips=clips[::-1]) != first                                 # batch order
     (adapter / "adapter_config.json").write_text('{"lora_alpha": 32}')  # same weights, new scale
-    assert cache.key("sha", arm, str(manifest), settings) != key
+    assert key() != first
+
+
+def test_the_verdict_is_one_line_per_arm():
+    from svlora.eval.report import verdict
+
+    delta = {"error_rate": (-0.05, 0.01), "cer": (-0.04, 0.01), "emotion_accuracy": (0.02, 0.4)}
+    report = synthetic_report(delta)
+    report["deltas"]["adapter"].update(flatten(delta))
+    report["deltas"]["other"] = {**report["deltas"]["adapter"], "cer": 0.2}
+    report.update(gates={"adapter": []}, gates_passed=True)
+    lines = verdict(report).splitlines()
+    assert lines[0] == "Each arm vs base on the same 100 clips (paired; 95% CI):"
+    assert lines[1].startswith("adapter: text better (error rate Δ -0.050 [-1.000, 1.000] p=0.01")
+    assert lines[2].startswith("other: text ") and lines[3] == "Gates: all passed."
+    assert len(lines) == 4

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 from svlora.errors import RecipeError, SvloraError
-from svlora.finetune import load_recipe, train
+from svlora.finetune import load_recipe, train_recipe
 from svlora.finetune.lora import attach_lora, check_trainable, trainable_summary
 from svlora.finetune.recipe import LoraSettings
 from svlora.model import load_base_model, weights_sha256
@@ -27,7 +27,7 @@ def base_name(peft_name: str) -> str:
 @pytest.fixture(scope="module")
 def lora_run(tiny_model_dir, clinic_manifests, tmp_path_factory):
     out = tmp_path_factory.mktemp("lora-run")
-    return out, train(short_recipe(tiny_model_dir, clinic_manifests, out))
+    return out, train_recipe(short_recipe(tiny_model_dir, clinic_manifests, out))
 
 
 def test_base_weights_are_bit_identical_and_only_lora_changed(tiny_model_dir, lora_run):
@@ -66,7 +66,7 @@ def test_adapter_package_records_base_hash_labels_recipe_and_metrics(tiny_model_
 def test_an_existing_run_is_not_overwritten_silently(tiny_model_dir, clinic_manifests, lora_run):
     out, _ = lora_run
     with pytest.raises(SvloraError, match="already holds a training run"):
-        train(short_recipe(tiny_model_dir, clinic_manifests, out))
+        train_recipe(short_recipe(tiny_model_dir, clinic_manifests, out))
 
 
 def test_lora_targets_choose_the_trained_layers(tiny_model_dir):
@@ -93,8 +93,47 @@ def test_epochs_set_the_number_of_steps(tiny_model_dir, clinic_manifests, tmp_pa
 
     recipe = short_recipe(tiny_model_dir, clinic_manifests, tmp_path, "train.epochs=1",
                           "train.eval_every=1000", "data.max_seconds_per_batch=60")
-    result = train(recipe)
+    result = train_recipe(recipe)
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     # one pass: as many steps as there are batches of the training manifest
     assert len(read_manifest(clinic_manifests / "train.jsonl")) > steps[-1] == len(steps) > 6
     assert result.best["step"] == steps[-1]
+
+
+def test_validation_decodes_each_row_with_its_own_itn_query(monkeypatch):
+    """val_cer must measure the decoding eval reports: a withitn row decoded with the withitn
+    query, a woitn row with woitn (the stand-in decoder answers per query)."""
+    from svlora.finetune import train as train_module
+    from svlora.finetune.data import Example
+    from svlora.manifest import ManifestRow
+
+    def row(key, target, itn):
+        return ManifestRow(key, f"{key}.wav", 100, target, len(target), "<|en|>", "<|HAPPY|>",
+                           "<|Speech|>", f"<|{itn}|>")
+
+    written = {"withitn": "Dr. Smith, 3 pm.", "woitn": "doctor smith three p m"}
+    examples = [Example(row("a", written["withitn"], "withitn"), torch.zeros(3, 560), torch.zeros(1)),
+                Example(row("b", written["woitn"], "woitn"), torch.zeros(3, 560), torch.zeros(1))]
+    seen = []
+
+    def decoder(base, features, max_seconds_per_batch=None, language="auto", itn="woitn",
+                ban_emo_unknown=False):
+        styles = [itn] * len(features) if isinstance(itn, str) else list(itn)
+        seen.append(styles)
+        return [f"<|en|><|HAPPY|><|Speech|><|{s}|>{written[s]}" for s in styles]
+
+    monkeypatch.setattr(train_module, "transcribe_features", decoder)
+    cer, emotion_accuracy = train_module.decoded_scores(None, examples)
+    assert seen == [["withitn", "woitn"]]
+    assert cer == 0.0 and emotion_accuracy == 1.0
+
+
+def test_the_package_does_not_shadow_its_train_module():
+    import inspect
+    import pkgutil
+
+    import svlora.finetune as finetune
+
+    submodules = {info.name for info in pkgutil.iter_modules(finetune.__path__)}
+    assert inspect.ismodule(finetune.train) and callable(finetune.train_recipe)
+    assert not submodules & set(finetune.__all__)

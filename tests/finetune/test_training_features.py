@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from svlora.errors import SvloraError
 from svlora.feature_cache import FeatureCache
-from svlora.finetune import load_recipe, train
+from svlora.finetune import load_recipe, train_recipe
 from svlora.finetune.data import Example, epoch_examples, spec_augment
 from svlora.finetune.lora import attach_lora, trainable_summary
 from svlora.finetune.recipe import AugmentSettings, LoraSettings
@@ -43,7 +43,7 @@ def metrics(out: Path) -> list[dict]:
 def test_a_killed_run_resumes_to_the_same_adapter(tiny_model_dir, clinic_manifests, tmp_path):
     settings = ["train.max_steps=40", "train.eval_every=20", "train.checkpoint_every=5",
                 "optim.warmup_steps=5", "lora.dropout=0.1", "augment.specaugment=true"]
-    reference = train(load_recipe(recipe_path("tiny_demo"), overrides(
+    reference = train_recipe(load_recipe(recipe_path("tiny_demo"), overrides(
         tiny_model_dir, clinic_manifests, tmp_path / "whole", *settings)))
     killed = tmp_path / "killed"
     command = [sys.executable, "-m", "svlora.cli", "train", "tiny_demo",
@@ -65,7 +65,7 @@ def test_a_killed_run_resumes_to_the_same_adapter(tiny_model_dir, clinic_manifes
     killed_at = torch.load(state_file, weights_only=True)["step"]
     assert 10 <= killed_at < 40
 
-    resumed = train(load_recipe(recipe_path("tiny_demo"), overrides(
+    resumed = train_recipe(load_recipe(recipe_path("tiny_demo"), overrides(
         tiny_model_dir, clinic_manifests, killed, *settings)), resume=True)
     assert resumed.best["step"] == reference.best["step"]
     a = load_file(tmp_path / "whole/adapter/adapter_model.safetensors")
@@ -82,7 +82,7 @@ def test_a_killed_run_resumes_to_the_same_adapter(tiny_model_dir, clinic_manifes
 def test_resume_without_a_checkpoint_is_refused(tiny_model_dir, clinic_manifests, tmp_path):
     recipe = load_recipe(recipe_path("tiny_demo"), overrides(tiny_model_dir, clinic_manifests, tmp_path))
     with pytest.raises(SvloraError, match="no checkpoint to resume from"):
-        train(recipe, resume=True)
+        train_recipe(recipe, resume=True)
 
 
 def test_a_nan_loss_stops_naming_the_clip_and_keeps_the_checkpoint(tiny_model_dir,
@@ -98,7 +98,7 @@ def test_a_nan_loss_stops_naming_the_clip_and_keeps_the_checkpoint(tiny_model_di
         tiny_model_dir, clinic_manifests, tmp_path / "run", f"data.feature_cache={tmp_path / 'cache'}",
         "train.max_steps=200", "train.checkpoint_every=1", "train.eval_every=100"))
     with pytest.raises(SvloraError, match=rf"loss is nan; batch clips: .*{poisoned.key}"):
-        train(recipe)
+        train_recipe(recipe)
     state = torch.load(tmp_path / "run/checkpoint/trainer_state.pt", weights_only=True)
     good_steps = [r["step"] for r in metrics(tmp_path / "run")]
     assert state["step"] == good_steps[-1]  # the last step that finished is what is kept
@@ -162,7 +162,7 @@ def test_replay_in_a_run_is_logged(tiny_model_dir, clinic_manifests, tmp_path):
         tiny_model_dir, clinic_manifests, tmp_path, f"data.replay={clinic_manifests}/test.jsonl",
         "data.replay_ratio=0.3", f"data.retention={clinic_manifests}/test.jsonl",
         "train.max_steps=6", "train.eval_every=3", "train.retention_guard=0.5"))
-    train(recipe)
+    train_recipe(recipe)
     records = metrics(tmp_path)
     replayed = sum(r["replay_clips"] for r in records) / sum(r["clips"] for r in records)
     assert 0.1 < replayed < 0.5
@@ -230,7 +230,7 @@ def test_the_trained_parameter_set_is_the_recipes(tiny_model_dir, targets, modul
 def test_rslora_and_dora_train(tiny_model_dir, clinic_manifests, tmp_path):
     recipe = short_recipe(tiny_model_dir, clinic_manifests, tmp_path, "lora.use_dora=true",
                           "lora.use_rslora=true", "train.max_steps=2", "train.eval_every=2")
-    result = train(recipe)
+    result = train_recipe(recipe)
     config = json.loads((tmp_path / "adapter/adapter_config.json").read_text())
     assert config["use_dora"] and config["use_rslora"]
     assert any("lora_magnitude_vector" in n for n in load_file(tmp_path / "adapter/adapter_model.safetensors"))
@@ -255,7 +255,7 @@ def test_logging_sinks_curves_and_run_record(tiny_model_dir, clinic_manifests, t
                           "logging.wandb=true", "train.max_steps=2", "train.eval_every=2")
     env = {k: os.environ.pop(k) for k in ("WANDB_MODE",) if k in os.environ}
     try:
-        train(recipe)
+        train_recipe(recipe)
     finally:
         os.environ.update(env)
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

@@ -107,3 +107,21 @@ def test_event_head_and_stage1_cache(quickstart_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(decoding, "decode_features", no_decoding)
     again = train_cascade(*arguments, str(tmp_path / "c2"), hidden=0, log=lambda m: None)
     assert again.trained["feature_seconds"] < config.trained["feature_seconds"] + 5
+
+
+def test_a_cascade_is_refused_when_only_the_adapters_scale_changed(trained_dir, tmp_path):
+    """An adapter is its weights and adapter_config.json: lora_alpha alone changes stage 1's
+    outputs, so a cascade trained on the adapter must not load onto the rescaled copy."""
+    import shutil
+
+    tiny, adapter, val = (str(trained_dir / "tiny-base"), trained_dir / "clinic-run/adapter",
+                          str(trained_dir / "clinic/val.jsonl"))
+    train_cascade(tiny, val, val, str(tmp_path / "c"), adapter=str(adapter), hidden=0,
+                  log=lambda m: None)
+    rescaled = tmp_path / "rescaled"
+    shutil.copytree(adapter, rescaled)
+    config = json.loads((rescaled / "adapter_config.json").read_text())
+    (rescaled / "adapter_config.json").write_text(json.dumps({**config, "lora_alpha": config["lora_alpha"] * 2}))
+    assert load_model(tiny, str(adapter), cascade=str(tmp_path / "c")).cascade is not None
+    with pytest.raises(AdapterError, match="trained on stage 1 base .* adapter_config.json"):
+        load_model(tiny, str(rescaled), cascade=str(tmp_path / "c"))

@@ -21,7 +21,11 @@ def write(tmp_path, text):
     ("rules:\n  - name: a\n    when: {emotion: [SADD]}\n    then: {emotion: NEUTRAL}\n",
      r"rules\[0\] \(a\): when.emotion: 'SADD' is not one of"),
     ("rules:\n  - name: a\n    when: {regex: '(['}\n    then: {emotion: NEUTRAL}\n",
-     r"rules\[0\] \(a\): when.regex: .* is not a valid regular expression"),
+     r"rules\[0\] \(a\): when.regex: .* is not an RE2 regular expression \(missing \]"),
+    ("rules:\n  - name: a\n    when: {regex: '(\\w+) \\1'}\n    then: {emotion: NEUTRAL}\n",
+     r"rules\[0\] \(a\): when.regex: .*invalid escape sequence.*backreferences and lookaround"),
+    ("rules:\n  - name: a\n    when: {regex: '好(?=吧)'}\n    then: {emotion: NEUTRAL}\n",
+     r"when.regex: .*invalid perl operator.*linear time"),
     ("rules:\n  - name: a\n    when: {}\n    then: {}\n", r"rules\[0\] \(a\): then: the rule does nothing"),
     ("rules:\n  - name: a\n    when: {emotion_prob_below: 1.5}\n    then: {emotion: SAD}\n",
      r"when.emotion_prob_below: 1.5 is not a probability"),
@@ -120,3 +124,36 @@ def test_miner_lists_what_the_confusion_over_represents():
     assert list(mined) == ["SAD→NEUTRAL"]
     assert mined["SAD→NEUTRAL"]["clips"] == 4
     assert mined["SAD→NEUTRAL"]["endings"][0] == ["吧", 4, 4]
+
+
+CATASTROPHIC = "rules:\n  - name: nested\n    when: {regex: '(a+)+$'}\n    then: {emotion: NEUTRAL}\n"
+
+
+def test_a_catastrophic_regex_matches_in_linear_time(tmp_path):
+    """(a+)+$ on 'aaa…ab' backtracks for ever in Python's `re` (which holds the GIL, so a thread
+    could not even time it out): run in a subprocess, it must answer long before the limit."""
+    import subprocess
+    import sys
+
+    path = write(tmp_path, CATASTROPHIC)
+    script = (
+        "import sys\nfrom svlora.postprocess import apply_rules, load_rules\n"
+        f"rules = load_rules({str(path)!r})\n"
+        "head = '<|en|><|SAD|><|Speech|><|woitn|>'\n"
+        "print(apply_rules(rules, head + 'a' * 20000 + 'b')['fired'],"
+        " apply_rules(rules, head + 'a' * 20000)['fired'])\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[] ['nested']"
+
+
+def test_rules_check_rejects_a_backreference_in_one_line(tmp_path, capsys):
+    from svlora.cli import main
+
+    path = write(tmp_path, "rules:\n  - name: repeated word\n    when: {regex: '(\\w+) \\1'}\n"
+                           "    then: {emotion: NEUTRAL}\n")
+    assert main(["rules", "check", str(path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("svlora rules: error:")
+    assert f"{path}: rules[0] (repeated word): when.regex:" in err[0] and "backreferences" in err[0]
+    assert main(["rules", "check", str(write(tmp_path, CATASTROPHIC))]) == 0  # linear in RE2: valid

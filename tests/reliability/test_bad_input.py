@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from svlora.cli import main
-from svlora.data_prep import PrepareOptions, prepare
+from svlora.data_prep import PrepareOptions, prepare_corpus
 from svlora.data_prep.check import check_manifests
 from svlora.errors import SvloraError
 from svlora.eval.gates import parse_gates
@@ -43,8 +43,8 @@ def test_nan_audio_truncated_wav_tags_in_text_and_empty_audio_cells(tmp_path):
     rows += [["clips/nan.wav", "a", "happy", "s0"], ["clips/trunc.wav", "b", "sad", "s1"],
              ["clips/tag.wav", "<|zh|>你好", "sad", "s2"], ["", "no audio", "sad", "s1"]]
     source = table(tmp_path / "labels.csv", rows)
-    report = prepare(PrepareOptions(input=str(source), out=str(tmp_path / "out"), language="en",
-                                    split_by="speaker", val=0.34, test=0.33))
+    report = prepare_corpus(PrepareOptions(input=str(source), out=str(tmp_path / "out"), language="en",
+                                           split_by="speaker", val=0.34, test=0.33))
     reasons = {r["row"]: r["reason"] for r in report["rejected"]}
     assert "NaN or infinite samples" in reasons[f"{source}:11"]
     assert "truncated WAV" in reasons[f"{source}:12"]
@@ -77,7 +77,7 @@ def test_prepare_never_writes_over_its_input(tmp_path):
                                     "with_or_wo_itn": "<|woitn|>"}) + "\n")
     before = manifest.read_bytes()
     with pytest.raises(SvloraError, match="would write train.jsonl over the input"):
-        prepare(PrepareOptions(input=str(manifest), out=str(tmp_path), format="sensevoice-jsonl"))
+        prepare_corpus(PrepareOptions(input=str(manifest), out=str(tmp_path), format="sensevoice-jsonl"))
     assert manifest.read_bytes() == before
 
 
@@ -87,13 +87,13 @@ def test_rejected_csv_reruns_from_its_own_folder(tmp_path, monkeypatch):
     write_tone(tmp_path / "clips/bored.wav", frequency=777)
     rows.append(["clips/bored.wav", "y", "bored", "s1"])
     table(tmp_path / "labels.csv", rows)
-    prepare(PrepareOptions(input="labels.csv", out="out", language="en", split_by="speaker",
-                           val=0.34, test=0.33))
+    prepare_corpus(PrepareOptions(input="labels.csv", out="out", language="en", split_by="speaker",
+                                  val=0.34, test=0.33))
     fixed = (tmp_path / "out/rejected.csv").read_text().replace(",bored,", ",neutral,")
     (tmp_path / "out/rejected.csv").write_text(fixed)
     monkeypatch.chdir(tmp_path / "out")  # elsewhere: the paths must still resolve
-    again = prepare(PrepareOptions(input=str(tmp_path / "out/rejected.csv"), out=str(tmp_path / "re"),
-                                   language="en", split_by="none", val=0.0, test=0.0))
+    again = prepare_corpus(PrepareOptions(input=str(tmp_path / "out/rejected.csv"), out=str(tmp_path / "re"),
+                                          language="en", split_by="none", val=0.0, test=0.0))
     assert again["rows_accepted"] == 1 and again["rows_rejected"] == 0
 
 

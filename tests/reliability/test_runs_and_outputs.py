@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from svlora.adapters import export_adapter
 from svlora.errors import AdapterError, SvloraError
-from svlora.finetune import train
+from svlora.finetune import train_recipe
 from svlora.finetune.checkpoint import STATE, WEIGHTS, settle_checkpoints
 from svlora.finetune.run_log import kept_lines
 from svlora.finetune.train import RunLock, require_finite_validation
@@ -48,7 +48,7 @@ def current_umask() -> int:
 def test_a_second_run_into_the_same_out_is_refused(tiny_model_dir, clinic_manifests, tmp_path):
     (tmp_path / ".lock").write_text(str(os.getpid()))  # a live holder
     with pytest.raises(SvloraError, match=rf"in use by another svlora train \(pid {os.getpid()}\)"):
-        train(short_recipe(tiny_model_dir, clinic_manifests, tmp_path))
+        train_recipe(short_recipe(tiny_model_dir, clinic_manifests, tmp_path))
     (tmp_path / ".lock").write_text("999999999")  # its process is gone: taken over
     with RunLock(tmp_path):
         assert (tmp_path / ".lock").read_text() == str(os.getpid())
@@ -56,13 +56,13 @@ def test_a_second_run_into_the_same_out_is_refused(tiny_model_dir, clinic_manife
 
 
 def test_overwrite_clears_the_old_run_before_starting(tiny_model_dir, clinic_manifests, tmp_path):
-    train(short_recipe(tiny_model_dir, clinic_manifests, tmp_path, "train.max_steps=4",
-                       "train.eval_every=2"))
+    train_recipe(short_recipe(tiny_model_dir, clinic_manifests, tmp_path, "train.max_steps=4",
+                              "train.eval_every=2"))
     old_state = torch.load(tmp_path / "checkpoint" / STATE, weights_only=True)
     assert old_state["step"] == 4
     (tmp_path / "adapter" / "stale.txt").write_text("from the old run")
-    train(short_recipe(tiny_model_dir, clinic_manifests, tmp_path, "train.max_steps=2",
-                       "train.eval_every=2"), overwrite=True)
+    train_recipe(short_recipe(tiny_model_dir, clinic_manifests, tmp_path, "train.max_steps=2",
+                              "train.eval_every=2"), overwrite=True)
     assert torch.load(tmp_path / "checkpoint" / STATE, weights_only=True)["step"] == 2
     assert not (tmp_path / "adapter" / "stale.txt").exists()
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
@@ -89,11 +89,11 @@ def test_a_kill_between_renames_resumes_from_the_newest_complete_checkpoint(tmp_
 def test_resume_after_the_checkpoint_was_moved_aside(tiny_model_dir, clinic_manifests, tmp_path):
     recipe = short_recipe(tiny_model_dir, clinic_manifests, tmp_path, "train.max_steps=4",
                           "train.eval_every=2", "train.checkpoint_every=2")
-    train(recipe)
+    train_recipe(recipe)
     (tmp_path / "checkpoint").rename(tmp_path / ".checkpoint.old")
     longer = short_recipe(tiny_model_dir, clinic_manifests, tmp_path, "train.max_steps=6",
                           "train.eval_every=2", "train.checkpoint_every=2")
-    train(longer, resume=True)
+    train_recipe(longer, resume=True)
     assert torch.load(tmp_path / "checkpoint" / STATE, weights_only=True)["step"] == 6
 
 
@@ -118,9 +118,9 @@ def test_bad_out_paths_are_one_clear_error(tiny_model_dir, clinic_manifests, tmp
     a_file = tmp_path / "file"
     a_file.write_text("x")
     with pytest.raises(SvloraError, match="is a file"):
-        train(short_recipe(tiny_model_dir, clinic_manifests, a_file))
+        train_recipe(short_recipe(tiny_model_dir, clinic_manifests, a_file))
     if os.geteuid() != 0:  # root writes anywhere: read-only dirs only bind other users
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
         with pytest.raises(SvloraError, match="not writable|cannot create"):
-            train(short_recipe(tiny_model_dir, clinic_manifests, locked / "run"))
+            train_recipe(short_recipe(tiny_model_dir, clinic_manifests, locked / "run"))
