@@ -18,13 +18,13 @@ SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "demo.png"
 
 
 @pytest.fixture(scope="module")
-def demo(quickstart_dir):
+def demo(trained_dir):
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "svlora.cli", "demo", "--model", str(quickstart_dir / "tiny-base"),
-         "--adapter", f"clinic={quickstart_dir / 'clinic-run/adapter'}",
+        [sys.executable, "-m", "svlora.cli", "demo", "--model", str(trained_dir / "tiny-base"),
+         "--adapter", f"clinic={trained_dir / 'clinic-run/adapter'}",
          "--rules", "clinic+rules=clinic:soft_particles", "--port", str(port), "--max-seconds", "40",
-         "--examples", str(quickstart_dir / "clinic/test.jsonl")],
+         "--examples", str(trained_dir / "clinic/test.jsonl")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
     url = f"http://127.0.0.1:{port}"
@@ -70,12 +70,12 @@ def run_clip(page, path: Path) -> None:
                            "return t && t.value.length > 0; }", timeout=60000)
 
 
-def test_every_arm_answers_the_uploaded_clip_like_transcribe(page, quickstart_dir):
-    clip = clinic_clips(quickstart_dir, 1)[0]
+def test_every_arm_answers_the_uploaded_clip_like_transcribe(page, trained_dir):
+    clip = clinic_clips(trained_dir, 1)[0]
     run_clip(page, clip)
     names = [page.locator(f"#arm{i}-name").inner_text().strip() for i in range(3)]
     assert names == ["sensevoice-small", "clinic", "clinic+rules"]
-    tiny, adapter = str(quickstart_dir / "tiny-base"), str(quickstart_dir / "clinic-run/adapter")
+    tiny, adapter = str(trained_dir / "tiny-base"), str(trained_dir / "clinic-run/adapter")
     expected = [load_model(tiny).transcribe([clip])[0],
                 load_model(tiny, adapter).transcribe([clip])[0],
                 load_model(tiny, adapter, rules="soft_particles").transcribe([clip])[0]]
@@ -88,23 +88,23 @@ def test_every_arm_answers_the_uploaded_clip_like_transcribe(page, quickstart_di
     top = want["emotion"].strip("<|>")
     assert top in page.locator("#arm1-emotion").inner_text()  # the probability bars
     SCREENSHOT.parent.mkdir(exist_ok=True)
-    shot = SCREENSHOT if os.environ.get("SVLORA_UPDATE_SCREENSHOT") else quickstart_dir / "demo.png"
+    shot = SCREENSHOT if os.environ.get("SVLORA_UPDATE_SCREENSHOT") else trained_dir / "demo.png"
     page.screenshot(path=str(shot), full_page=False)
     assert shot.stat().st_size > 10_000
 
 
-def test_long_audio_shows_segments_and_too_long_is_a_clear_message(page, quickstart_dir, tmp_path):
+def test_long_audio_shows_segments_and_too_long_is_a_clear_message(page, trained_dir, tmp_path):
     import numpy as np
     import soundfile as sf
 
-    clips = clinic_clips(quickstart_dir, 40)
+    clips = clinic_clips(trained_dir, 40)
     pieces = [x for c in clips for x in (sf.read(c, dtype="float32")[0], np.zeros(8000, np.float32))]
     samples = np.concatenate(pieces)
     long_file, too_long = tmp_path / "long.wav", tmp_path / "too-long.wav"
     sf.write(long_file, samples[: 16000 * 35], 16000)   # > the 30 s segment cap
     sf.write(too_long, samples[: 16000 * 45], 16000)    # > --max-seconds 40
     run_clip(page, long_file)
-    tiny, adapter = str(quickstart_dir / "tiny-base"), str(quickstart_dir / "clinic-run/adapter")
+    tiny, adapter = str(trained_dir / "tiny-base"), str(trained_dir / "clinic-run/adapter")
     [want] = load_model(tiny, adapter).transcribe([long_file])
     assert arm_value(page, 1, "raw") == want["raw"] and len(want["segments"]) > 1
     table = page.locator("#arm1-segments").inner_text()

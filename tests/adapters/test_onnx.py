@@ -32,10 +32,10 @@ def funasr_onnx_python() -> str:
     return str(python)
 
 
-def export(quickstart_dir, out, kind, *extra):
-    main(["export", "--model", str(quickstart_dir / "tiny-base"), "--adapter",
-          str(quickstart_dir / "clinic-run/adapter"), "--out", str(out), "--onnx", kind, "--int8",
-          "--verify", str(quickstart_dir / "clinic/test.jsonl"), *extra])
+def export(trained_dir, out, kind, *extra):
+    main(["export", "--model", str(trained_dir / "tiny-base"), "--adapter",
+          str(trained_dir / "clinic-run/adapter"), "--out", str(out), "--onnx", kind, "--int8",
+          "--verify", str(trained_dir / "clinic/test.jsonl"), *extra])
     return json.loads((out / f"verify-{kind}.json").read_text())
 
 
@@ -47,9 +47,9 @@ def io_names(path):
             session.get_modelmeta().custom_metadata_map)
 
 
-def test_sherpa_onnx_loads_the_export_and_agrees_with_svlora(quickstart_dir, tmp_path, capsys):
+def test_sherpa_onnx_loads_the_export_and_agrees_with_svlora(trained_dir, tmp_path, capsys):
     out = tmp_path / "sherpa"
-    report = export(quickstart_dir, out, "sherpa")
+    report = export(trained_dir, out, "sherpa")
     assert "parity through sherpa-onnx: 60/60" in capsys.readouterr().out
     assert report["clips"] == 60 and report["fp32_identical_rate"] >= 0.99
     assert set(report["onnx_int8"]) == {"cer", "emotion_accuracy"} and "int8_change" in report
@@ -63,10 +63,10 @@ def test_sherpa_onnx_loads_the_export_and_agrees_with_svlora(quickstart_dir, tmp
     assert len(tokens) == 25055 and tokens[24885] == "<|en|> 24885"
 
 
-def test_funasr_onnx_loads_the_export_and_agrees_with_svlora(quickstart_dir, tmp_path, capsys,
+def test_funasr_onnx_loads_the_export_and_agrees_with_svlora(trained_dir, tmp_path, capsys,
                                                            funasr_onnx_python):
     out = tmp_path / "funasr"
-    report = export(quickstart_dir, out, "funasr", "--runtime-python", funasr_onnx_python)
+    report = export(trained_dir, out, "funasr", "--runtime-python", funasr_onnx_python)
     assert "parity through funasr_onnx: 60/60" in capsys.readouterr().out
     assert report["interpreter"] == funasr_onnx_python and report["fp32_identical_rate"] >= 0.99
     inputs, outputs, _ = io_names(out / "model.onnx")
@@ -76,22 +76,22 @@ def test_funasr_onnx_loads_the_export_and_agrees_with_svlora(quickstart_dir, tmp
         {p.name for p in out.iterdir()}
 
 
-def test_verify_reports_what_differs(quickstart_dir, tmp_path):
+def test_verify_reports_what_differs(trained_dir, tmp_path):
     """Against the base without the adapter, the adapted export must not pass as identical."""
     from svlora.adapters import load_model
     from svlora.adapters.onnx_verify import verify_export
 
     out = tmp_path / "sherpa"
-    main(["export", "--model", str(quickstart_dir / "tiny-base"), "--adapter",
-          str(quickstart_dir / "clinic-run/adapter"), "--out", str(out), "--onnx", "sherpa"])
-    report = verify_export(load_model(str(quickstart_dir / "tiny-base")), out, "sherpa",
-                           str(quickstart_dir / "clinic/test.jsonl"))
+    main(["export", "--model", str(trained_dir / "tiny-base"), "--adapter",
+          str(trained_dir / "clinic-run/adapter"), "--out", str(out), "--onnx", "sherpa"])
+    report = verify_export(load_model(str(trained_dir / "tiny-base")), out, "sherpa",
+                           str(trained_dir / "clinic/test.jsonl"))
     assert report["fp32_identical"] < report["clips"] * 0.5
     assert report["fp32_differences"] and report["torch_fp32"]["cer"] > report["onnx_fp32"]["cer"]
 
 
-def test_onnx_only_flags_without_onnx_are_refused(quickstart_dir, tmp_path, capsys):
-    assert main(["export", "--model", str(quickstart_dir / "tiny-base"), "--adapter",
-                 str(quickstart_dir / "clinic-run/adapter"), "--out", str(tmp_path / "x"), "--int8"]) == 1
+def test_onnx_only_flags_without_onnx_are_refused(trained_dir, tmp_path, capsys):
+    assert main(["export", "--model", str(trained_dir / "tiny-base"), "--adapter",
+                 str(trained_dir / "clinic-run/adapter"), "--out", str(tmp_path / "x"), "--int8"]) == 1
     assert not (tmp_path / "x").exists()
     assert "--int8, --verify and --runtime-python go with --onnx" in capsys.readouterr().err

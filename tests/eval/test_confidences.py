@@ -11,9 +11,9 @@ from svlora.eval.scoring import calibration
 from svlora.manifest import read_manifest
 
 
-def test_distributions_sum_to_one_and_agree_with_the_decoded_tags(quickstart_dir):
-    rows = read_manifest(quickstart_dir / "clinic/test.jsonl")[:12]
-    runtime = load_model(str(quickstart_dir / "tiny-base"), str(quickstart_dir / "clinic-run/adapter"))
+def test_distributions_sum_to_one_and_agree_with_the_decoded_tags(trained_dir):
+    rows = read_manifest(trained_dir / "clinic/test.jsonl")[:12]
+    runtime = load_model(str(trained_dir / "tiny-base"), str(trained_dir / "clinic-run/adapter"))
     results = runtime.transcribe([r.source for r in rows])
     for result in results:
         for kind in ("language", "emotion", "event"):
@@ -49,10 +49,10 @@ def test_expected_calibration_error_by_hand():
     assert calibration([clip(None, True)]) is None
 
 
-def test_the_report_carries_calibration_and_probabilities(quickstart_dir, tmp_path):
-    assert main(["eval", "--model", str(quickstart_dir / "tiny-base"), "--data",
-                 str(quickstart_dir / "clinic/test.jsonl"), "--adapter",
-                 str(quickstart_dir / "clinic-run/adapter"), "--out", str(tmp_path),
+def test_the_report_carries_calibration_and_probabilities(trained_dir, tmp_path):
+    assert main(["eval", "--model", str(trained_dir / "tiny-base"), "--data",
+                 str(trained_dir / "clinic/test.jsonl"), "--adapter",
+                 str(trained_dir / "clinic-run/adapter"), "--out", str(tmp_path),
                  "--resamples", "100", "--ban-emo-unknown"]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert 0 <= report["arms"]["adapter"]["calibration"]["ece"] <= 1

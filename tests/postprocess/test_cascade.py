@@ -14,14 +14,14 @@ from svlora.postprocess.cascade import CONFIG
 
 
 @pytest.fixture(scope="module")
-def hashed_cascade(quickstart_dir, tmp_path_factory):
+def hashed_cascade(trained_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("cascade") / "hashed"
-    config = train_cascade(str(quickstart_dir / "tiny-base"), str(quickstart_dir / "clinic/train.jsonl"),
-                           str(quickstart_dir / "clinic/val.jsonl"), str(out), log=lambda m: None)
+    config = train_cascade(str(trained_dir / "tiny-base"), str(trained_dir / "clinic/train.jsonl"),
+                           str(trained_dir / "clinic/val.jsonl"), str(out), log=lambda m: None)
     return out, config
 
 
-def test_train_save_load_and_refuse_another_stage1(quickstart_dir, hashed_cascade):
+def test_train_save_load_and_refuse_another_stage1(trained_dir, hashed_cascade):
     out, config = hashed_cascade
     saved = json.loads((out / CONFIG).read_text())
     assert saved["schema"] == "svlora-cascade" and saved["adapter_sha256"] is None
@@ -29,7 +29,7 @@ def test_train_save_load_and_refuse_another_stage1(quickstart_dir, hashed_cascad
     assert 0 <= saved["trained"]["val_ua"] <= 1 and saved["trained"]["seconds"] > 0
     from svlora.model import weights_sha256
 
-    base_sha = weights_sha256(quickstart_dir / "tiny-base")
+    base_sha = weights_sha256(trained_dir / "tiny-base")
     load_cascade(out, base_sha, None)
     with pytest.raises(AdapterError, match="trained on stage 1 base"):
         load_cascade(out, base_sha, "f" * 64)  # the same base with an adapter is another stage 1
@@ -37,23 +37,23 @@ def test_train_save_load_and_refuse_another_stage1(quickstart_dir, hashed_cascad
         load_cascade(out, "0" * 64, None)
 
 
-def test_cascade_at_inference_and_as_an_eval_arm(quickstart_dir, hashed_cascade, tmp_path, capsys):
+def test_cascade_at_inference_and_as_an_eval_arm(trained_dir, hashed_cascade, tmp_path, capsys):
     out, _ = hashed_cascade
-    clips = [r["source"] for r in map(json.loads, (quickstart_dir / "clinic/test.jsonl").read_text().splitlines()[:5])]
-    results = load_model(str(quickstart_dir / "tiny-base"), cascade=str(out)).transcribe(clips)
+    clips = [r["source"] for r in map(json.loads, (trained_dir / "clinic/test.jsonl").read_text().splitlines()[:5])]
+    results = load_model(str(trained_dir / "tiny-base"), cascade=str(out)).transcribe(clips)
     for result in results:
         assert result["emotion"] == max(result["emotion_probs"], key=result["emotion_probs"].get)
         assert "pooled" not in result and "stage1_emotion" in result
-    assert main(["eval", "--model", str(quickstart_dir / "tiny-base"), "--data",
-                 str(quickstart_dir / "clinic/test.jsonl"), "--out", str(tmp_path / "r"),
+    assert main(["eval", "--model", str(trained_dir / "tiny-base"), "--data",
+                 str(trained_dir / "clinic/test.jsonl"), "--out", str(tmp_path / "r"),
                  "--cascade-arm", f"base+cascade=base:{out}", "--resamples", "100"]) == 0
     report = json.loads((tmp_path / "r/report.json").read_text())
     assert report["arm_names"] == ["base", "base+cascade"]
     assert "emotion_ua" in report["deltas"]["base+cascade"]
     # the text is stage 1's: a cascade only re-decides the emotion
     assert report["arms"]["base+cascade"]["cer"] == report["arms"]["base"]["cer"]
-    assert main(["transcribe", "--model", str(quickstart_dir / "tiny-base"), "--adapter",
-                 str(quickstart_dir / "clinic-run/adapter"), "--cascade", str(out), clips[0]]) == 1
+    assert main(["transcribe", "--model", str(trained_dir / "tiny-base"), "--adapter",
+                 str(trained_dir / "clinic-run/adapter"), "--cascade", str(out), clips[0]]) == 1
     assert "trained on stage 1 base" in capsys.readouterr().err
 
 
@@ -71,33 +71,33 @@ def tiny_bert(directory):
 
 
 @pytest.mark.parametrize("text", ["none", "bert"])
-def test_text_branches(quickstart_dir, tmp_path, text):
+def test_text_branches(trained_dir, tmp_path, text):
     branch = str(tiny_bert(tmp_path / "bert")) if text == "bert" else "none"
-    config = train_cascade(str(quickstart_dir / "tiny-base"), str(quickstart_dir / "clinic/train.jsonl"),
-                           str(quickstart_dir / "clinic/val.jsonl"), str(tmp_path / "c"),
+    config = train_cascade(str(trained_dir / "tiny-base"), str(trained_dir / "clinic/train.jsonl"),
+                           str(trained_dir / "clinic/val.jsonl"), str(tmp_path / "c"),
                            text=branch, hidden=0, log=lambda m: None)
     assert config.feature_dims["text"] == (16 if text == "bert" else 0)
-    loaded = load_model(str(quickstart_dir / "tiny-base"), cascade=str(tmp_path / "c"))
-    assert loaded.transcribe([r["source"] for r in map(json.loads, (quickstart_dir / "clinic/test.jsonl").read_text().splitlines()[:2])])
+    loaded = load_model(str(trained_dir / "tiny-base"), cascade=str(tmp_path / "c"))
+    assert loaded.transcribe([r["source"] for r in map(json.loads, (trained_dir / "clinic/test.jsonl").read_text().splitlines()[:2])])
 
 
-def test_event_head_and_stage1_cache(quickstart_dir, tmp_path, monkeypatch):
+def test_event_head_and_stage1_cache(trained_dir, tmp_path, monkeypatch):
     """With more than one event labelled, the cascade also predicts the event; a second
     training run reads stage 1's outputs from the cache and decodes nothing."""
     import svlora.decoding as decoding
 
     for split in ("train", "val"):
-        rows = [json.loads(line) for line in (quickstart_dir / f"clinic/{split}.jsonl").read_text().splitlines()]
+        rows = [json.loads(line) for line in (trained_dir / f"clinic/{split}.jsonl").read_text().splitlines()]
         for i, row in enumerate(rows):
             row["event_target"] = "<|Laughter|>" if i % 2 else "<|Speech|>"
         (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    arguments = (str(quickstart_dir / "tiny-base"), str(tmp_path / "train.jsonl"),
+    arguments = (str(trained_dir / "tiny-base"), str(tmp_path / "train.jsonl"),
                  str(tmp_path / "val.jsonl"))
     config = train_cascade(*arguments, str(tmp_path / "c1"), log=lambda m: None)
     assert config.event_classes == ["<|Speech|>", "<|Laughter|>"]
     from svlora.model import weights_sha256
 
-    cascade = load_cascade(tmp_path / "c1", weights_sha256(quickstart_dir / "tiny-base"), None)
+    cascade = load_cascade(tmp_path / "c1", weights_sha256(trained_dir / "tiny-base"), None)
     emotions, events = cascade.predict_both([{"pooled": [0.0] * config.feature_dims["acoustic"],
                                               "emotion_probs": {}, "text": "hello"}])
     assert set(events[0]) == {"<|Speech|>", "<|Laughter|>"} and sum(events[0].values()) == pytest.approx(1, abs=1e-4)

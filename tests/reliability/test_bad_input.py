@@ -109,22 +109,22 @@ def test_gates_are_checked_before_any_decoding(spec, adapters, general, message)
         parse_gates(spec, has_adapters=adapters, has_general=general)
 
 
-def test_duplicate_keys_in_an_eval_manifest_are_an_error(quickstart_dir, tmp_path, capsys):
-    lines = (quickstart_dir / "clinic/test.jsonl").read_text().splitlines()
+def test_duplicate_keys_in_an_eval_manifest_are_an_error(trained_dir, tmp_path, capsys):
+    lines = (trained_dir / "clinic/test.jsonl").read_text().splitlines()
     (tmp_path / "dup.jsonl").write_text("\n".join(lines[:3] + lines[:1]) + "\n")
-    assert main(["eval", "--model", str(quickstart_dir / "tiny-base"), "--data",
+    assert main(["eval", "--model", str(trained_dir / "tiny-base"), "--data",
                  str(tmp_path / "dup.jsonl"), "--out", str(tmp_path / "r")]) == 1
     assert "appears twice" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()  # refused before decoding anything
 
 
-def test_a_truncated_adapter_is_one_clear_error(quickstart_dir, tmp_path, capsys):
+def test_a_truncated_adapter_is_one_clear_error(trained_dir, tmp_path, capsys):
     adapter = tmp_path / "adapter"
-    shutil.copytree(quickstart_dir / "clinic-run/adapter", adapter)
+    shutil.copytree(trained_dir / "clinic-run/adapter", adapter)
     weights = adapter / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:200])
     write_tone(tmp_path / "a.wav")
-    assert main(["transcribe", "--model", str(quickstart_dir / "tiny-base"), "--adapter",
+    assert main(["transcribe", "--model", str(trained_dir / "tiny-base"), "--adapter",
                  str(adapter), str(tmp_path / "a.wav")]) == 1
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("svlora transcribe: error:") and "not a readable safetensors file" in line

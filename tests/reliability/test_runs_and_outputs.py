@@ -20,10 +20,10 @@ from svlora.io import write_json_atomic
 from tests.finetune.test_train import short_recipe
 
 
-def test_export_never_deletes_the_run_the_adapter_or_a_full_folder(quickstart_dir, tmp_path):
-    base, run = quickstart_dir / "tiny-base", quickstart_dir / "clinic-run"
+def test_export_never_deletes_the_run_the_adapter_or_a_full_folder(trained_dir, tmp_path):
+    base, run = trained_dir / "tiny-base", trained_dir / "clinic-run"
     for out, message in ((run, "would replace"), (run / "adapter", "would replace"),
-                         (quickstart_dir, "would replace"), (base, "would replace")):
+                         (trained_dir, "would replace"), (base, "would replace")):
         with pytest.raises(AdapterError, match=message):
             export_adapter(str(base), str(run / "adapter"), str(out), merge=True)
     assert (run / "metrics.jsonl").is_file() and (run / "adapter/adapter_model.safetensors").is_file()
