@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import sys
 
 from svlora.cli import data, evaluation, postprocessing, quickstart, serving, training
@@ -27,7 +28,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class StderrNotes(logging.Handler):
+    """The "svlora" logger's notes (model loading, hub fallbacks) as "svlora: MESSAGE" on the
+    current sys.stderr (looked up per record, so a redirected stderr is honoured)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"svlora: {record.getMessage()}", file=sys.stderr, flush=True)
+
+
+def show_notes() -> None:
+    logger = logging.getLogger("svlora")
+    if not any(isinstance(h, StderrNotes) for h in logger.handlers):
+        logger.addHandler(StderrNotes())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
+    show_notes()
     parser = build_parser()
     # Recipe overrides may follow flags (`train R --print-config a.b=1`), which argparse's
     # positional nargs cannot take once a flag intervenes.

@@ -4,7 +4,7 @@ file-level fields are recomputed from its re-decided segments, so they never go 
 
 from __future__ import annotations
 
-from svlora.decoding import weighted_distribution
+from svlora.decoding import weighted_decision
 from svlora.labels import split_output
 from svlora.segments import Segment, weighted_tag
 
@@ -19,9 +19,9 @@ def spans_of(segments: list[dict]) -> list[Segment]:
 def file_decision(segments: list[dict], kind: str) -> dict:
     """A long file's `{kind}_probs` (segment distributions weighted by duration) and `kind`,
     their argmax: a file's tag is the argmax of its own probabilities, as each segment's is."""
-    probabilities = weighted_distribution([s[f"{kind}_probs"] for s in segments],
-                                          [span.seconds for span in spans_of(segments)])
-    return {f"{kind}_probs": probabilities, kind: max(probabilities, key=probabilities.get)}
+    probabilities, tag = weighted_decision([s[f"{kind}_probs"] for s in segments],
+                                           [span.seconds for span in spans_of(segments)])
+    return {f"{kind}_probs": probabilities, kind: tag}
 
 
 def joined(segments: list[dict]) -> dict:

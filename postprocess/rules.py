@@ -102,6 +102,13 @@ def validate_rule(rule: Rule, where: str) -> None:
                 f"({reason}); rules match in linear time, so backreferences and lookaround are "
                 "not supported: rewrite it without them (contains_any, contains_none and ends_with "
                 "cover most uses)") from None
+        shorthand = ascii_only_shorthand(rule.when.regex)
+        if shorthand:
+            raise RecipeError(
+                f"{where}: when.regex: {rule.when.regex!r} uses {shorthand}, which RE2 matches in "
+                "ASCII only (Python's re matches any script), so it would never match Chinese or "
+                "Japanese text; write the class out: \\p{L} letters, \\p{N} digits, "
+                "[\\p{L}\\p{N}_] word characters, [\\t\\n\\p{Z}] spaces")
     action = rule.then
     if action.emotion is not None and action.emotion != CLEAR and as_tag(action.emotion, EMOTION_TAGS) is None:
         raise RecipeError(f"{where}: then.emotion: {action.emotion!r} is not an emotion or 'clear'")
@@ -112,6 +119,19 @@ def validate_rule(rule: Rule, where: str) -> None:
 
 
 @functools.lru_cache(maxsize=256)
+def ascii_only_shorthand(pattern: str) -> str | None:
+    """The first of \\w \\W \\d \\D \\s \\S \\b \\B in `pattern` (RE2 gives them ASCII meanings), or None."""
+    index = 0
+    while index < len(pattern) - 1:
+        if pattern[index] == "\\":
+            if pattern[index + 1] in "wWdDsSbB":
+                return pattern[index:index + 2]
+            index += 2
+        else:
+            index += 1
+    return None
+
+
 def compiled_regex(pattern: str):
     """`pattern` compiled by RE2, whose matching time is linear in the text: a rules file can
     never stall the server with catastrophic backtracking, as Python's `re` can on (a+)+$."""

@@ -190,6 +190,15 @@ def check_config_names_modules(config_file: Path, config, layout: ModelLayout) -
     return set().union(*saved.values())
 
 
+def rank_of(config, module: str) -> int:
+    """The LoRA rank PEFT gives `module`: its rank_pattern entry (a key matching the module
+    name's tail, as PEFT matches it), else r."""
+    for key, rank in config.rank_pattern.items():
+        if re.match(rf"(.*\.)?({key})$", module):
+            return rank
+    return config.r
+
+
 def check_adapter_fits(path: Path, config, shapes: dict[str, tuple[int, ...]],
                        layout: ModelLayout) -> None:
     """An adapter may only add LoRA weights to the modules its config targets (and replace a
@@ -198,7 +207,6 @@ def check_adapter_fits(path: Path, config, shapes: dict[str, tuple[int, ...]],
     module must get its weights (else PEFT loads a silent no-op) at the config's rank and the
     layer's size."""
     from peft.tuners.tuners_utils import check_target_module_exists
-    from peft.utils.other import get_pattern_key
 
     saved = check_config_names_modules(path.parent / "adapter_config.json", config, layout)
     targeted = {name for name in layout.features if check_target_module_exists(config, name)}
@@ -207,7 +215,7 @@ def check_adapter_fits(path: Path, config, shapes: dict[str, tuple[int, ...]],
         found = LORA_KEY.match(key)
         if found and found["module"] in targeted:
             module, part = found["module"], found["part"]
-            rank = config.rank_pattern.get(get_pattern_key(config.rank_pattern, module), config.r)
+            rank = rank_of(config, module)
             check_lora_shape(path, key, shape, part, rank, layout.features.get(module))
             parts.setdefault(module, set()).add(part)
             continue

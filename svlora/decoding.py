@@ -216,6 +216,7 @@ class SegmentResult(_Segment, total=False):
 
 class _File(DecodedFields):
     path: str
+    schema_version: int  # RESULT_SCHEMA_VERSION
 
 
 class TranscriptionResult(_File, total=False):
@@ -351,19 +352,27 @@ def file_result(path: str, segments: list[Segment], how: str,
     from svlora.labels import split_output
 
     if how == "whole":
-        return {"path": path, **outputs[0].to_dict(), **split_output(outputs[0].raw)}
+        return {"path": path, "schema_version": RESULT_SCHEMA_VERSION, **outputs[0].to_dict(),
+                **split_output(outputs[0].raw)}
     parts = [split_output(d.raw) for d in outputs]
     rows = [{"start": round(s.start, 3), "end": round(s.end, 3), **d.to_dict(), **part}
             for s, d, part in zip(segments, outputs, parts)]
     weights = [s.seconds for s in segments]
-    # a file's tag is the argmax of its own (duration-weighted) distribution, as a segment's is
-    distributions = {kind: weighted_distribution([getattr(d, f"{kind}_probs") for d in outputs], weights)
-                     for kind in TAG_FRAMES}
-    return {"path": path, "raw": "".join(d.raw for d in outputs),
+    decisions = {kind: weighted_decision([getattr(d, f"{kind}_probs") for d in outputs], weights)
+                 for kind in TAG_FRAMES}
+    distributions = {kind: probs for kind, (probs, _) in decisions.items()}
+    return {"path": path, "schema_version": RESULT_SCHEMA_VERSION, "raw": "".join(d.raw for d in outputs),
             "text": " ".join(p["text"] for p in parts if p["text"]),
-            **{kind: max(probs, key=probs.get) for kind, probs in distributions.items()},
+            **{kind: tag for kind, (_, tag) in decisions.items()},
             "itn": parts[0]["itn"], "segmentation": how, "segments": rows,
             **{f"{kind}_probs": probs for kind, probs in distributions.items()}}
+
+
+def weighted_decision(distributions: list[dict], weights: list[float]) -> tuple[dict, str]:
+    """A long file's distribution (its segments' weighted by duration) and its tag, the argmax:
+    a file's tag is the argmax of its own probabilities, as a segment's is."""
+    probabilities = weighted_distribution(distributions, weights)
+    return probabilities, max(probabilities, key=probabilities.get)
 
 
 def weighted_distribution(distributions: list[dict], weights: list[float]) -> dict:

@@ -137,8 +137,13 @@ def _funasr_failure(printed: str) -> str:
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
 
 
+LOG = logging.getLogger("svlora")
+
+
 def stderr_line(message: str) -> None:
-    print(f"svlora: {message}", file=sys.stderr, flush=True)
+    """A progress note on the "svlora" logger: silent in library use (Python's default for an
+    unconfigured logger below WARNING); the CLI shows it on stderr as "svlora: MESSAGE"."""
+    LOG.info(message)
 
 
 def resolve_model_dir(model: str, hub: str = "ms",

@@ -17,8 +17,7 @@ def test_file_tags_are_the_argmax_of_the_weighted_distribution():
     result = file_result("f.wav", [Segment(0.0, 10.0), Segment(10.0, 15.0)], "vad", outputs)
     assert result["emotion_probs"]["<|SAD|>"] > result["emotion_probs"]["<|HAPPY|>"]
     assert result["emotion"] == "<|SAD|>"
+    assert result["schema_version"] == 1
     for kind in ("emotion", "event", "language"):
         probs = result[f"{kind}_probs"]
         assert result[kind] == max(probs, key=probs.get)
-        for segment in result["segments"]:
-            assert segment[kind] == max(segment[f"{kind}_probs"], key=segment[f"{kind}_probs"].get)

@@ -157,3 +157,24 @@ def test_rules_check_rejects_a_backreference_in_one_line(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("svlora rules: error:")
     assert f"{path}: rules[0] (repeated word): when.regex:" in err[0] and "backreferences" in err[0]
     assert main(["rules", "check", str(write(tmp_path, CATASTROPHIC))]) == 0  # linear in RE2: valid
+
+
+def test_ascii_only_shorthand_classes_are_refused_with_the_unicode_spelling(tmp_path, capsys):
+    """RE2's \\w is ASCII: a rule written for Python's re (\\w matches 好) would silently stop
+    firing on Chinese text, so validation refuses it and names the Unicode class to use."""
+    import re2
+
+    from svlora.cli import main
+
+    assert re2.search(r"\w", "好吧") is None  # the behaviour this guards against
+    path = write(tmp_path, "rules:\n  - name: any word\n    when: {regex: '^\\w+$'}\n"
+                           "    then: {emotion: NEUTRAL}\n")
+    assert main(["rules", "check", str(path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rules[0] (any word): when.regex:" in err[0]
+    assert "\\w" in err[0] and "\\p{L}" in err[0]
+    spelled_out = write(tmp_path, "rules:\n  - name: any word\n    when: {regex: '^[\\p{L}\\p{N}_]+$'}\n"
+                                  "    then: {emotion: NEUTRAL}\n")
+    assert main(["rules", "check", str(spelled_out)]) == 0
+    rules = load_rules(spelled_out)
+    assert apply_rules(rules, "<|zh|><|SAD|><|Speech|><|woitn|>好吧")["fired"] == ["any word"]
