@@ -334,11 +334,27 @@ class ModelPool:
         """Each decoded result after its route's rules or cascade. The decode worker calls
         this, so a slow post-processing step delays decoding but never the event loop
         (/health, uploads, admin); a step that fails fails its own request only."""
-        finished: list[dict | Exception] = []
-        for route, result in zip(routes, results):
+        from svlora.postprocess import results_with_cascade, result_with_rules
+
+        finished: list[dict | Exception] = list(results)
+        by_cascade: dict[int, list[int]] = {}  # one cascade forward pass per cascade in the batch
+        for index, route in enumerate(routes):
+            if route is not None and route.cascade is not None:
+                by_cascade.setdefault(id(route.cascade), []).append(index)
+        for members in by_cascade.values():
             try:
-                finished.append(route.finish(result) if route is not None else result)
+                relabelled = results_with_cascade(routes[members[0]].cascade,
+                                                  [results[i] for i in members])
+            except Exception as error:  # noqa: BLE001 — returned to those requests as their error
+                relabelled = [error] * len(members)
+            for index, result in zip(members, relabelled):
+                finished[index] = result
+        for index, route in enumerate(routes):
+            if route is None or route.rules is None or isinstance(finished[index], Exception):
+                continue
+            try:
+                finished[index] = result_with_rules(route.rules, finished[index])
             except Exception as error:  # noqa: BLE001 — returned to that request as its error
-                finished.append(error)
+                finished[index] = error
         return finished
 

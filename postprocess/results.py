@@ -34,19 +34,32 @@ def result_with_cascade(cascade: Cascade, result: dict) -> dict:
     """The emotion (and event) re-decided by the cascade from stage 1's pooled encoder output,
     emotion distribution and transcript; `stage1_emotion`/`stage1_event` keep stage 1's. A long
     file's emotion, emotion_probs, raw (and event, event_probs) follow its segments'."""
-    def relabel(items: list[dict]) -> list[dict]:
-        decided = cascade.redecide(items)
-        out = []
-        for item, change in zip(items, decided):
-            kept = {"stage1_emotion": item.get("emotion")}
-            if "event" in change:
-                kept["stage1_event"] = item.get("event")
-            out.append({**{k: v for k, v in item.items() if k != "pooled"}, **change, **kept})
-        return out
+    return results_with_cascade(cascade, [result])[0]
 
-    if "segments" not in result:
-        return relabel([result])[0]
-    segments = relabel(result["segments"])
+
+def results_with_cascade(cascade: Cascade, results: list[dict]) -> list[dict]:
+    """result_with_cascade for several results (the server's batch) in one forward pass of the
+    cascade over every clip and segment."""
+    items = [item for result in results for item in result.get("segments", [result])]
+    decided = iter(cascade.redecide(items))
+    relabelled = iter([relabel(item, next(decided)) for item in items])
+    out = []
+    for result in results:
+        if "segments" not in result:
+            out.append(next(relabelled))
+        else:
+            out.append(file_after_cascade(result, [next(relabelled) for _ in result["segments"]]))
+    return out
+
+
+def relabel(item: dict, change: dict) -> dict:
+    kept = {"stage1_emotion": item.get("emotion")}
+    if "event" in change:
+        kept["stage1_event"] = item.get("event")
+    return {**{k: v for k, v in item.items() if k != "pooled"}, **change, **kept}
+
+
+def file_after_cascade(result: dict, segments: list[dict]) -> dict:
     rest = {k: v for k, v in result.items() if k != "pooled"}
     out = {**rest, "segments": segments, "raw": joined(segments)["raw"],
            "stage1_emotion": result.get("emotion"), **file_decision(segments, "emotion")}
