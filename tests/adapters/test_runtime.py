@@ -29,10 +29,14 @@ def test_merged_outputs_equal_attached_outputs(quickstart_dir):
 
 
 def test_funasr_automodel_loads_the_merged_dir_and_agrees(quickstart_dir):
+    import torch
+
+    threads = torch.get_num_threads()
     with stdout_to_stderr():
         from funasr import AutoModel
+        # FunASR sets torch's thread count for the whole process (ncpu): keep ours
         model = AutoModel(model=str(quickstart_dir / "export/merged"), disable_update=True,
-                          device="cpu", frontend_conf={"dither": 0.0})
+                          device="cpu", frontend_conf={"dither": 0.0}, ncpu=threads)
     rows = read_manifest(quickstart_dir / "clinic/test.jsonl")
     ours = load_model(str(quickstart_dir / "tiny-base"), str(quickstart_dir / "clinic-run/adapter"))
     theirs = [r["text"] for r in model.generate(input=[row.source for row in rows])]

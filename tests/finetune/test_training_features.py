@@ -48,7 +48,9 @@ def test_a_killed_run_resumes_to_the_same_adapter(tiny_model_dir, clinic_manifes
     killed = tmp_path / "killed"
     command = [sys.executable, "-m", "svlora.cli", "train", "tiny_demo",
                *overrides(tiny_model_dir, clinic_manifests, killed, *settings)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the same intra-op thread count as this process's runs: float sums then add up alike
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     state_file = killed / "checkpoint" / "trainer_state.pt"
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
