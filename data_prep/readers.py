@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from svlora.data_prep.spreadsheet import from_spreadsheet_safe
+from svlora.data_prep.spreadsheet import REJECTED_MARKER, from_spreadsheet_safe
 from svlora.errors import ManifestError
 from svlora.manifest import iter_json_objects
 
@@ -90,8 +90,10 @@ def read_csv(path: Path, encoding: str = "utf-8") -> tuple[list[InputRow], set[s
     if "audio" not in columns:
         raise ManifestError(f"{path}:1: header has no 'audio' (or 'file_name') column (found: "
                             f"{', '.join(sorted(columns)) or 'nothing'})")
-    # from_spreadsheet_safe: rejected.csv (see spreadsheet.py) re-runs with the original text
-    rows = [row_from_fields({k.strip(): from_spreadsheet_safe(v) if isinstance(v, str) else v
+    # a rejected.csv svlora wrote (its reason and row columns) re-runs with the original text;
+    # any other CSV's cells are read exactly as written
+    unquote = from_spreadsheet_safe if REJECTED_MARKER <= columns else (lambda cell: cell)
+    rows = [row_from_fields({k.strip(): unquote(v) if isinstance(v, str) else v
                              for k, v in record.items() if k}, f"{path}:{number}", path.parent)
             for number, record in enumerate(reader, start=2)]
     return rows, columns

@@ -11,14 +11,14 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from svlora.data_prep.readers import FIELDS
-from svlora.data_prep.spreadsheet import spreadsheet_safe
+from svlora.data_prep.spreadsheet import REJECTED_MARKER, spreadsheet_safe
 from svlora.errors import SvloraError
 
 
 def rejected_csv(rejected: list[dict]) -> str:
     """rejected.csv: each rejected row's fields, its reason and where it was read."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[*FIELDS, "reason", "row"], lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=[*FIELDS, *sorted(REJECTED_MARKER)], lineterminator="\n")
     writer.writeheader()
     writer.writerows({name: spreadsheet_safe(str(value)) for name, value in
                       {**r["fields"], "reason": r["reason"], "row": r["row"]}.items()}

@@ -5,6 +5,8 @@ file svlora wrote (rejected.csv) reads back with the user's own text."""
 # defusedcsv is not used: it skips tab and CR and rewrites `|` inside the cell, so a fixed
 # transcript would not survive the re-run.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# columns only rejected.csv has: the reader undoes the quoting for such a file alone
+REJECTED_MARKER = {"reason", "row"}
 
 
 def spreadsheet_safe(cell: str) -> str:

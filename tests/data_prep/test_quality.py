@@ -177,3 +177,17 @@ def test_rejected_csv_is_safe_in_a_spreadsheet_and_reruns_verbatim(tmp_path):
                                            test=0.0))
     assert report["rows_accepted"] == 4
     assert sorted(r.target for r in read_manifest(tmp_path / "again/train.jsonl")) == sorted(formulas)
+
+
+def test_a_users_own_csv_is_read_exactly_as_written(tmp_path):
+    """Only rejected.csv (its reason/row columns) has its quoting undone: a user's transcript
+    that starts with a quote before a formula character keeps it."""
+    rows = good_rows(tmp_path)
+    texts = ["'-5 degrees", "'=quoted on purpose", "plain", "'@handle"]
+    for row, text in zip(rows, texts):
+        row["text"] = text
+    table = write_csv(tmp_path / "labels.csv", rows)
+    prepare_corpus(PrepareOptions(input=str(table), out=str(tmp_path / "out"), format="csv",
+                                  language="en", split_by="none", val=0.0, test=0.0))
+    targets = {r.target for r in read_manifest(tmp_path / "out/train.jsonl")}
+    assert set(texts) <= targets
