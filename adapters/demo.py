@@ -45,7 +45,11 @@ def transcribe_all(pool: ModelPool, path: str | None, language: str, itn: bool) 
         decoded = pool.decode([prepared] * len(stage1), stage1, language, "withitn" if itn else "woitn",
                               with_pooled=any(r.cascade is not None for r in routes))
         by_stage1 = dict(zip(stage1, decoded))
-        return [route.finish(by_stage1[route.stage1]) for route in routes]
+        finished = pool.finish(routes, [by_stage1[route.stage1] for route in routes])
+        for result in finished:
+            if isinstance(result, Exception):
+                raise result
+        return finished
     finally:
         for route in routes:
             pool.release(route)

@@ -84,17 +84,6 @@ class Route:
     rules: object | None = None
     cascade: object | None = None
 
-    def finish(self, result: dict) -> dict:
-        """Stage 1's result after this route's cascade, then its rules (as `svlora eval`'s arms
-        order them)."""
-        from svlora.postprocess import result_with_cascade, result_with_rules
-
-        if self.cascade is not None:
-            result = result_with_cascade(self.cascade, result)
-        if self.rules is not None:
-            result = result_with_rules(self.rules, result)
-        return result
-
 
 class ModelPool:
     def __init__(self, settings: ServeSettings):
@@ -331,8 +320,8 @@ class ModelPool:
 
     @staticmethod
     def finish(routes: list[Route], results: list[dict]) -> list[dict | Exception]:
-        """Each decoded result after its route's rules or cascade. The decode worker calls
-        this, so a slow post-processing step delays decoding but never the event loop
+        """Each decoded result after its route's cascade, then its rules (as `svlora eval`'s
+        arms order them). The server's decode worker calls this, so a slow post-processing step delays decoding but never the event loop
         (/health, uploads, admin); a step that fails fails its own request only."""
         from svlora.postprocess import results_with_cascade, result_with_rules
 
@@ -357,4 +346,3 @@ class ModelPool:
             except Exception as error:  # noqa: BLE001 — returned to that request as its error
                 finished[index] = error
         return finished
-

@@ -159,9 +159,10 @@ def subdirs(folder: Path) -> list[Path]:
 def audio_files(folder: Path) -> list[Path]:
     """Audio files anywhere under folder, sorted; symlinked files are read, symlinked
     directories are not entered (linked_dirs lists them for the report)."""
-    return sorted(Path(parent) / name for parent, _, names in os.walk(folder)  # followlinks=False
-                  for name in names if Path(name).suffix.lower() in AUDIO_EXTENSIONS
-                  and not (Path(parent) / name).is_dir())
+    # os.walk lists a symlinked directory among the directories and, without followlinks,
+    # does not enter it: the names it gives as files are never directories
+    return sorted(Path(parent) / name for parent, _, names in os.walk(folder)
+                  for name in names if Path(name).suffix.lower() in AUDIO_EXTENSIONS)
 
 
 def linked_dirs(root: Path) -> list[str]:

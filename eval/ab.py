@@ -20,7 +20,7 @@ from tqdm import tqdm
 from svlora.adapter_format import adapter_identity, attach_adapter, read_adapter_meta
 from svlora.config import parse_named_target
 from svlora.decoding import (Decoded, decode_features, decoding_precision, default_batch_seconds,
-                             duration_batches)
+                             query_batches)
 from svlora.errors import ManifestError, SvloraError
 from svlora.eval.gates import check_gates, parse_gates
 from svlora.eval.records import REPORT_VERSION, EvalReport, ScoredClip
@@ -132,12 +132,7 @@ def planned_batches(rows: list[ManifestRow], itns: list[str], max_seconds: float
     """Row indices per decoding batch: by ITN query, then by duration (the manifest's, so the
     plan, and the cache entries it names, are known before any audio is read)."""
     frames = [math.ceil(row.audio_seconds / FRAME_SECONDS) for row in rows]
-    batches = []
-    for style in sorted(set(itns)):
-        members = [i for i, value in enumerate(itns) if value == style]
-        batches += [[members[p] for p in batch]
-                    for batch in duration_batches([frames[i] for i in members], max_seconds)]
-    return batches
+    return [batch for _, batch in query_batches(frames, itns, max_seconds)]
 
 
 class ArmDecoder:
@@ -187,7 +182,7 @@ class ArmDecoder:
 
     def decode(self, arm: Arm, manifest: str, rows: list[ManifestRow]) -> list[Decoded]:
         identity = PredictionCache.arm_identity(self.base_sha256, arm.adapter, self.settings())
-        itns = [row.with_or_wo_itn.strip("<|>") for row in rows]
+        itns = [row.itn_query for row in rows]
         hashes = [self.hash_audio(row) for row in rows]
         plan = [(self.cache.key(identity, [(hashes[i], itns[i]) for i in batch]), batch)
                 for batch in planned_batches(rows, itns, self.max_seconds)]

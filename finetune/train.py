@@ -33,7 +33,7 @@ from svlora.io import require_output_dir, write_text_atomic
 from svlora.labels import split_output
 from svlora.manifest import read_manifest
 from svlora.metrics import accuracy, corpus_cer
-from svlora.model import (BaseModel, load_base_model, resolve_device, stderr_line, weights_sha256,
+from svlora.model import (BaseModel, load_base_model, log_note, resolve_device, weights_sha256,
                           write_model_dir)
 
 HIGHER_IS_BETTER = {"val_emotion_accuracy"}
@@ -67,7 +67,7 @@ def learning_rate_factor(step: int, warmup: int, total: int, schedule: str = "co
 def decoded_scores(base: BaseModel, examples: list[Example]) -> tuple[float, float]:
     """CER and emotion accuracy (over the clips that have an emotion) of greedy decoding, each
     clip with its own row's ITN query as eval decodes it: val_cer measures what the report does."""
-    itn = [e.row.with_or_wo_itn.strip("<|>") for e in examples]
+    itn = [e.row.itn_query for e in examples]
     outputs = [split_output(text)
                for text in transcribe_features(base, [e.features for e in examples], itn=itn)]
     languages = [e.row.text_language.strip("<|>") for e in examples]
@@ -259,7 +259,7 @@ def run_training(recipe: Recipe, accelerator, resume: bool, log) -> TrainResult:
     precision = resolve_precision(recipe.train.precision, device)
     base = load_base_model(recipe.model, device=str(device), hub=recipe.hub,
                            trust_remote_code=recipe.trust_remote_code,
-                           log=stderr_line if main else None)
+                           log=log_note if main else None)
     base_sha256 = weights_sha256(base.model_dir)
     cache = recipe.data.feature_cache
     train_examples = build_examples(base, read_manifest(recipe.data.train), "train features", cache)

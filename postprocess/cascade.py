@@ -261,7 +261,7 @@ def stage1_results(base, rows, ban_emo_unknown: bool = False, cache: Path | None
         if path.is_file():
             return json.loads(path.read_text())
     decoded = decode_features(base, row_features(base, rows, "features"),
-                              itn=[row.with_or_wo_itn.strip("<|>") for row in rows],
+                              itn=[row.itn_query for row in rows],
                               ban_emo_unknown=ban_emo_unknown, with_pooled=True)
     results = [{"raw": d.raw, "text": split_output(d.raw)["text"], "emotion_probs": d.emotion_probs,
                 "pooled": d.pooled} for d in decoded]

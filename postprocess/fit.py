@@ -116,7 +116,7 @@ def fit_rules_file(model: str, data: str, out: str, adapter: str | None = None,
     if adapter:
         attach_adapter(base.model, adapter, weights_sha256(base.model_dir), allow_base_mismatch)
     decoded = decode_features(base, row_features(base, rows, "features"),
-                              itn=[row.with_or_wo_itn.strip("<|>") for row in rows],
+                              itn=[row.itn_query for row in rows],
                               ban_emo_unknown=ban_emo_unknown)
     content = fit_rules([d.raw for d in decoded], [d.emotion_probs for d in decoded],
                         [row.emo_target or "" for row in rows],

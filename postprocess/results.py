@@ -4,7 +4,7 @@ file-level fields are recomputed from its re-decided segments, so they never go 
 
 from __future__ import annotations
 
-from svlora.decoding import weighted_decision
+from svlora.decoding import joined_output, weighted_decision
 from svlora.labels import split_output
 from svlora.segments import Segment, weighted_tag
 
@@ -22,12 +22,6 @@ def file_decision(segments: list[dict], kind: str) -> dict:
     probabilities, tag = weighted_decision([s[f"{kind}_probs"] for s in segments],
                                            [span.seconds for span in spans_of(segments)])
     return {f"{kind}_probs": probabilities, kind: tag}
-
-
-def joined(segments: list[dict]) -> dict:
-    """A long file's raw output and text from its segments' (as decoding joins them)."""
-    return {"raw": "".join(s["raw"] for s in segments),
-            "text": " ".join(s["text"] for s in segments if s["text"])}
 
 
 def result_with_cascade(cascade: Cascade, result: dict) -> dict:
@@ -61,7 +55,7 @@ def relabel(item: dict, change: dict) -> dict:
 
 def file_after_cascade(result: dict, segments: list[dict]) -> dict:
     rest = {k: v for k, v in result.items() if k != "pooled"}
-    out = {**rest, "segments": segments, "raw": joined(segments)["raw"],
+    out = {**rest, "segments": segments, "raw": joined_output(segments)["raw"],
            "stage1_emotion": result.get("emotion"), **file_decision(segments, "emotion")}
     if "stage1_event" in segments[0]:  # the cascade has an event head
         out.update(stage1_event=result.get("event"), **file_decision(segments, "event"))
@@ -81,7 +75,7 @@ def result_with_rules(rules: RuleSet, result: dict) -> dict:
     if "segments" not in result:
         return one(result, None)
     segments = [one(s, s["end"] - s["start"]) for s in result["segments"]]
-    out = {**result, **joined(segments), "segments": segments,
+    out = {**result, **joined_output(segments), "segments": segments,
            "rules_fired": list(dict.fromkeys(name for s in segments for name in s["rules_fired"]))}
     if rules.emotion_offsets and all(s.get("emotion_probs") for s in segments):
         out.update(file_decision(segments, "emotion"))

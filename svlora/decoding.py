@@ -70,6 +70,17 @@ def duration_batches(lengths: list[int], max_seconds: float) -> list[list[int]]:
             for batch in pack_by_padded_seconds([lengths[i] for i in order], max_seconds)]
 
 
+def query_batches(lengths: list[int], itns: list[str], max_seconds: float) -> list[tuple[str, list[int]]]:
+    """(ITN query, clip indices) of each forward pass: clips grouped by their ITN query (one
+    query per pass), each group cut into duration_batches. Eval plans its cache entries with it."""
+    batches = []
+    for style in sorted(set(itns)):
+        members = [i for i, value in enumerate(itns) if value == style]
+        batches += [(style, [members[p] for p in batch])
+                    for batch in duration_batches([lengths[i] for i in members], max_seconds)]
+    return batches
+
+
 def default_batch_seconds(device: torch.device) -> float:
     """Padded audio seconds per decoding batch: on a CPU, batches beyond ~60 s only add padding
     (its matmuls are already efficient; benchmarks/eval_bench.py); a GPU wants larger ones."""
@@ -143,27 +154,24 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
     banned = (EMO_UNKNOWN,) if ban_emo_unknown else ()
     bar = tqdm(total=len(features), desc="decoding", unit="clip", leave=False,
                disable=not progress if progress is not None else len(features) < 50)
-    for style in sorted(set(itns)):
-        members = [i for i, value in enumerate(itns) if value == style]
-        for batch in duration_batches([features[i].shape[0] for i in members], max_seconds_per_batch):
-            chunk = [members[i] for i in batch]
-            padded, lengths = pad_features([features[i] for i in chunk])
-            with (batch_context(chunk) if batch_context else nullcontext()), \
-                    torch.autocast(base.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                encoder_out, out_lengths = encoder_output(module, padded.to(base.device), lengths,
-                                                          language, style)
-                log_probs = module.ctc.log_softmax(encoder_out)
-            log_probs = log_probs.float()
-            pooled = pooled_speech(encoder_out, out_lengths) if with_pooled else [None] * len(chunk)
-            if banned:
-                log_probs[:, :, EMOTION_TAGS[EMO_UNKNOWN]] = -float("inf")
-            distributions = {kind: tag_distributions(log_probs, kind, banned if kind == "emotion" else ())
-                             for kind in TAG_FRAMES}
-            for row, (index, ids) in enumerate(zip(chunk, greedy_ids(log_probs, out_lengths))):
-                outputs[index] = Decoded(base.decode(ids), distributions["language"][row],
-                                         distributions["emotion"][row], distributions["event"][row],
-                                         pooled[row])
-            bar.update(len(chunk))
+    for style, chunk in query_batches([f.shape[0] for f in features], itns, max_seconds_per_batch):
+        padded, lengths = pad_features([features[i] for i in chunk])
+        with (batch_context(chunk) if batch_context else nullcontext()), \
+                torch.autocast(base.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            encoder_out, out_lengths = encoder_output(module, padded.to(base.device), lengths,
+                                                      language, style)
+            log_probs = module.ctc.log_softmax(encoder_out)
+        log_probs = log_probs.float()
+        pooled = pooled_speech(encoder_out, out_lengths) if with_pooled else [None] * len(chunk)
+        if banned:
+            log_probs[:, :, EMOTION_TAGS[EMO_UNKNOWN]] = -float("inf")
+        distributions = {kind: tag_distributions(log_probs, kind, banned if kind == "emotion" else ())
+                         for kind in TAG_FRAMES}
+        for row, (index, ids) in enumerate(zip(chunk, greedy_ids(log_probs, out_lengths))):
+            outputs[index] = Decoded(base.decode(ids), distributions["language"][row],
+                                     distributions["emotion"][row], distributions["event"][row],
+                                     pooled[row])
+        bar.update(len(chunk))
     bar.close()
     module.train(was_training)
     return outputs
@@ -288,19 +296,6 @@ def decode_prepared(base: BaseModel, files: list[PreparedFile], max_seconds_per_
             for item in files]
 
 
-def transcribe_files(base: BaseModel, paths: list[str], max_seconds_per_batch: float | None = None,
-                     language: str = "auto", itn: str = "woitn",
-                     max_segment_seconds: float = MAX_SEGMENT_SECONDS,
-                     max_file_seconds: float | None = None, vad_loader=load_vad,
-                     pending_seconds: float = 600.0, ban_emo_unknown: bool = False,
-                     with_pooled: bool = False,
-                     keep_going: bool = False) -> list[TranscriptionResult | FileError]:
-    """All of iter_transcribe_files' results as a list."""
-    return list(iter_transcribe_files(base, paths, max_seconds_per_batch, language, itn,
-                                      max_segment_seconds, max_file_seconds, vad_loader,
-                                      pending_seconds, ban_emo_unknown, with_pooled, keep_going))
-
-
 def iter_transcribe_files(base: BaseModel, paths: list[str],
                           max_seconds_per_batch: float | None = None, language: str = "auto",
                           itn: str = "woitn", max_segment_seconds: float = MAX_SEGMENT_SECONDS,
@@ -360,12 +355,16 @@ def file_result(path: str, segments: list[Segment], how: str,
     weights = [s.seconds for s in segments]
     decisions = {kind: weighted_decision([getattr(d, f"{kind}_probs") for d in outputs], weights)
                  for kind in TAG_FRAMES}
-    distributions = {kind: probs for kind, (probs, _) in decisions.items()}
-    return {"path": path, "schema_version": RESULT_SCHEMA_VERSION, "raw": "".join(d.raw for d in outputs),
-            "text": " ".join(p["text"] for p in parts if p["text"]),
+    return {"path": path, "schema_version": RESULT_SCHEMA_VERSION, **joined_output(rows),
             **{kind: tag for kind, (_, tag) in decisions.items()},
             "itn": parts[0]["itn"], "segmentation": how, "segments": rows,
-            **{f"{kind}_probs": probs for kind, probs in distributions.items()}}
+            **{f"{kind}_probs": probs for kind, (probs, _) in decisions.items()}}
+
+
+def joined_output(segments: list[dict]) -> dict:
+    """A long file's raw output and text from its segments' (raw concatenated, texts spaced)."""
+    return {"raw": "".join(s["raw"] for s in segments),
+            "text": " ".join(s["text"] for s in segments if s["text"])}
 
 
 def weighted_decision(distributions: list[dict], weights: list[float]) -> tuple[dict, str]:

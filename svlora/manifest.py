@@ -58,6 +58,11 @@ class ManifestRow:
     def has_emotion(self) -> bool:
         return self.emo_target is not None
 
+    @property
+    def itn_query(self) -> str:
+        """The decoding query for this row's text normalisation: 'withitn' or 'woitn'."""
+        return self.with_or_wo_itn.strip("<|>")
+
     def validate(self, where: str) -> None:
         for name, kind in FIELD_TYPES.items():
             value = getattr(self, name)

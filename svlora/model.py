@@ -140,14 +140,14 @@ HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
 LOG = logging.getLogger("svlora")
 
 
-def stderr_line(message: str) -> None:
+def log_note(message: str) -> None:
     """A progress note on the "svlora" logger: silent in library use (Python's default for an
     unconfigured logger below WARNING); the CLI shows it on stderr as "svlora: MESSAGE"."""
     LOG.info(message)
 
 
 def resolve_model_dir(model: str, hub: str = "ms",
-                      log: Callable[[str], None] | None = stderr_line) -> Path:
+                      log: Callable[[str], None] | None = log_note) -> Path:
     """A local model dir as is; a hub id (e.g. iic/SenseVoiceSmall) downloaded by FunASR.
 
     A relative dir (e.g. a recipe's `model: runs/base` run from another folder) has the shape
@@ -219,7 +219,7 @@ def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], path: 
 
 def load_base_model(model: str, device: str = "cpu", hub: str = "ms",
                     trust_remote_code: bool = False,
-                    log: Callable[[str], None] | None = stderr_line) -> BaseModel:
+                    log: Callable[[str], None] | None = log_note) -> BaseModel:
     """Build SenseVoiceSmall with FunASR's own machinery from the dir's config.yaml, then load
     model.pt ourselves with torch.load(weights_only=True).
 

@@ -87,13 +87,13 @@ def test_auto_is_cuda_when_available_else_cpu(monkeypatch):
 
 def test_a_long_file_shows_a_decoding_bar(tiny_model_dir, tmp_path, capsys):
     """Over 5 minutes of audio in one go: its segments are counted on stderr as they decode."""
-    from svlora.decoding import PROGRESS_AUDIO_SECONDS, transcribe_files
+    from svlora.decoding import PROGRESS_AUDIO_SECONDS, iter_transcribe_files
     from svlora.model import load_base_model
 
     base = load_base_model(str(tiny_model_dir), log=None)
     long = write_tone(tmp_path / "long.wav", seconds=PROGRESS_AUDIO_SECONDS + 10)
     short = write_tone(tmp_path / "short.wav", seconds=60)
-    transcribe_files(base, [str(short)], vad_loader=lambda: None)
+    list(iter_transcribe_files(base, [str(short)], vad_loader=lambda: None))
     assert "decoding" not in capsys.readouterr().err
-    [result] = transcribe_files(base, [str(long)], vad_loader=lambda: None)
+    [result] = iter_transcribe_files(base, [str(long)], vad_loader=lambda: None)
     assert "decoding" in capsys.readouterr().err and len(result["segments"]) == 11
