@@ -11,7 +11,6 @@ from pathlib import Path
 from svlora.adapters.pool import ModelPool, ServeSettings
 from svlora.decoding import prepare_file
 from svlora.errors import SvloraError
-from svlora.labels import DECODE_LANGUAGES
 
 SEGMENT_COLUMNS = ["start", "end", "language", "emotion", "event", "text"]
 
@@ -76,7 +75,7 @@ def build_demo(pool: ModelPool, examples: list[str]):
             audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="clip",
                              elem_id="clip")
             with gr.Column():
-                language = gr.Dropdown(list(DECODE_LANGUAGES), value="auto", label="language", elem_id="language")
+                language = gr.Dropdown(list(pool.base.labels.decode_languages), value="auto", label="language", elem_id="language")
                 itn = gr.Checkbox(value=False, label="ITN (punctuation, numbers)", elem_id="itn")
                 button = gr.Button("Transcribe with every arm", variant="primary", elem_id="run")
         outputs = []

@@ -11,7 +11,8 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from svlora.adapter_format import ModelLayout, adapter_identity, checked_adapter_meta, inject_adapter
+from svlora.adapter_format import (ModelLayout, adapter_identity, adapter_labels,
+                                   checked_adapter_meta, inject_adapter)
 from svlora.decoding import PreparedFile, decode_prepared
 from svlora.errors import AdapterError, SvloraError
 from svlora.model import BaseModel, load_base_model, weights_sha256
@@ -101,6 +102,9 @@ class ModelPool:
         self.registry = threading.Condition()   # names, in-flight counts, LRU; unload waits on it
         self.admin_lock = threading.Lock()       # one load/unload at a time, check to register
         self.vad_model = LazyVad()  # Silero VAD, loaded on the first long file
+        # one label schema per server: the base dir's own (a merged export), else the first
+        # adapter's; every later adapter must have the same (its output rows mean the same)
+        self.labels_fixed = not self.base.labels.is_default
         if settings.max_adapters is not None and len(settings.adapters) > settings.max_adapters:
             raise SvloraError(f"{len(settings.adapters)} --adapter given but --max-adapters is "
                               f"{settings.max_adapters}")
@@ -175,12 +179,17 @@ class ModelPool:
             directory = self.adapter_dir(path) if admin else Path(path)
             # refuse a bad adapter before anything is evicted for it
             meta = checked_adapter_meta(directory, self.base_sha256, self.settings.allow_base_mismatch,
-                                        module=self.layout)
+                                        module=self.layout,
+                                        labels=self.base.labels if self.labels_fixed else None)
             identity = adapter_identity(directory)
             if self.settings.max_adapters is not None:
                 while len(self.adapters) >= self.settings.max_adapters:
                     self.evict_one()
             self.inject(name, directory)
+            if not self.labels_fixed:
+                with self.model_lock:
+                    self.base.use_labels(adapter_labels(meta, directory, None))
+                self.labels_fixed = True
             with self.registry:
                 self.adapters[name] = LoadedAdapter(str(directory), meta.get("base_sha256"), identity)
         return {"id": name, "adapter": str(directory), "base_sha256": meta.get("base_sha256"),

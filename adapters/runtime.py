@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from svlora.adapter_format import adapter_identity, attach_adapter
+from svlora.adapter_format import adapter_identity, adapter_labels, attach_adapter
 from svlora.decoding import FileError, TranscriptionResult, iter_transcribe_files
 from svlora.segments import MAX_SEGMENT_SECONDS, LazyVad
 from svlora.errors import AdapterError
@@ -97,8 +97,11 @@ def load_model(model: str, adapter: str | None = None, device: str = "cpu", hub:
     base = load_base_model(model, device=device, hub=hub, trust_remote_code=trust_remote_code)
     runtime = SenseVoiceRuntime(base, weights_sha256(base.model_dir))
     if adapter is not None:
+        # a base dir with its own labels (a merged export) takes adapters of those labels only
         runtime.peft_model, runtime.adapter_meta = attach_adapter(
-            base.model, adapter, runtime.base_sha256, allow_base_mismatch)
+            base.model, adapter, runtime.base_sha256, allow_base_mismatch,
+            labels=None if base.labels.is_default else base.labels)
+        base.use_labels(adapter_labels(runtime.adapter_meta, adapter, None))
         runtime.adapter_path = str(adapter)
         if merge or int8:
             runtime.merge()

@@ -23,7 +23,6 @@ from svlora.adapters.pool import Conflict, ModelPool, ServeSettings
 from svlora.audio import AudioDecodeError
 from svlora.decoding import prepare_file
 from svlora.errors import SvloraError
-from svlora.labels import DECODE_LANGUAGES
 
 RESPONSE_FORMATS = ("json", "verbose_json", "text", "srt", "vtt")
 TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
@@ -190,8 +189,9 @@ def create_app(pool: ModelPool) -> FastAPI:
         if response_format not in RESPONSE_FORMATS:
             raise HTTPException(400, f"response_format {response_format!r}: use one of "
                                 f"{', '.join(RESPONSE_FORMATS)}")
-        if language not in DECODE_LANGUAGES:
-            raise HTTPException(400, f"language {language!r}: use one of {', '.join(DECODE_LANGUAGES)}")
+        languages = pool.base.labels.decode_languages
+        if language not in languages:
+            raise HTTPException(400, f"language {language[:40]!r}: use one of {', '.join(languages)}")
         data = await file.read(settings.max_upload_bytes + 1)
         if len(data) > settings.max_upload_bytes:
             limit = f"{settings.max_upload_bytes / 2**20:g}"

@@ -7,7 +7,6 @@ import json
 # constants only: `svlora --help` must not import torch, FunASR or the stages
 from svlora.data_prep.formats import FORMATS, SPLIT_KEYS
 from svlora.errors import SvloraError
-from svlora.labels import LANGUAGES
 
 
 def register(commands) -> None:
@@ -28,9 +27,12 @@ def register(commands) -> None:
     prep.add_argument("--test", type=float, default=0.1, help="share of clips for test")
     prep.add_argument("--folds", type=int, default=0, help="K > 1: write K grouped folds instead")
     prep.add_argument("--seed", type=int, default=0)
-    prep.add_argument("--label-map", help="YAML {your label: SenseVoice emotion}")
-    prep.add_argument("--language", choices=LANGUAGES,
-                      help="language of rows without one (overrides a preset's)")
+    prep.add_argument("--labels", metavar="LABELS.yaml",
+                      help="your label schema: emotion/event/language lists and heads (new names "
+                      "get spare tokens); written to OUT/labels.json for train, eval and cascades")
+    prep.add_argument("--label-map", help="YAML {your label: an emotion class (SenseVoice's or --labels')}")
+    prep.add_argument("--language", help="language of rows without one (overrides a preset's): "
+                      "zh, en, yue, ja, ko, or one --labels declares")
     prep.add_argument("--transcripts", help="folder/casia: transcript file (id<TAB>text)")
     prep.add_argument("--encoding", default="utf-8", help="text encoding, e.g. gb18030")
     prep.add_argument("--event", default="Speech", help="event tag for rows without one")
@@ -59,6 +61,8 @@ def register(commands) -> None:
     check.add_argument("manifests", nargs="+")
     check.add_argument("--json", action="store_true", help="machine-readable findings")
     check.add_argument("--no-audio", action="store_true", help="skip decoding the audio")
+    check.add_argument("--labels", metavar="LABELS", help="validate against this schema (YAML or "
+                       "labels.json; default: the labels.json beside each manifest)")
     check.set_defaults(handler=run_check)
 
 
@@ -74,10 +78,19 @@ def run_prepare(args) -> None:
     from svlora.data_prep import (AudioLimits, HfColumns, PrepareOptions, RejectLimit,
                                   load_label_map, prepare_corpus, rejected_line, summary)
 
+    from pathlib import Path
+
+    from svlora.label_schema import DEFAULT_SCHEMA, SCHEMA_FILE, load_schema, read_schema_file
+
     limit = RejectLimit.parse(args.max_rejected) if args.max_rejected is not None else None
+    labels = DEFAULT_SCHEMA
+    if args.labels:  # an earlier run's OUT/labels.json keeps the tokens it gave
+        earlier = Path(args.out) / SCHEMA_FILE
+        labels = load_schema(args.labels, read_schema_file(earlier) if earlier.is_file() else None)
     options = PrepareOptions(
         input=args.input, out=args.out, format=args.format, split_by=args.split_by, val=args.val,
-        test=args.test, folds=args.folds, seed=args.seed, label_map=load_label_map(args.label_map),
+        test=args.test, folds=args.folds, seed=args.seed, labels=labels,
+        label_map=load_label_map(args.label_map, labels),
         language=args.language, event=args.event, itn=args.itn, transcripts=args.transcripts,
         encoding=args.encoding, workers=args.workers, features_model=args.features,
         feature_cache=args.feature_cache, no_emotion=args.no_emotion,
@@ -98,7 +111,10 @@ def run_prepare(args) -> None:
 def run_check(args) -> int:
     from svlora.data_prep import check_manifests, render_findings
 
-    findings = check_manifests(args.manifests, decode_audio=not args.no_audio)
+    from svlora.label_schema import load_schema
+
+    findings = check_manifests(args.manifests, decode_audio=not args.no_audio,
+                               labels=load_schema(args.labels) if args.labels else None)
     if args.json:
         print(json.dumps(findings, indent=2, ensure_ascii=False))
     else:

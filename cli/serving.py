@@ -6,7 +6,6 @@ import json
 
 from svlora.cli.common import add_arm_args, add_model_args, arm_settings
 from svlora.errors import SvloraError
-from svlora.labels import QUERY_LANGUAGES
 
 
 def register(commands) -> None:
@@ -44,7 +43,8 @@ def register(commands) -> None:
     transcribe.add_argument("--int8", action="store_true",
                             help="int8 dynamic quantisation (CPU): faster, outputs may differ slightly")
     transcribe.add_argument("--language", default="auto",
-                            choices=QUERY_LANGUAGES)
+                            help="the language query: auto, zh, en, yue, ja, ko, nospeech, or one "
+                            "the adapter's label schema adds (e.g. a dialect)")
     transcribe.add_argument("audio", nargs="+")
     transcribe.set_defaults(handler=run_transcribe)
 

@@ -11,18 +11,22 @@ from pathlib import Path
 
 from svlora.data_prep.checks import AudioLimits, inspect_clips
 from svlora.errors import ManifestError
+from svlora.label_schema import LabelSchema, schema_beside
 from svlora.manifest import ManifestRow, iter_json_objects
 
 CONSTANT_COLUMN_MIN_ROWS = 10
 SOURCE_LEN_TOLERANCE = 0.05  # relative; FunASR batches by source_len
 
 
-def read_rows(path: Path, errors: list) -> list[tuple[str, ManifestRow]]:
+def read_rows(path: Path, errors: list, labels: LabelSchema | None = None) -> list[tuple[str, ManifestRow]]:
+    """Valid rows (against `labels`, default the schema beside the manifest); an error each
+    for the others."""
     rows = []
     try:
+        schema = labels or schema_beside(path)
         for where, data in iter_json_objects(path):
             try:
-                rows.append((where, ManifestRow.from_dict(data, where)))
+                rows.append((where, ManifestRow.from_dict(data, where, schema)))
             except (ManifestError, TypeError) as error:
                 errors.append({"where": where, "message": str(error).removeprefix(f"{where}: ")})
     except (ManifestError, OSError, UnicodeDecodeError) as error:
@@ -43,11 +47,12 @@ def require_manifest_files(paths: list[str]) -> None:
                                 "train.jsonl, val.jsonl and test.jsonl into its --out folder)")
 
 
-def check_manifests(paths: list[str], decode_audio: bool = True, workers: int = 0) -> dict:
+def check_manifests(paths: list[str], decode_audio: bool = True, workers: int = 0,
+                    labels: LabelSchema | None = None) -> dict:
     require_manifest_files(paths)
     errors: list[dict] = []
     warnings: list[dict] = []
-    per_manifest = {p: read_rows(Path(p), errors) for p in paths}
+    per_manifest = {p: read_rows(Path(p), errors, labels) for p in paths}
     everything = [(p, where, row) for p, rows in per_manifest.items() for where, row in rows]
 
     for path, rows in per_manifest.items():

@@ -20,7 +20,8 @@ from svlora.data_prep.rejections import rejected_csv
 from svlora.data_prep.splits import SPLITS, fold_rows, split_rows
 from svlora.errors import ManifestError, SvloraError
 from svlora.io import require_output_dir, write_json_atomic, write_text_atomic
-from svlora.labels import EMOTION_TAGS, EVENT_TAGS, LANGUAGES, emotion_tag, strip_rich_tags, tag_of
+from svlora.label_schema import DEFAULT_SCHEMA, SCHEMA_FILE, LabelSchema, write_schema
+from svlora.labels import emotion_tag, strip_rich_tags
 from svlora.manifest import FRAMES_PER_SECOND, ManifestRow, write_manifest
 
 MIN_CLASS_CLIPS, MIN_CLASS_SHARE = 20, 0.05
@@ -49,10 +50,11 @@ class PrepareOptions:
     features_model: str | None = None  # a model dir: also cache its frontend's features
     feature_cache: str | None = None   # default OUT/features
     no_emotion: bool = False  # a text-only corpus: rows without emotion kept (emo_target null)
+    labels: LabelSchema = DEFAULT_SCHEMA  # --labels: the classes rows may carry
 
 
-def load_label_map(path: str | None) -> dict[str, str]:
-    """A YAML mapping {domain label: SenseVoice emotion}, e.g. {calm: NEUTRAL}."""
+def load_label_map(path: str | None, labels: LabelSchema = DEFAULT_SCHEMA) -> dict[str, str]:
+    """A YAML mapping {domain label: emotion class of `labels`}, e.g. {calm: NEUTRAL}."""
     if not path:
         return {}
     if not Path(path).is_file():
@@ -63,16 +65,18 @@ def load_label_map(path: str | None) -> dict[str, str]:
         raise SvloraError(f"--label-map {path}: invalid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise SvloraError(f"{path}: --label-map must be a YAML mapping like 'calm: NEUTRAL'")
-    return checked_label_map(data, f"--label-map {path}")
+    return checked_label_map(data, f"--label-map {path}", labels)
 
 
-def checked_label_map(mapping: dict, source: str) -> dict[str, str]:
-    """mapping as {str: str}, every value a SenseVoice emotion; else an error naming the key."""
-    allowed = ", ".join(tag[2:-2] for tag in EMOTION_TAGS)
+def checked_label_map(mapping: dict, source: str, labels: LabelSchema = DEFAULT_SCHEMA) -> dict[str, str]:
+    """mapping as {str: str}, every value an emotion class of `labels`; else an error naming
+    the key."""
+    allowed = ", ".join(tag[2:-2] for tag in labels.emotion)
+    owner = "a SenseVoice emotion" if labels.is_default else "an emotion of --labels"
     for key, value in mapping.items():
-        if not isinstance(value, str) or tag_of(value, EMOTION_TAGS) is None:
-            raise SvloraError(f"{source}: {key}: {value!r} is not a SenseVoice emotion; map each "
-                              f"label to one of {allowed}")
+        if not isinstance(value, str) or labels.tag("emotion", value) is None:
+            raise SvloraError(f"{source}: {key}: {value!r} is not {owner}; map each label to one "
+                              f"of {allowed}")
     return {str(k): v for k, v in mapping.items()}
 
 
@@ -129,10 +133,16 @@ def label_problem(row: InputRow, options: PrepareOptions) -> tuple[dict | None, 
         return None, row.problem
     if row.emotion is None and not options.no_emotion:
         return None, "missing emotion label (pass --no-emotion for a text-only corpus)"
-    emotion = emotion_tag(row.emotion, options.label_map) if row.emotion is not None else None
+    schema = options.labels
+    emotion = emotion_tag(row.emotion, options.label_map, schema.emotion) \
+        if row.emotion is not None else None
     if emotion is None and row.emotion is not None:
-        return None, (f"unknown emotion label {row.emotion!r}: not a SenseVoice emotion; map it "
-                      "with --label-map (e.g. 'calm: NEUTRAL')")
+        if schema.is_default:
+            return None, (f"unknown emotion label {row.emotion!r}: not a SenseVoice emotion; map "
+                          "it with --label-map (e.g. 'calm: NEUTRAL') or declare it in --labels")
+        return None, (f"unknown emotion label {row.emotion!r}: not declared in --labels "
+                      f"({', '.join(t[2:-2] for t in schema.emotion)}); declare it or map it "
+                      "with --label-map")
     if row.text is None:
         return None, "missing transcript" + (f" ({row.no_text_reason})" if row.no_text_reason else "")
     if strip_rich_tags(row.text) != row.text:
@@ -141,16 +151,36 @@ def label_problem(row: InputRow, options: PrepareOptions) -> tuple[dict | None, 
     language = (row.language or options.language or "").strip().lower()
     if not language:
         return None, "no language (add a 'language' column or pass --language)"
-    if language not in LANGUAGES:
-        return None, (f"unknown language {language!r}: SenseVoiceSmall knows "
-                      f"{', '.join(LANGUAGES)} (pass --language to override)")
-    event = tag_of(row.event or options.event, EVENT_TAGS)
+    known = {name.lower(): name for name in schema.languages}
+    if language not in known:
+        where = "SenseVoiceSmall knows" if schema.is_default else "--labels declares"
+        return None, (f"unknown language {language!r}: {where} {', '.join(schema.languages)} "
+                      "(pass --language to override, or declare it in --labels)")
+    event = schema.tag("event", row.event or options.event)
     if event is None:
-        return None, f"unknown event {row.event!r}; expected one of {', '.join(EVENT_TAGS)}"
+        return None, f"unknown event {row.event!r}; expected one of {', '.join(schema.event)}"
     itn = row.itn or options.itn
     if itn not in ("withitn", "woitn"):
         return None, f"unknown itn {itn!r}; expected withitn or woitn"
-    return {"emotion": emotion, "language": language, "event": event, "itn": itn}, None
+    heads, reason = head_labels(row, schema)
+    if reason:
+        return None, reason
+    return {"emotion": emotion, "language": known[language], "event": event, "itn": itn,
+            "heads": heads}, None
+
+
+def head_labels(row: InputRow, schema: LabelSchema) -> tuple[dict | None, str | None]:
+    """The row's value for each head of the schema (its column; empty: unlabelled for it)."""
+    heads = {}
+    for name, allowed in schema.heads.items():
+        value = row.extra.get(name)
+        if value is None:
+            continue
+        match = next((label for label in allowed if label.lower() == value.lower()), None)
+        if match is None:
+            return None, f"unknown {name} {value!r}; --labels declares {', '.join(allowed)}"
+        heads[name] = match
+    return heads or None, None
 
 
 def make_keys(inputs: list[InputRow]) -> list[str]:
@@ -228,16 +258,18 @@ def feature_job(options: PrepareOptions) -> FeatureJob | None:
 def validate_options(options: PrepareOptions) -> None:
     if options.itn not in ("withitn", "woitn"):
         raise SvloraError(f"--itn {options.itn!r}: use withitn or woitn")
-    if options.language and options.language.lower() not in LANGUAGES:
-        raise SvloraError(f"--language {options.language!r}: use one of {', '.join(LANGUAGES)}")
-    checked_label_map(options.label_map, "label_map")
+    languages = options.labels.languages
+    if options.language and options.language.lower() not in {n.lower() for n in languages}:
+        raise SvloraError(f"--language {options.language!r}: use one of {', '.join(languages)}"
+                          + ("" if options.labels.is_default else " (as --labels declares)"))
+    checked_label_map(options.label_map, "label_map", options.labels)
 
 
 def output_files(options: PrepareOptions) -> list[Path]:
     out = Path(options.out)
     names = [f"fold{k}/{split}.jsonl" for k in range(options.folds) for split in ("train", "test")] \
         if options.folds > 1 else [f"{name}.jsonl" for name in SPLITS]
-    return [out / name for name in (*names, "prepare_report.json", "rejected.csv")]
+    return [out / name for name in (*names, "prepare_report.json", "rejected.csv", SCHEMA_FILE)]
 
 
 def refuse_overwriting_input(options: PrepareOptions) -> None:
@@ -299,7 +331,7 @@ def prepare_corpus(options: PrepareOptions) -> dict:
             source_len=max(1, round(report.seconds * FRAMES_PER_SECOND)), target=row.text,
             target_len=len(row.text), text_language=f"<|{tags['language']}|>",
             emo_target=tags["emotion"], event_target=tags["event"],
-            with_or_wo_itn=f"<|{tags['itn']}|>", speaker=row.speaker))
+            with_or_wo_itn=f"<|{tags['itn']}|>", speaker=row.speaker, heads=tags["heads"]))
         content[key] = report.content_sha256
 
     split_by, keys_of = split_keys(options.split_by, rows)
@@ -324,7 +356,8 @@ def prepare_corpus(options: PrepareOptions) -> dict:
     report = {
         "input": str(options.input), "format": options.format, "split_by": split_by,
         "seed": options.seed, "folds": options.folds,
-        "options": {k: v for k, v in asdict(options).items() if k not in ("input", "out")},
+        "options": {**{k: v for k, v in asdict(options).items() if k not in ("input", "out")},
+                    "labels": options.labels.to_dict()},
         "rows_read": len(inputs), "rows_accepted": len(rows), "rows_rejected": len(rejected),
         "emotion_counts": emotion_counts(rows),
         "warnings": link_warnings + imbalance_warnings(rows),
@@ -333,6 +366,10 @@ def prepare_corpus(options: PrepareOptions) -> dict:
         "rejected_by_reason": {reason: len(items) for reason, items in sorted(reasons.items())},
         "rejected": [{k: v for k, v in r.items() if k != "fields"} for r in rejected],
     }
+    if not options.labels.is_default:  # train, eval, rules and cascades read it from here
+        write_schema(out / SCHEMA_FILE, options.labels)
+    elif (out / SCHEMA_FILE).exists():  # a stale schema from an earlier run with --labels
+        (out / SCHEMA_FILE).unlink()
     write_text_atomic(out / "rejected.csv", rejected_csv(rejected))
     write_json_atomic(out / "prepare_report.json", report)
     return report

@@ -34,7 +34,7 @@ class InputRow:
     key: str | None = None  # the input's own clip id, when it has one (Kaldi, manifests)
     no_text_reason: str | None = None  # why a reader found no transcript, for the report
     problem: str | None = None  # a row the reader could not use (e.g. an empty audio cell)
-    extra: dict = field(default_factory=dict, repr=False)
+    extra: dict = field(default_factory=dict, repr=False)  # other columns (a schema's heads)
 
     def as_fields(self) -> dict:
         """The row as csv fields (what rejected.csv holds, ready to fix and re-run)."""
@@ -42,7 +42,7 @@ class InputRow:
         audio = "" if self.problem and str(self.audio) in ("", ".") else str(self.audio.resolve())
         return {"audio": audio, "text": self.text or "", "emotion": self.emotion or "",
                 "language": self.language or "", "event": self.event or "",
-                "speaker": self.speaker or ""}
+                "speaker": self.speaker or "", **{k: v or "" for k, v in self.extra.items()}}
 
 
 def read_text(path: Path, encoding: str = "utf-8") -> str:
@@ -75,10 +75,13 @@ def resolve_audio(value: str, base_dir: Path) -> Path:
 def row_from_fields(fields: dict, where: str, base_dir: Path) -> InputRow:
     audio = clean(fields.get("audio", fields.get("file_name")))  # file_name: HF audiofolder
     values = {name: clean(fields.get(name)) for name in FIELDS[1:]}
+    extra = {name: clean(value) for name, value in fields.items()
+             if name not in (*FIELDS, "file_name", "reason", "row") and isinstance(name, str)
+             and (value is None or isinstance(value, (str, int, float)))}
     if audio is None:  # this row is rejected with its own line; the others go on
-        return InputRow(where=where, audio=Path(""), **values,
+        return InputRow(where=where, audio=Path(""), **values, extra=extra,
                         problem="empty audio cell (the clip's path is required)")
-    return InputRow(where=where, audio=resolve_audio(audio, base_dir), **values)
+    return InputRow(where=where, audio=resolve_audio(audio, base_dir), **values, extra=extra)
 
 
 def read_csv(path: Path, encoding: str = "utf-8") -> tuple[list[InputRow], set[str]]:
@@ -235,7 +238,8 @@ def read_sensevoice_jsonl(path: Path, encoding: str = "utf-8") -> tuple[list[Inp
             language=(clean(record.get("text_language")) or "").strip("<|>") or None,
             event=clean(record.get("event_target")), speaker=clean(record.get("speaker")),
             itn=(clean(record.get("with_or_wo_itn")) or "").strip("<|>") or None,
-            key=clean(record.get("key"))))
+            key=clean(record.get("key")),
+            extra={k: clean(v) for k, v in (record.get("heads") or {}).items()}))
     columns = {"audio", "text", "emotion", "language", "event"} | \
         ({"speaker"} if any(r.speaker for r in rows) else set())
     return rows, columns

@@ -5,8 +5,11 @@ from __future__ import annotations
 import torch
 from peft import LoraConfig, get_peft_model
 
+from dataclasses import replace
+
 from svlora.errors import RecipeError
 from svlora.finetune.recipe import MODULES_TO_SAVE, LoraSettings
+from svlora.label_schema import LabelSchema
 
 # Linear layers of FunASR's SANM encoder blocks, by the recipe's names for them.
 TARGET_LAYERS = {"attention": ("linear_q_k_v", "linear_out"), "ffn": ("w_1", "w_2")}
@@ -23,6 +26,16 @@ def lora_config(settings: LoraSettings) -> LoraConfig:
                       target_modules=target_pattern(settings.targets), bias="none",
                       use_rslora=settings.use_rslora, use_dora=settings.use_dora,
                       modules_to_save=[MODULES_TO_SAVE[m] for m in settings.modules_to_save] or None)
+
+
+def settings_for_labels(settings: LoraSettings, labels: LabelSchema) -> tuple[LoraSettings, list[str]]:
+    """The LoRA settings with what a schema's new classes need trained as well: the CTC head
+    (its output rows for the new tokens) and, for a new language, the query embedding (its
+    spare row). The modules added, for the trainable summary."""
+    needed = (["ctc_head"] if labels.new_tags() else []) + \
+        (["query_embed"] if labels.new_languages() else [])
+    added = [name for name in needed if name not in settings.modules_to_save]
+    return replace(settings, modules_to_save=[*settings.modules_to_save, *added]), added
 
 
 def attach_lora(model: torch.nn.Module, settings: LoraSettings):

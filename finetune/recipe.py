@@ -26,6 +26,7 @@ class DataSettings:
     replay_ratio: float = 0.0            # share of training clips drawn from `replay`
     retention: str | None = None         # general-domain manifest scored at every validation
     balance_emotions: bool = False       # draw clips inversely to their emotion's frequency
+    labels: str | None = None            # label schema (labels.json/YAML); default: beside `train`
 
 
 @dataclass

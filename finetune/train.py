@@ -23,14 +23,15 @@ from svlora.errors import SvloraError
 from svlora.finetune.checkpoint import load_checkpoint, save_checkpoint
 from svlora.finetune.data import (Example, build_examples, collate, epoch_examples, make_batches,
                                   spec_augment)
-from svlora.finetune.lora import attach_lora, check_trainable, trainable_summary
+from svlora.finetune.lora import (attach_lora, check_trainable, settings_for_labels,
+                                  trainable_summary)
 from svlora.finetune.memory import (PeakMemory, autocast, enable_gradient_checkpointing,
                                     resolve_precision, worst_case_batch)
 from svlora.finetune.objective import SenseVoiceObjective, loss_parts
 from svlora.finetune.recipe import Recipe
 from svlora.finetune.run_log import MetricsLog, plot_curves, write_run_info
 from svlora.io import require_output_dir, write_text_atomic
-from svlora.labels import split_output
+from svlora.label_schema import SCHEMA_FILE, LabelSchema, load_schema, schema_beside, write_schema
 from svlora.manifest import read_manifest
 from svlora.metrics import accuracy, corpus_cer
 from svlora.model import (BaseModel, load_base_model, log_note, resolve_device, weights_sha256,
@@ -68,7 +69,7 @@ def decoded_scores(base: BaseModel, examples: list[Example]) -> tuple[float, flo
     """CER and emotion accuracy (over the clips that have an emotion) of greedy decoding, each
     clip with its own row's ITN query as eval decodes it: val_cer measures what the report does."""
     itn = [e.row.itn_query for e in examples]
-    outputs = [split_output(text)
+    outputs = [base.labels.split(text)
                for text in transcribe_features(base, [e.features for e in examples], itn=itn)]
     languages = [e.row.text_language.strip("<|>") for e in examples]
     return (corpus_cer([e.row.target for e in examples], [o["text"] for o in outputs], languages),
@@ -163,9 +164,12 @@ def build_objective(base: BaseModel, recipe: Recipe,
     # SenseVoiceSmall's config.yaml) would otherwise run inside `encode` on every training step.
     base.model.specaug = None
     if recipe.mode == "lora":
-        model = attach_lora(base.model, recipe.lora)
+        settings, added = settings_for_labels(recipe.lora, base.labels)
+        model = attach_lora(base.model, settings)
         summary = trainable_summary(model)
-        check_trainable(summary, recipe.lora)
+        check_trainable(summary, settings)
+        summary["modules_to_save"] = settings.modules_to_save
+        summary["added_for_new_labels"] = added
     else:
         model = base.model
         summary = trainable_summary(model)
@@ -174,6 +178,12 @@ def build_objective(base: BaseModel, recipe: Recipe,
     objective = SenseVoiceObjective(model, base.model, recipe.loss.ctc_weight,
                                     recipe.loss.rich_weight).to(device)
     return objective, model, summary
+
+
+def training_labels(recipe: Recipe) -> LabelSchema:
+    """data.labels if the recipe names one, else the labels.json prepare wrote beside the
+    training manifest, else SenseVoice's."""
+    return load_schema(recipe.data.labels) if recipe.data.labels else schema_beside(recipe.data.train)
 
 
 def make_accelerator(device: torch.device):
@@ -261,18 +271,27 @@ def run_training(recipe: Recipe, accelerator, resume: bool, log) -> TrainResult:
                            trust_remote_code=recipe.trust_remote_code,
                            log=log_note if main else None)
     base_sha256 = weights_sha256(base.model_dir)
+    labels = training_labels(recipe)
+    base.use_labels(labels)
     cache = recipe.data.feature_cache
-    train_examples = build_examples(base, read_manifest(recipe.data.train), "train features", cache)
-    val_examples = build_examples(base, read_manifest(recipe.data.val), "val features", cache)
-    replay = build_examples(base, read_manifest(recipe.data.replay), "replay features", cache,
+    # every manifest is read against the training schema: a row it cannot express is an error
+    manifests = {name: read_manifest(path, labels) if path else None for name, path in (
+        ("train", recipe.data.train), ("val", recipe.data.val), ("replay", recipe.data.replay),
+        ("retention", recipe.data.retention))}
+    train_examples = build_examples(base, manifests["train"], "train features", cache)
+    val_examples = build_examples(base, manifests["val"], "val features", cache)
+    replay = build_examples(base, manifests["replay"], "replay features", cache,
                             replay=True) if recipe.data.replay else []
-    retention = build_examples(base, read_manifest(recipe.data.retention), "retention features",
+    retention = build_examples(base, manifests["retention"], "retention features",
                                cache) if recipe.data.retention else []
 
     objective, trainable_model, summary = build_objective(base, recipe, device)
     log(f"trainable parameters: {summary['trainable']:,} of {summary['total']:,} "
         f"({100 * summary['trainable'] / summary['total']:.2f}%), mode={recipe.mode}, "
         f"precision={precision}, processes={accelerator.num_processes}")
+    if summary.get("added_for_new_labels"):
+        log(f"label schema has new classes ({', '.join(t[2:-2] for t in labels.new_tags())}): "
+            f"also training {', '.join(summary['added_for_new_labels'])} (lora.modules_to_save)")
     parameters = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=recipe.optim.lr,
                                   weight_decay=recipe.optim.weight_decay)
@@ -296,7 +315,9 @@ def run_training(recipe: Recipe, accelerator, resume: bool, log) -> TrainResult:
         write_run_info(out, recipe, {"device": str(device), "precision": precision,
                                      "processes": accelerator.num_processes,
                                      "base_sha256": base_sha256, "total_steps": total_steps,
-                                     "trainable_parameters": summary["trainable"]})
+                                     "trainable_parameters": summary["trainable"],
+                                     "modules_to_save": summary.get("modules_to_save", []),
+                                     "labels": labels.to_dict()})
     metrics_log = MetricsLog(out, recipe, state["step"] if resume else None) if main else None
     started = time.time()
     stopped_early = False
@@ -405,10 +426,12 @@ def save_best(recipe: Recipe, trainable_model, base: BaseModel, base_sha256: str
         save_adapter(trainable_model, out / "adapter", {
             "base_model": str(recipe.model), "base_sha256": base_sha256,
             "recipe": asdict(recipe), "val_metrics": metrics,
-            "trainable_parameters": summary["trainable"]})
+            "trainable_parameters": summary["trainable"]}, labels=base.labels)
     else:
         staging = out / ".model.staging"
         write_model_dir(base.model.state_dict(), base.model_dir, staging)
+        if not base.labels.is_default:  # the model dir decodes into its labels when loaded
+            write_schema(staging / SCHEMA_FILE, base.labels)
         replace_dir(staging, out / "model")
 
 
@@ -420,6 +443,7 @@ def preflight(recipe: Recipe, log=print) -> dict:
     seed_everything(recipe.train.seed)
     base = load_base_model(recipe.model, device=str(device), hub=recipe.hub,
                            trust_remote_code=recipe.trust_remote_code)
+    base.use_labels(training_labels(recipe))
     objective, _, summary = build_objective(base, recipe, device)
     optimizer = torch.optim.AdamW([p for p in objective.parameters() if p.requires_grad],
                                   lr=recipe.optim.lr)

@@ -11,22 +11,19 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from svlora.errors import AdapterError
+from svlora.errors import AdapterError, SvloraError
 from svlora.io import sha256_file, staging_dir, write_json_atomic
-from svlora.labels import EMOTION_TAGS, EVENT_TAGS, ITN_TAGS, LANGUAGE_TAGS
+from svlora.label_schema import DEFAULT_SCHEMA, LabelSchema, schema_of_meta
 
 META_FILE = "svlora.json"
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 FORMAT_VERSION = 1
 
 
-def label_vocabulary() -> dict:
-    return {"language": LANGUAGE_TAGS, "emotion": EMOTION_TAGS, "event": EVENT_TAGS,
-            "itn": ITN_TAGS}
-
-
-def save_adapter(peft_model, out_dir: str | Path, meta: dict) -> Path:
-    """Write the PEFT adapter and svlora.json into a temp dir, then swap it into place."""
+def save_adapter(peft_model, out_dir: str | Path, meta: dict,
+                 labels: LabelSchema = DEFAULT_SCHEMA) -> Path:
+    """Write the PEFT adapter and svlora.json (with the label schema it was trained on) into a
+    temp dir, then swap it into place."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_dir(out.parent, f".{out.name}.")
@@ -34,7 +31,7 @@ def save_adapter(peft_model, out_dir: str | Path, meta: dict) -> Path:
         peft_model.save_pretrained(str(staging), safe_serialization=True)
         write_json_atomic(staging / META_FILE, {"format": "svlora-adapter",
                                                 "version": FORMAT_VERSION,
-                                                "labels": label_vocabulary(), **meta})
+                                                "labels": labels.to_dict(), **meta})
         replace_dir(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -64,12 +61,32 @@ def read_adapter_meta(adapter_dir: str | Path) -> dict:
         raise AdapterError(f"{adapter / META_FILE}: invalid JSON ({error.msg})") from error
 
 
+def schema_difference(ours: LabelSchema, theirs: LabelSchema) -> str:
+    """The first kind in which two schemas differ, in words."""
+    for kind in ("emotion", "event", "language"):
+        if ours.tags(kind) != theirs.tags(kind):
+            return (f"{kind} {', '.join(t[2:-2] for t in theirs.tags(kind))} vs "
+                    f"{', '.join(t[2:-2] for t in ours.tags(kind))}")
+    return "heads" if ours.heads != theirs.heads else "query rows"
+
+
+def adapter_labels(meta: dict, adapter_dir: str | Path, expected: LabelSchema | None) -> LabelSchema:
+    """The label schema an adapter was trained on; refused when `expected` (the run's) differs:
+    its classes' output rows mean other things."""
+    try:
+        schema = schema_of_meta(meta, f"{adapter_dir}/{META_FILE}")
+    except SvloraError as error:
+        raise AdapterError(str(error)) from None
+    if expected is not None and schema != expected:
+        raise AdapterError(f"{adapter_dir} was trained on another label schema than this run's "
+                           f"({schema_difference(expected, schema)}); use the labels.json it was "
+                           "trained with (prepare --labels), or train an adapter on this schema")
+    return schema
+
+
 def check_adapter_matches_base(meta: dict, adapter_dir: str | Path, base_sha256: str,
                                allow_base_mismatch: bool = False) -> None:
-    """Refuse an adapter trained on other base weights or another label vocabulary."""
-    if meta.get("labels") != label_vocabulary():
-        raise AdapterError(f"{adapter_dir}: its label vocabulary differs from SenseVoice's; it was "
-                           "not written by this svlora version")
+    """Refuse an adapter trained on other base weights."""
     recorded = meta.get("base_sha256")
     if recorded != base_sha256 and not allow_base_mismatch:
         raise AdapterError(
@@ -265,12 +282,15 @@ def check_lora_shape(path: Path, key: str, shape: tuple[int, ...], part: str, ra
 
 
 def checked_adapter_meta(adapter_dir: str | Path, base_sha256: str,
-                         allow_base_mismatch: bool = False, *, module) -> dict:
+                         allow_base_mismatch: bool = False, *, module,
+                         labels: LabelSchema | None = None) -> dict:
     """svlora.json of an adapter that may be attached to `module` (the base SenseVoiceSmall,
-    the PeftModel around it, or its ModelLayout, computed once): metadata and base sha256
-    checked, and the weights checked against the model (check_adapter_fits: LoRA weights of
-    targeted modules only, finite, at the config's rank) before PEFT touches anything."""
+    the PeftModel around it, or its ModelLayout, computed once): metadata, base sha256 and
+    (given `labels`, the run's schema) label schema checked, and the weights checked against
+    the model (check_adapter_fits: LoRA weights of targeted modules only, finite, at the
+    config's rank) before PEFT touches anything."""
     meta = read_adapter_meta(adapter_dir)
+    adapter_labels(meta, adapter_dir, labels)
     check_adapter_matches_base(meta, adapter_dir, base_sha256, allow_base_mismatch)
     weights = Path(adapter_dir) / "adapter_model.safetensors"
     shapes = read_tensor_shapes(weights)
@@ -298,9 +318,11 @@ def inject_adapter(module, adapter_dir: str | Path, name: str = "default"):
 
 
 def attach_adapter(module, adapter_dir: str | Path, base_sha256: str,
-                   allow_base_mismatch: bool = False, name: str = "default"):
+                   allow_base_mismatch: bool = False, name: str = "default",
+                   labels: LabelSchema | None = None):
     """checked_adapter_meta, then inject_adapter: (the PeftModel, the adapter's metadata)."""
-    meta = checked_adapter_meta(adapter_dir, base_sha256, allow_base_mismatch, module=module)
+    meta = checked_adapter_meta(adapter_dir, base_sha256, allow_base_mismatch, module=module,
+                                labels=labels)
     return inject_adapter(module, adapter_dir, name), meta
 
 

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from svlora.audio import TARGET_RATE
 from svlora.errors import AudioFileError, SvloraError
 from svlora.features import pack_by_padded_seconds, pad_features
-from svlora.labels import EMOTION_TAGS, EVENT_TAGS, LANGUAGE_TAGS
+from svlora.label_schema import LabelSchema
 from svlora.model import BaseModel
 from svlora.segments import MAX_SEGMENT_SECONDS, Segment, load_vad, speech_segments
 
@@ -114,14 +114,15 @@ class Decoded:
                    data.get("pooled"))
 
 
-# output frame of each tag and its vocabulary, in SenseVoice's target order
-TAG_FRAMES = {"language": (0, LANGUAGE_TAGS), "emotion": (1, EMOTION_TAGS), "event": (2, EVENT_TAGS)}
+# output frame of each tag, in SenseVoice's target order
+TAG_FRAMES = {"language": 0, "emotion": 1, "event": 2}
 EMO_UNKNOWN = "<|EMO_UNKNOWN|>"
 
 
-def tag_distributions(log_probs: torch.Tensor, kind: str, banned: tuple[str, ...] = ()) -> list[dict]:
-    """Per clip, the softmax over one tag set at that tag's frame (sums to 1)."""
-    frame, vocabulary = TAG_FRAMES[kind]
+def tag_distributions(log_probs: torch.Tensor, kind: str, schema: LabelSchema,
+                      banned: tuple[str, ...] = ()) -> list[dict]:
+    """Per clip, the softmax over one of the schema's tag sets at that tag's frame (sums to 1)."""
+    frame, vocabulary = TAG_FRAMES[kind], schema.tags(kind)
     tags = [tag for tag in vocabulary if tag not in banned]
     ids = torch.tensor([vocabulary[tag] for tag in tags], device=log_probs.device)
     probabilities = torch.softmax(log_probs[:, frame, ids].float(), dim=-1).cpu()
@@ -139,7 +140,9 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
     Clips are batched by duration (padded seconds per batch bounded); `itn` may be one value or
     one per clip (each clip decoded with its manifest's with/without-ITN query); bf16 on GPUs
     that have it. `ban_emo_unknown` forbids <|EMO_UNKNOWN|>, as SenseVoice's published emotion
-    results do (FunASR's ban_emo_unk). `with_pooled` keeps each clip's mean encoder output.
+    results do (FunASR's ban_emo_unk). Outputs speak the model's label schema (base.labels):
+    SenseVoice tags it leaves out are banned the same way, spare tokens carry the user's
+    names and the distributions cover its classes. `with_pooled` keeps each clip's mean encoder output.
     `batch_context(indices)`, if given, wraps each forward pass over those clips (the server
     routes each row to its own adapter this way). `progress`: a bar on stderr (default: for
     50 clips or more).
@@ -151,7 +154,9 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
     itns = [itn] * len(features) if isinstance(itn, str) else list(itn)
     outputs: list[Decoded | None] = [None] * len(features)
     use_bf16 = decoding_precision(base.device) == "bf16"
-    banned = (EMO_UNKNOWN,) if ban_emo_unknown else ()
+    schema = base.labels
+    banned = (EMO_UNKNOWN,) if ban_emo_unknown and EMO_UNKNOWN in schema.emotion else ()
+    banned_ids = schema.banned_ids() + [schema.emotion[tag] for tag in banned]
     bar = tqdm(total=len(features), desc="decoding", unit="clip", leave=False,
                disable=not progress if progress is not None else len(features) < 50)
     for style, chunk in query_batches([f.shape[0] for f in features], itns, max_seconds_per_batch):
@@ -163,12 +168,13 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
             log_probs = module.ctc.log_softmax(encoder_out)
         log_probs = log_probs.float()
         pooled = pooled_speech(encoder_out, out_lengths) if with_pooled else [None] * len(chunk)
-        if banned:
-            log_probs[:, :, EMOTION_TAGS[EMO_UNKNOWN]] = -float("inf")
-        distributions = {kind: tag_distributions(log_probs, kind, banned if kind == "emotion" else ())
+        if banned_ids:
+            log_probs[:, :, banned_ids] = -float("inf")
+        distributions = {kind: tag_distributions(log_probs, kind, schema,
+                                                 banned if kind == "emotion" else ())
                          for kind in TAG_FRAMES}
         for row, (index, ids) in enumerate(zip(chunk, greedy_ids(log_probs, out_lengths))):
-            outputs[index] = Decoded(base.decode(ids), distributions["language"][row],
+            outputs[index] = Decoded(schema.rename(base.decode(ids)), distributions["language"][row],
                                      distributions["emotion"][row], distributions["event"][row],
                                      pooled[row])
         bar.update(len(chunk))
@@ -292,7 +298,8 @@ def decode_prepared(base: BaseModel, files: list[PreparedFile], max_seconds_per_
     outputs = iter(decode_features(base, [f for item in files for f in item.features],
                                    max_seconds_per_batch, language, itn, ban_emo_unknown,
                                    with_pooled, context, progress))
-    return [file_result(item.path, item.segments, item.how, [next(outputs) for _ in item.segments])
+    return [file_result(item.path, item.segments, item.how, [next(outputs) for _ in item.segments],
+                        base.labels)
             for item in files]
 
 
@@ -339,17 +346,15 @@ def iter_transcribe_files(base: BaseModel, paths: list[str],
         yield from decode_pending()
 
 
-def file_result(path: str, segments: list[Segment], how: str,
-                outputs: list[Decoded]) -> TranscriptionResult:
+def file_result(path: str, segments: list[Segment], how: str, outputs: list[Decoded],
+                schema: LabelSchema) -> TranscriptionResult:
     """A file's result: as one clip when it was decoded whole; else its segments, the joined
     text, the duration-weighted emotion, event and language, and duration-weighted
-    distributions."""
-    from svlora.labels import split_output
-
+    distributions. Tags are split by `schema`."""
     if how == "whole":
         return {"path": path, "schema_version": RESULT_SCHEMA_VERSION, **outputs[0].to_dict(),
-                **split_output(outputs[0].raw)}
-    parts = [split_output(d.raw) for d in outputs]
+                **schema.split(outputs[0].raw)}
+    parts = [schema.split(d.raw) for d in outputs]
     rows = [{"start": round(s.start, 3), "end": round(s.end, 3), **d.to_dict(), **part}
             for s, d, part in zip(segments, outputs, parts)]
     weights = [s.seconds for s in segments]

@@ -4,7 +4,9 @@ Every letter is a tone (plus a harmonic) on a geometric frequency ladder; speake
 pitch slightly; emotions change tempo, loudness, timbre and roughness. The "general"
 domain trains the tiny base model. The "clinic" domain is the user's domain: a different
 recording channel (half a ladder step higher), other words, and other emotion habits
-(its neutral speech is quiet and slow, which general-domain habits read as sad).
+(its neutral speech is quiet and slow, which general-domain habits read as sad), plus a class
+SenseVoice lacks (HESITANT: long pauses between letters) and a `role` per speaker (nurses
+have a brighter voice than patients), both declared in the clinic's labels.yaml.
 Everything is generated from a seed, so the demo needs no download and no licence.
 """
 
@@ -33,6 +35,7 @@ class EmotionStyle:
     brightness: float   # amplitude of the 3rd harmonic (a "smiling" timbre)
     roughness: float    # added noise relative to loudness
     pitch: float = 1.0  # extra pitch multiplier
+    gap: float = 1.0    # pause between letters multiplier (hesitation)
 
 
 GENERAL_STYLES = {
@@ -48,7 +51,12 @@ CLINIC_STYLES = {
     "happy": EmotionStyle(tempo=0.9, loudness=0.3, brightness=0.8, roughness=0.0),
     "sad": EmotionStyle(tempo=1.25, loudness=0.03, brightness=0.0, roughness=0.05, pitch=0.93),
     "angry": EmotionStyle(tempo=1.0, loudness=0.25, brightness=0.0, roughness=0.6),
+    "hesitant": EmotionStyle(tempo=1.1, loudness=0.15, brightness=0.0, roughness=0.0, gap=6.0),
 }
+# The clinic's own label schema (`svlora prepare --labels`): a class SenseVoice lacks and a head.
+CLINIC_LABELS = {"emotion": ["NEUTRAL", "HAPPY", "SAD", "ANGRY", "HESITANT"],
+                 "heads": {"role": ["nurse", "patient"]}}
+NURSES = {0, 3, 5, 8}  # speaker indices; the others are patients
 
 
 @dataclass(frozen=True)
@@ -59,11 +67,12 @@ class DomainSpec:
     channel_shift: float  # multiplies every frequency: the recording channel
     speakers: int
     clips_per_speaker: int
+    roles: bool = False  # write a role column (nurse/patient by speaker)
 
 
 GENERAL = DomainSpec("general", tuple(GENERAL_WORDS.split()), GENERAL_STYLES, 1.0, 8, 50)
 CLINIC = DomainSpec("clinic", tuple(CLINIC_WORDS.split()), CLINIC_STYLES,
-                    LADDER_RATIO ** 0.5, 10, 30)
+                    LADDER_RATIO ** 0.5, 10, 30, roles=True)
 
 
 def letter_frequency(letter: str) -> float:
@@ -73,7 +82,7 @@ def letter_frequency(letter: str) -> float:
 def synthesize(text: str, style: EmotionStyle, speaker_pitch: float, harmonic: float,
                channel_shift: float, rng: np.random.Generator) -> np.ndarray:
     """Waveform (float32, 16 kHz) of `text` spoken in the tone language."""
-    letter_seconds, gap_seconds, space_seconds = 0.11 * style.tempo, 0.03, 0.12 * style.tempo
+    letter_seconds, gap_seconds, space_seconds = 0.11 * style.tempo, 0.03 * style.gap, 0.12 * style.tempo
     pieces = [np.zeros(int(0.1 * SAMPLE_RATE))]
     for character in text:
         if character == " ":
@@ -101,6 +110,10 @@ def generate_domain(spec: DomainSpec, out_dir: str | Path, seed: int) -> Path:
         speaker = f"{spec.name}_spk{speaker_index:02d}"
         speaker_pitch = 1 + rng.uniform(-0.03, 0.03)
         harmonic = rng.uniform(0.2, 0.6)
+        role = None
+        if spec.roles:  # a nurse's voice is brighter (a stronger 2nd harmonic)
+            role = "nurse" if speaker_index in NURSES else "patient"
+            harmonic = harmonic + 0.5 if role == "nurse" else harmonic - 0.15
         (out / speaker).mkdir(parents=True, exist_ok=True)
         for clip_index in range(spec.clips_per_speaker):
             emotion = emotions[clip_index % len(emotions)]
@@ -110,12 +123,17 @@ def generate_domain(spec: DomainSpec, out_dir: str | Path, seed: int) -> Path:
             relative = f"{speaker}/{speaker}_{clip_index:03d}.wav"
             sf.write(out / relative, waveform, SAMPLE_RATE, subtype="PCM_16")
             rows.append({"audio": relative, "text": text, "emotion": emotion, "language": "en",
-                         "speaker": speaker})
+                         "speaker": speaker, **({"role": role} if role else {})})
     csv_path = out / "metadata.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    if spec.roles:
+        import yaml
+
+        (out / "labels.yaml").write_text(yaml.safe_dump(CLINIC_LABELS, sort_keys=False),
+                                         encoding="utf-8")
     return csv_path
 
 

@@ -93,14 +93,17 @@ def tag_of(value: str, vocabulary: dict[str, int]) -> str | None:
     return None
 
 
-def emotion_tag(label: str, label_map: dict[str, str] | None = None) -> str | None:
-    """SenseVoice emotion tag for a corpus label, via the user's map first, then aliases."""
+def emotion_tag(label: str, label_map: dict[str, str] | None = None,
+                emotions: dict[str, int] = EMOTION_TAGS) -> str | None:
+    """The emotion class (of `emotions`, SenseVoice's by default) a corpus label names, via the
+    user's map first, then common aliases."""
     key = label.strip().lower()
     if label_map:
         lowered = {k.strip().lower(): v for k, v in label_map.items()}
         if key in lowered:
-            return tag_of(lowered[key], EMOTION_TAGS)
-    return EMOTION_ALIASES.get(key) or tag_of(label, EMOTION_TAGS)
+            return tag_of(lowered[key], emotions)
+    alias = EMOTION_ALIASES.get(key)
+    return alias if alias in emotions else tag_of(label, emotions)
 
 
 def strip_rich_tags(text: str) -> str:
@@ -118,13 +121,17 @@ def leading_tags(text: str) -> list[str]:
     return tags
 
 
-def split_output(text: str) -> dict[str, str | None]:
-    """Split a decoded output '<|en|><|HAPPY|><|Speech|><|woitn|>words' into its parts."""
+SENSEVOICE_TAG_SETS = {"language": LANGUAGE_TAGS, "emotion": EMOTION_TAGS, "event": EVENT_TAGS,
+                       "itn": ITN_TAGS}
+
+
+def split_output(text: str, tag_sets: dict[str, dict[str, int]] | None = None) -> dict[str, str | None]:
+    """Split a decoded output '<|en|><|HAPPY|><|Speech|><|woitn|>words' into its parts;
+    `tag_sets` ({kind: tags}, a LabelSchema's) say which tag is which (SenseVoice's by default)."""
     tags = leading_tags(text)
     found = {"language": None, "emotion": None, "event": None, "itn": None}
     for tag in tags:
-        for field, vocabulary in (("language", LANGUAGE_TAGS), ("emotion", EMOTION_TAGS),
-                                  ("event", EVENT_TAGS), ("itn", ITN_TAGS)):
+        for field, vocabulary in (tag_sets or SENSEVOICE_TAG_SETS).items():
             if tag in vocabulary and found[field] is None:
                 found[field] = tag
     return {**found, "text": strip_rich_tags(text).strip()}

@@ -22,7 +22,9 @@ import torch
 from svlora.errors import ModelError
 from svlora.frontend import FrontendConfig, compute_features, frontend_config
 from svlora.io import sha256_file
-from svlora.labels import EMOTION_TAGS, EVENT_TAGS, ITN_TAGS, LANGUAGE_TAGS
+from svlora.label_schema import (DEFAULT_SCHEMA, SCHEMA_FILE, SENSEVOICE_QUERY_ROWS, LabelSchema,
+                                 read_schema_file)
+from svlora.labels import ITN_TAGS
 
 RICH_PREFIX_LENGTH = 4  # [language, emotion, event, itn] precede the text in SenseVoice targets
 IGNORE_ID = -1  # SenseVoiceSmall's ignore_id: its rich-tag loss skips this target position
@@ -73,6 +75,7 @@ class BaseModel:
     frontend: FrontendConfig
     model_dir: Path
     config: dict = field(repr=False)
+    labels: LabelSchema = DEFAULT_SCHEMA  # the classes it decodes into (use_labels)
 
     @property
     def device(self) -> torch.device:
@@ -86,20 +89,37 @@ class BaseModel:
         model's WavFrontend computes them (without dither)."""
         return compute_features(waveform, self.frontend)
 
+    def use_labels(self, schema: LabelSchema) -> None:
+        """Decode into `schema`'s classes from now on: its new languages get their query rows
+        in the model's lid_dict (the `language` query) and lid_int_dict (FunASR's training
+        encode maps a target's language token to its query through it)."""
+        module = self.model
+        for name in [n for n in module.lid_dict if n not in SENSEVOICE_QUERY_ROWS]:
+            module.lid_int_dict = {t: r for t, r in module.lid_int_dict.items()
+                                   if r != module.lid_dict[name]}
+            del module.lid_dict[name]
+        for name in schema.new_languages():
+            module.lid_dict[name] = schema.query_rows[name]
+            module.lid_int_dict[schema.language[f"<|{name}|>"]] = schema.query_rows[name]
+        self.labels = schema
+
     def target_ids(self, text: str, language: str, emotion: str | None, event: str,
                    itn: str) -> list[int]:
-        """The training target: [lang, emotion, event, itn] tag ids then the text's ids. A
-        text-only row (emotion None) gets IGNORE_ID there: no emotion loss for it."""
+        """The training target: [lang, emotion, event, itn] tag ids (of the model's label
+        schema) then the text's ids. A text-only row (emotion None) gets IGNORE_ID there: no
+        emotion loss for it."""
+        spelling = {tag: token for token, tag in self.labels.token_names().items()}
         prefix = []
-        for tag, vocabulary in ((language, LANGUAGE_TAGS), (emotion, EMOTION_TAGS),
-                                (event, EVENT_TAGS), (itn, ITN_TAGS)):
-            if tag is None and vocabulary is EMOTION_TAGS:
+        for tag, vocabulary in ((language, self.labels.language), (emotion, self.labels.emotion),
+                                (event, self.labels.event), (itn, ITN_TAGS)):
+            if tag is None and vocabulary is self.labels.emotion:
                 prefix.append(IGNORE_ID)
                 continue
-            ids = self.tokenizer.encode(tag)
+            ids = self.tokenizer.encode(spelling.get(tag, tag))
             if ids != [vocabulary[tag]]:
-                raise ModelError(f"tokenizer of {self.model_dir} encodes {tag} as {ids}, expected "
-                                 f"[{vocabulary[tag]}]: not a SenseVoiceSmall tokenizer")
+                raise ModelError(f"tokenizer of {self.model_dir} encodes {spelling.get(tag, tag)} "
+                                 f"as {ids}, expected [{vocabulary[tag]}]: not a SenseVoiceSmall "
+                                 "tokenizer")
             prefix += ids
         return prefix + self.tokenizer.encode(text)
 
@@ -270,7 +290,10 @@ def build_base_model(model: str, device: str, hub: str, trust_remote_code: bool,
     load_weights(module, state, model_dir / "model.pt")
     module.to(device)
     # svlora's vectorised WavFrontend, without dither: eval is repeatable, features cacheable.
-    return BaseModel(module, kwargs["tokenizer"], frontend, model_dir, dict(kwargs))
+    base = BaseModel(module, kwargs["tokenizer"], frontend, model_dir, dict(kwargs))
+    if (model_dir / SCHEMA_FILE).is_file():  # a merged export of an adapter with its own labels
+        base.use_labels(read_schema_file(model_dir / SCHEMA_FILE))
+    return base
 
 
 def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:

@@ -1,5 +1,6 @@
 """A long file's tags are the argmax of its own duration-weighted distributions."""
 
+from svlora.label_schema import DEFAULT_SCHEMA
 from svlora.decoding import Decoded, file_result
 from svlora.segments import Segment
 
@@ -14,7 +15,8 @@ def test_file_tags_are_the_argmax_of_the_weighted_distribution():
     # seconds, but the weighted distribution says SAD (0.55 vs 0.28); the file must say SAD.
     outputs = [decoded("HAPPY", {"<|HAPPY|>": 0.4, "<|SAD|>": 0.35, "<|NEUTRAL|>": 0.25}),
                decoded("SAD", {"<|HAPPY|>": 0.05, "<|SAD|>": 0.95, "<|NEUTRAL|>": 0.0})]
-    result = file_result("f.wav", [Segment(0.0, 10.0), Segment(10.0, 15.0)], "vad", outputs)
+    result = file_result("f.wav", [Segment(0.0, 10.0), Segment(10.0, 15.0)], "vad", outputs,
+                         DEFAULT_SCHEMA)
     assert result["emotion_probs"]["<|SAD|>"] > result["emotion_probs"]["<|HAPPY|>"]
     assert result["emotion"] == "<|SAD|>"
     assert result["schema_version"] == 1

@@ -120,7 +120,7 @@ def test_sensevoice_jsonl_is_validated_and_resplit(tmp_path):
     assert report["rows_accepted"] == 12
     assert [r["reason"] for r in report["rejected"]] == [
         "unknown emotion label '<|BORED|>': not a SenseVoice emotion; map it with --label-map "
-        "(e.g. 'calm: NEUTRAL')"]
+        "(e.g. 'calm: NEUTRAL') or declare it in --labels"]
     out_rows = all_rows(tmp_path / "out")
     assert {r.with_or_wo_itn for r in out_rows} == {"<|withitn|>"}
     assert {r.key for r in out_rows} == {f"k{i}" for i in range(12)}
