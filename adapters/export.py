@@ -10,6 +10,7 @@ from svlora.adapter_format import META_FILE, PEFT_FILES, read_adapter_meta, repl
 from svlora.errors import AdapterError
 from svlora.adapters.runtime import load_model
 from svlora.io import staging_dir, write_json_atomic
+from svlora.label_schema import SCHEMA_FILE, write_schema
 from svlora.model import resolve_device, write_model_dir
 
 
@@ -32,6 +33,11 @@ def export_adapter(model: str, adapter: str, out: str, merge: bool = False, hub:
             write_json_atomic(staging / "svlora_merge.json", {
                 "base_model": str(model), "base_sha256": runtime.base_sha256,
                 "adapter": str(adapter), "adapter_meta": runtime.adapter_meta})
+            labels_file = staging / SCHEMA_FILE
+            if not runtime.base.labels.is_default:  # svlora's loader decodes into these labels
+                write_schema(labels_file, runtime.base.labels)
+            elif labels_file.exists():  # copied from a base dir of another schema
+                labels_file.unlink()
         else:
             for name in PEFT_FILES:
                 shutil.copy2(Path(adapter) / name, staging / name)

@@ -21,7 +21,7 @@ import torch
 
 from svlora.adapter_format import replace_dir
 from svlora.io import sha256_file, staging_dir, write_json_atomic
-from svlora.labels import QUERY_LANGUAGES
+from svlora.label_schema import SCHEMA_FILE, LabelSchema, write_schema
 from svlora.tiny_model import BPE_MODEL_NAME
 
 ONNX_KINDS = ("sherpa", "funasr")
@@ -33,10 +33,15 @@ class QueriedEncoder(torch.nn.Module):
     """SenseVoiceSmall's inference graph: the [language, event, emotion, ITN] queries before
     the speech features, the encoder, and the CTC projection (logits)."""
 
-    def __init__(self, sensevoice: torch.nn.Module, with_lengths: bool):
+    def __init__(self, sensevoice: torch.nn.Module, with_lengths: bool, banned: list[int] = ()):
         super().__init__()
         self.sensevoice = sensevoice
         self.with_lengths = with_lengths
+        # the label schema's left-out SenseVoice tags, banned in the graph as svlora's decoding
+        # bans them, so every runtime's greedy search emits only the schema's classes
+        penalty = torch.zeros(sensevoice.ctc.ctc_lo.out_features)
+        penalty[list(banned)] = -1e4
+        self.register_buffer("penalty", penalty, persistent=False)
 
     def forward(self, x, x_length, language, text_norm):
         model = self.sensevoice
@@ -47,7 +52,7 @@ class QueriedEncoder(torch.nn.Module):
         encoder_out, encoder_lengths = model.encoder(speech, x_length + 4)
         if isinstance(encoder_out, tuple):
             encoder_out = encoder_out[0]
-        logits = model.ctc.ctc_lo(encoder_out)
+        logits = model.ctc.ctc_lo(encoder_out) + self.penalty
         return (logits, encoder_lengths.int()) if self.with_lengths else logits
 
 
@@ -58,14 +63,15 @@ def cmvn_strings(am_mvn: Path) -> tuple[str, str]:
     return ",".join(rows[0]), ",".join(rows[1])
 
 
-def sherpa_metadata(sensevoice, model_dir: Path, vocab_size: int, frontend: dict) -> dict:
+def sherpa_metadata(sensevoice, model_dir: Path, vocab_size: int, frontend: dict,
+                    labels: LabelSchema) -> dict:
     neg_mean, inv_stddev = cmvn_strings(model_dir / "am.mvn")
-    lid, itn = sensevoice.lid_dict, sensevoice.textnorm_dict
+    lid, itn = sensevoice.lid_dict, sensevoice.textnorm_dict  # with the schema's new languages
     return {"lfr_window_size": frontend.get("lfr_m", 7), "lfr_window_shift": frontend.get("lfr_n", 6),
             "normalize_samples": 0, "neg_mean": neg_mean, "inv_stddev": inv_stddev,
             "model_type": "sense_voice_ctc", "version": "2", "model_author": "svlora",
             "maintainer": "svlora", "vocab_size": vocab_size, "comment": "svlora merged adapter",
-            **{f"lang_{name}": lid[name] for name in QUERY_LANGUAGES},
+            **{f"lang_{name}": lid[name] for name in ("auto", *labels.languages, "nospeech")},
             "with_itn": itn["withitn"], "without_itn": itn["woitn"]}
 
 
@@ -80,7 +86,7 @@ def add_metadata(path: Path, metadata: dict) -> None:
     onnx.save(model, str(path))
 
 
-def trace(sensevoice, path: Path, kind: str) -> None:
+def trace(sensevoice, path: Path, kind: str, banned: list[int] = ()) -> None:
     names = {"sherpa": (["x", "x_length", "language", "text_norm"], ["logits"]),
              "funasr": (["speech", "speech_lengths", "language", "textnorm"],
                         ["ctc_logits", "encoder_out_lens"])}[kind]
@@ -89,7 +95,7 @@ def trace(sensevoice, path: Path, kind: str) -> None:
             outputs[0]: {0: "N", 1: "T"}}
     if kind == "funasr":
         dims[outputs[1]] = {0: "N"}
-    wrapper = QueriedEncoder(sensevoice, with_lengths=kind == "funasr").eval()
+    wrapper = QueriedEncoder(sensevoice, with_lengths=kind == "funasr", banned=banned).eval()
     example = (torch.randn(2, 40, 560), torch.tensor([30, 40], dtype=torch.int32),
                torch.tensor([0, 4], dtype=torch.int32), torch.tensor([14, 15], dtype=torch.int32))
     with torch.no_grad():
@@ -128,15 +134,20 @@ def write_onnx_dir(runtime, out: Path, kind: str, int8: bool, provenance: dict) 
     staging = staging_dir(out.parent, f".{out.name}.")
     try:
         fp32_name, int8_name = FILES[kind]
-        trace(sensevoice, staging / fp32_name, kind)
+        labels = base.labels
+        trace(sensevoice, staging / fp32_name, kind, labels.banned_ids())
         config = yaml.safe_load((model_dir / "config.yaml").read_text(encoding="utf-8"))
         frontend = config.get("frontend_conf") or {}
         pieces = sentencepiece.SentencePieceProcessor(model_file=str(model_dir / BPE_MODEL_NAME))
-        metadata = sherpa_metadata(sensevoice, model_dir, pieces.vocab_size(), frontend)
+        metadata = sherpa_metadata(sensevoice, model_dir, pieces.vocab_size(), frontend, labels)
+        if not labels.is_default:  # funasr_onnx decodes spare tokens by the sentencepiece model:
+            write_schema(staging / SCHEMA_FILE, labels)  # onnx_runtimes renames them from this
         if kind == "sherpa":
             add_metadata(staging / fp32_name, metadata)
+            names = labels.token_names()  # sherpa-onnx prints tokens.txt's names: the user's
             (staging / "tokens.txt").write_text(
-                "".join(f"{pieces.id_to_piece(i)} {i}\n" for i in range(pieces.vocab_size())),
+                "".join(f"{names.get(pieces.id_to_piece(i), pieces.id_to_piece(i))} {i}\n"
+                        for i in range(pieces.vocab_size())),
                 encoding="utf-8")
         else:
             config["frontend_conf"] = {**frontend, "dither": 0.0}  # inference features never dither

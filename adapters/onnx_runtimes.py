@@ -54,11 +54,34 @@ def decode_sherpa(export_dir: str, paths: list[str], int8: bool = False, threads
     return results
 
 
+def spare_token_names(export_dir: str) -> dict[str, str]:
+    """{'<|SPECIAL_TOKEN_n|>': '<|NAME|>'} from the export's labels.json (svlora's label
+    schema: the classes SenseVoice lacks sit on spare tokens); empty without one."""
+    import os
+
+    path = os.path.join(export_dir, "labels.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        schema = json.load(handle)
+    first_spare_id, first_spare = 25034, 15  # <|SPECIAL_TOKEN_15|> in SenseVoiceSmall's tokenizer
+    return {f"<|SPECIAL_TOKEN_{token - first_spare_id + first_spare}|>": tag
+            for kind in ("emotion", "event", "language") for tag, token in schema[kind].items()
+            if token >= first_spare_id}
+
+
 def decode_funasr(export_dir: str, paths: list[str], int8: bool = False, threads: int = 1) -> list[dict]:
     from funasr_onnx import SenseVoiceSmall
 
     model = SenseVoiceSmall(export_dir, batch_size=1, quantize=int8, intra_op_num_threads=threads)
-    return [split_raw(model(read_mono16k(path), language="auto", textnorm="woitn")[0]) for path in paths]
+    names = spare_token_names(export_dir)
+    results = []
+    for path in paths:
+        raw = model(read_mono16k(path), language="auto", textnorm="woitn")[0]
+        for token, tag in names.items():  # funasr_onnx's tokenizer spells spare tokens so
+            raw = raw.replace(token, tag)
+        results.append(split_raw(raw))
+    return results
 
 
 RUNTIMES = {"sherpa": decode_sherpa, "funasr": decode_funasr}

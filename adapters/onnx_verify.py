@@ -12,7 +12,6 @@ from pathlib import Path
 from svlora.adapters import onnx_runtimes
 from svlora.errors import ManifestError, SvloraError
 from svlora.io import write_json_atomic
-from svlora.labels import split_output
 from svlora.manifest import read_manifest
 from svlora.metrics import accuracy, corpus_cer
 
@@ -65,7 +64,8 @@ def verify_export(runtime, export_dir: str | Path, kind: str, manifest: str, int
     export_dir = Path(export_dir)
     rows = read_manifest(manifest)
     paths = [row.source for row in rows]
-    reference = [{**split_output(r["raw"]), "text": r["text"]} for r in runtime.transcribe(paths)]
+    reference = [{**runtime.base.labels.split(r["raw"]), "text": r["text"]}
+                 for r in runtime.transcribe(paths)]
     onnx_fp32 = run_runtime(kind, export_dir, paths, False, python, threads)
     matches = [same(e, g) for e, g in zip(reference, onnx_fp32)]
     report = {"runtime": {"sherpa": "sherpa-onnx", "funasr": "funasr_onnx"}[kind],

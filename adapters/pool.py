@@ -270,14 +270,14 @@ class ModelPool:
             from svlora.postprocess import load_rules
             from svlora.recipes.rules import rules_path
 
-            route.rules = load_rules(rules_path(rules))
+            route.rules = load_rules(rules_path(rules), self.base.labels)
         if cascade:
             from svlora.postprocess import load_cascade
 
             adapter_sha256 = (None if source == self.settings.base_name else
                               self.adapters[source].adapter_sha256)
             route.cascade = load_cascade(cascade, self.base_sha256, adapter_sha256,
-                                         self.settings.allow_base_mismatch)
+                                         self.settings.allow_base_mismatch, labels=self.base.labels)
         self.pipelines[name] = route
 
     # ---- requests ---------------------------------------------------------------------------

@@ -111,11 +111,11 @@ def load_model(model: str, adapter: str | None = None, device: str = "cpu", hub:
         from svlora.postprocess import load_rules
         from svlora.recipes.rules import rules_path
 
-        runtime.rules = load_rules(rules_path(rules))
+        runtime.rules = load_rules(rules_path(rules), runtime.base.labels)
     if cascade:
         from svlora.postprocess import load_cascade
 
         adapter_sha256 = adapter_identity(adapter) if adapter else None
         runtime.cascade = load_cascade(cascade, runtime.base_sha256, adapter_sha256,
-                                       allow_base_mismatch)
+                                       allow_base_mismatch, labels=runtime.base.labels)
     return runtime

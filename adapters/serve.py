@@ -37,11 +37,13 @@ def timestamp(seconds: float, separator: str) -> str:
     return f"{int(hours):02d}:{int(minutes):02d}:{int(rest):02d}{separator}{int(rest % 1 * 1000):03d}"
 
 
-def segments_of(result: dict, duration: float) -> list[dict]:
-    """Each segment with start, end, text and its own tags (one segment for a short file)."""
+def segments_of(result: dict, duration: float, heads: tuple[str, ...] = ()) -> list[dict]:
+    """Each segment with start, end, text and its own tags, and a cascade's extra heads
+    (one segment for a short file)."""
     items = result.get("segments") or [{**result, "start": 0.0, "end": duration}]
     return [{"id": i, "start": s["start"], "end": s["end"], "text": s["text"],
-             "emotion": s.get("emotion"), "event": s.get("event"), "language": s.get("language")}
+             "emotion": s.get("emotion"), "event": s.get("event"), "language": s.get("language"),
+             **{head: s[head] for head in heads if head in s}}
             for i, s in enumerate(items)]
 
 
@@ -55,7 +57,10 @@ def subtitles(segments: list[dict], kind: str) -> str:
     return ("WEBVTT\n\n" if kind == "vtt" else "") + "\n".join(blocks)
 
 
-def response_body(result: dict, duration: float, response_format: str) -> Response:
+def response_body(result: dict, duration: float, response_format: str,
+                  heads: tuple[str, ...] = ()) -> Response:
+    """The response in `response_format`; `heads` (the label schema's extra heads, e.g. role)
+    are returned with their probabilities where a cascade predicted them."""
     text = result["text"]
     if response_format == "text":
         return PlainTextResponse(text)
@@ -65,12 +70,13 @@ def response_body(result: dict, duration: float, response_format: str) -> Respon
             "language": result.get("language"), "raw": result["raw"],
             "emotion_probs": result.get("emotion_probs"), "event_probs": result.get("event_probs"),
             "language_probs": result.get("language_probs")}
-    for key in ("stage1_emotion", "stage1_event", "rules_fired"):
+    for key in ("stage1_emotion", "stage1_event", "rules_fired",
+                *(name for head in heads for name in (head, f"{head}_probs"))):
         if key in result:
             body[key] = result[key]
     if response_format == "verbose_json":
         body.update(task="transcribe", duration=round(duration, 3),
-                    segments=segments_of(result, duration))
+                    segments=segments_of(result, duration, heads))
     return JSONResponse(body)
 
 
@@ -215,7 +221,8 @@ def create_app(pool: ModelPool) -> FastAPI:
             result = await asyncio.wrap_future(future)  # decoded and post-processed by the worker
         finally:
             pool.release(route)
-        return response_body(result, prepared.seconds, response_format), prepared.seconds
+        return (response_body(result, prepared.seconds, response_format, tuple(pool.base.labels.heads)),
+                prepared.seconds)
 
     return app
 

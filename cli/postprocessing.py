@@ -12,6 +12,8 @@ def register(commands) -> None:
     add_stage1_args(fit, "a labelled manifest (validation split)", "the rules file to write (YAML)")
     check_rules = rule_actions.add_parser("check", help="validate a rules file")
     check_rules.add_argument("rules_file")
+    check_rules.add_argument("--labels", help="the label schema its names are read in (labels.json "
+                             "or YAML; default SenseVoice's)")
     rules.set_defaults(handler=run_rules)
 
     cascade = commands.add_parser("cascade", help="a light emotion classifier after stage 1")
@@ -31,7 +33,10 @@ def run_rules(args) -> None:
     from svlora.recipes.rules import rules_path
 
     if args.rules_action == "check":
-        rules = load_rules(rules_path(args.rules_file))
+        from svlora.label_schema import DEFAULT_SCHEMA, load_schema
+
+        labels = load_schema(args.labels) if args.labels else DEFAULT_SCHEMA
+        rules = load_rules(rules_path(args.rules_file), labels)
         print(f"{args.rules_file}: {len(rules.rules)} rule(s), offsets for "
               f"{', '.join(rules.emotion_offsets) or 'no emotion'}: valid")
         return

@@ -29,6 +29,7 @@ from svlora.eval.report import (render_html, render_markdown, write_confusion_pn
 from svlora.eval.scoring import arm_metrics, bootstrap_indices, metric_delta, score_clip
 from svlora.eval.slices import changed_clips, slice_table
 from svlora.features import FRAME_SECONDS, row_features
+from svlora.label_schema import LabelSchema, schema_beside
 from svlora.io import (require_output_dir, sha256_file, write_json_atomic, write_jsonl_atomic,
                        write_text_atomic)
 from svlora.manifest import ManifestRow, read_manifest
@@ -155,13 +156,18 @@ class ArmDecoder:
     def activate(self, arm: Arm) -> None:
         if arm.adapter is None:
             return
+        # every arm decodes into the test set's label schema: an adapter of another is refused
         self.peft_model, _ = attach_adapter(self.peft_model or self.base.model, arm.adapter,
-                                            self.base_sha256, self.allow_base_mismatch, arm.name)
+                                            self.base_sha256, self.allow_base_mismatch, arm.name,
+                                            labels=self.base.labels)
 
     def settings(self) -> dict:
-        return {"device": self.base.device.type, "precision": decoding_precision(self.base.device),
-                "max_seconds_per_batch": self.max_seconds, "language": "auto",
-                "ban_emo_unknown": self.ban_emo_unknown, "pooled": self.with_pooled}
+        settings = {"device": self.base.device.type, "precision": decoding_precision(self.base.device),
+                    "max_seconds_per_batch": self.max_seconds, "language": "auto",
+                    "ban_emo_unknown": self.ban_emo_unknown, "pooled": self.with_pooled}
+        if not self.base.labels.is_default:  # it bans tags, names spare tokens, shapes the probs
+            settings["labels"] = self.base.labels.to_dict()
+        return settings
 
     def hash_audio(self, row: ManifestRow) -> str:
         if row.source not in self.audio_sha256:
@@ -230,8 +236,9 @@ def parse_post_arm(spec: str, flag: str, example: str, stage1: list[str],
     return name, source, target
 
 
-def parse_rules_arms(specs: list[str], stage1: list[str]) -> dict[str, RulesArm]:
-    """{name: RulesArm} from 'NAME=ARM:RULES' (RULES a path or a shipped example's name)."""
+def parse_rules_arms(specs: list[str], stage1: list[str], schema: LabelSchema) -> dict[str, RulesArm]:
+    """{name: RulesArm} from 'NAME=ARM:RULES' (RULES a path or a shipped example's name), read
+    in the test set's label schema."""
     from svlora.postprocess import load_rules
     from svlora.recipes.rules import rules_path
 
@@ -239,7 +246,7 @@ def parse_rules_arms(specs: list[str], stage1: list[str]) -> dict[str, RulesArm]
     for spec in specs:
         name, source, rules = parse_post_arm(spec, "--rules-arm", "base+rules=base:rules.yaml",
                                              stage1, set(arms))
-        arms[name] = RulesArm(source, str(rules_path(rules)), load_rules(rules_path(rules)))
+        arms[name] = RulesArm(source, str(rules_path(rules)), load_rules(rules_path(rules), schema))
     return arms
 
 
@@ -265,10 +272,11 @@ def adapter_training(adapter: str | None) -> dict:
 
 
 def decision_table(report: EvalReport, training: dict, decode_seconds: dict, post_seconds: dict,
-                   audio_seconds: float) -> list[dict]:
+                   audio_seconds: float, schema: LabelSchema) -> list[dict]:
     """One row per arm: emotion UA and accuracy, error rate, retention, training cost and
     inference cost (ms of compute per second of audio: its stage 1's decoding plus its own
-    post-processing, as measured in this run or when its outputs were cached)."""
+    post-processing, as measured in this run or when its outputs were cached); with a label
+    schema, the recall of each class SenseVoice lacks and each extra head's UA."""
     rows = []
     for arm in report.arm_names:
         metrics = report.arms[arm]
@@ -283,17 +291,23 @@ def decision_table(report: EvalReport, training: dict, decode_seconds: dict, pos
                      "trainable_parameters": training[arm]["trainable"],
                      "ms_per_audio_second": None if decode is None else
                      round(1000 * (decode + post) / max(audio_seconds, 1e-9), 3)})
+        new = [tag for tag in schema.new_tags() if tag in metrics["per_class"]]
+        if new:
+            rows[-1]["new_class_recall"] = {tag: metrics["per_class"][tag]["recall"] for tag in new}
+        if schema.heads:
+            rows[-1]["head_ua"] = {head: (metrics["heads"].get(head) or {}).get("ua")
+                                   for head in schema.heads}
     return rows
 
 
-def with_cascade(cascade, decoded: list[Decoded]) -> list[Decoded]:
-    """Another arm's outputs with the emotion re-decided by the cascade (no decoding)."""
-    from svlora.labels import split_output
-
+def with_cascade(cascade, decoded: list[Decoded], schema: LabelSchema) -> list[Decoded]:
+    """Another arm's outputs with the emotion (and event, and extra heads) re-decided by the
+    cascade (no decoding)."""
     stage1 = [{"raw": d.raw, "pooled": d.pooled, "emotion_probs": d.emotion_probs,
-               "text": split_output(d.raw)["text"]} for d in decoded]
+               "text": schema.split(d.raw)["text"]} for d in decoded]
     return [Decoded(change["raw"], d.language_probs, change["emotion_probs"],
-                    change.get("event_probs", d.event_probs))
+                    change.get("event_probs", d.event_probs),
+                    head_probs={h: change[f"{h}_probs"] for h in cascade.config.heads} or None)
             for d, change in zip(decoded, cascade.redecide(stage1))]
 
 
@@ -305,7 +319,8 @@ def with_rules(rules, decoded: list[Decoded], rows: list[ManifestRow]) -> list[D
     for d, row in zip(decoded, rows):
         applied = apply_rules(rules, d.raw, d.emotion_probs, row.audio_seconds)
         result.append(Decoded(applied["raw"], d.language_probs,
-                              applied["emotion_probs"] or d.emotion_probs, d.event_probs))
+                              applied["emotion_probs"] or d.emotion_probs, d.event_probs,
+                              head_probs=d.head_probs))
     return result
 
 
@@ -319,20 +334,22 @@ def best_arm(metrics: dict) -> str:
 
 
 def score_manifest(rows: list[ManifestRow], decoded_by_arm: dict[str, list[Decoded]],
-                   resamples: int, seed: int) -> tuple[dict, dict, dict]:
+                   resamples: int, seed: int, schema: LabelSchema) -> tuple[dict, dict, dict]:
     """(clips by arm, metrics by arm, deltas vs base by arm)."""
-    clips = {arm: [score_clip(row, d.raw, d.emotion_probs) for row, d in zip(rows, decoded)]
+    clips = {arm: [score_clip(row, d.raw, d.emotion_probs, schema, d.head_probs)
+                   for row, d in zip(rows, decoded)]
              for arm, decoded in decoded_by_arm.items()}
     indices = bootstrap_indices(len(rows), resamples, seed)
-    metrics = {arm: arm_metrics(rows, arm_clips, indices) for arm, arm_clips in clips.items()}
-    deltas = {arm: metric_delta(rows, clips["base"], arm_clips, indices)
+    metrics = {arm: arm_metrics(rows, arm_clips, indices, schema) for arm, arm_clips in clips.items()}
+    deltas = {arm: metric_delta(rows, clips["base"], arm_clips, indices, schema)
               for arm, arm_clips in clips.items() if arm != "base"}
     return clips, metrics, deltas
 
 
 def add_post_arms(cascades: dict, post_arms: dict[str, RulesArm], arms: list[Arm],
                   base_sha256: str, allow_base_mismatch: bool, raw: dict, raw_general: dict,
-                  rows: list[ManifestRow], general_rows: list[ManifestRow] | None) -> tuple[dict, dict]:
+                  rows: list[ManifestRow], general_rows: list[ManifestRow] | None,
+                  schema: LabelSchema) -> tuple[dict, dict]:
     """Cascade, then rules arms from their stage 1's outputs (in `raw`, `raw_general`, filled in
     place); returns (post-processing seconds as (stage 1, seconds), training cost) per arm."""
     post_seconds, training = {}, {a.name: adapter_training(a.adapter) for a in arms}
@@ -341,13 +358,13 @@ def add_post_arms(cascades: dict, post_arms: dict[str, RulesArm], arms: list[Arm
         adapter = next(a.adapter for a in arms if a.name == source)
         cascade = load_cascade(directory, base_sha256,
                                adapter_identity(adapter) if adapter else None,
-                               allow_base_mismatch)
-        raw[name] = with_cascade(cascade, raw[source])
+                               allow_base_mismatch, labels=schema)
+        raw[name] = with_cascade(cascade, raw[source], schema)
         post_seconds[name] = (source, time.perf_counter() - started)
         training[name] = {"kind": "cascade", "seconds": cascade.config.trained.get("seconds"),
                           "trainable": sum(p.numel() for p in cascade.head.parameters())}
         if general_rows:
-            raw_general[name] = with_cascade(cascade, raw_general[source])
+            raw_general[name] = with_cascade(cascade, raw_general[source], schema)
     for name, arm in post_arms.items():
         started = time.perf_counter()
         raw[name] = with_rules(arm.rules, raw[arm.source], rows)
@@ -392,9 +409,10 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
     gates = parse_gates(gate, has_adapters=bool(adapters) or bool(rules_arms) or bool(cascade_arms),
                         has_general=general is not None)
     arms = parse_arms(adapters or [])
+    schema = schema_beside(data)  # the test set's classes: what every arm is scored on
     cascades = parse_cascade_arms(cascade_arms or [], arms, set())
     # rules may follow a stage 1 or a cascade arm (e.g. adapter → cascade → rules)
-    post_arms = parse_rules_arms(rules_arms or [], [a.name for a in arms] + list(cascades))
+    post_arms = parse_rules_arms(rules_arms or [], [a.name for a in arms] + list(cascades), schema)
     rows = read_unique_manifest(data)
     general_rows = read_unique_manifest(general) if general else None
     for path, manifest_rows in ((data, rows), (general, general_rows or [])):
@@ -402,6 +420,7 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
     out_dir = require_output_dir(out)
     base = load_base_model(model, device=device, hub=hub, trust_remote_code=trust_remote_code)
     base_sha256 = weights_sha256(base.model_dir)
+    base.use_labels(schema)
     decoder = ArmDecoder(base, base_sha256,
                          PredictionCache(Path(cache_dir) if cache_dir else out_dir / "cache"),
                          max_seconds_per_batch or default_batch_seconds(base.device), feature_cache,
@@ -413,9 +432,10 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
         if general_rows:
             raw_general[arm.name] = decoder.decode(arm, general, general_rows)
     post_seconds, training = add_post_arms(cascades, post_arms, arms, base_sha256,
-                                           allow_base_mismatch, raw, raw_general, rows, general_rows)
+                                           allow_base_mismatch, raw, raw_general, rows, general_rows,
+                                           schema)
 
-    clips, metrics, deltas = score_manifest(rows, raw, resamples, seed)
+    clips, metrics, deltas = score_manifest(rows, raw, resamples, seed, schema)
     best = best_arm(metrics)
     indices = bootstrap_indices(len(rows), resamples, seed)
     report = EvalReport(
@@ -427,14 +447,16 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
                       for name, (source, directory) in cascades.items()},
         rules_arms={name: {"stage1": arm.source, "rules": arm.path} for name, arm in post_arms.items()},
         arms=metrics, deltas=deltas, best_arm=best,
-        deltas_vs_best={arm: metric_delta(rows, clips[best], arm_clips, indices)
-                        for arm, arm_clips in clips.items() if arm != best})
+        deltas_vs_best={arm: metric_delta(rows, clips[best], arm_clips, indices, schema)
+                        for arm, arm_clips in clips.items() if arm != best},
+        labels=schema.to_dict())
     if general_rows:
-        _, general_metrics, general_deltas = score_manifest(general_rows, raw_general, resamples, seed)
+        _, general_metrics, general_deltas = score_manifest(general_rows, raw_general, resamples,
+                                                            seed, schema)
         report.retention = {"data": str(general), "n": len(general_rows),
                             "arms": general_metrics, "delta": general_deltas}
     report.decision = decision_table(report, training, decoder.seconds, post_seconds,
-                                     sum(row.audio_seconds for row in rows))
+                                     sum(row.audio_seconds for row in rows), schema)
     report.slices = slice_table(rows, clips)
     report.changed_clips = {arm: changed_clips(rows, clips["base"], arm_clips)
                             for arm, arm_clips in clips.items() if arm != "base"}

@@ -37,13 +37,17 @@ class ScoredClip:
     emotion_confidence: float | None  # the decoder's probability of its decoded emotion
     language_correct: bool
     event_correct: bool
+    heads: dict | None = None         # a cascade's extra heads: {head: predicted label}
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if data["heads"] is None:
+            del data["heads"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "<clip>") -> "ScoredClip":
-        return cls(**_known_fields(cls, data, where))
+        return cls(**_known_fields(cls, data, where, frozenset({"heads"})))
 
 
 def _known_fields(cls, data: dict, where: str, optional: frozenset = frozenset()) -> dict:
@@ -82,6 +86,7 @@ class EvalReport(Mapping):
     gates: dict = field(default_factory=dict)
     gates_passed: bool = True
     retention: dict | None = None     # {data, n, arms, delta} with --general
+    labels: dict = field(default_factory=dict)  # the label schema scored (LabelSchema.to_dict)
 
     @property
     def adapter_arm(self) -> str | None:

@@ -130,6 +130,33 @@ def decision_rows(report: dict) -> list[list[str]]:
     return rows
 
 
+HEADS_HEADER = ["head", "arm", "n", "accuracy", "UA", "macro-F1"]
+
+
+def head_rows(report: dict) -> list[list[str]]:
+    """Each extra head (e.g. role) of each arm that predicts it, with 95% intervals."""
+    rows = []
+    for head in (report.get("labels") or {}).get("heads", {}):
+        for arm in report["arm_names"]:
+            scores = report["arms"][arm].get("heads", {}).get(head)
+            if scores:
+                rows.append([head, arm, str(scores["n"]),
+                             *(f"{_fmt(scores[m], 3)} {_ci(scores['ci95'][m])}"
+                               for m in ("accuracy", "ua", "macro_f1"))])
+    return rows
+
+
+def new_class_line(report: dict) -> str | None:
+    """The recall of each class SenseVoice lacks, per arm (the base's is 0: it cannot say it)."""
+    new = [row for row in report.get("decision", []) if row.get("new_class_recall")]
+    if not new:
+        return None
+    tags = list(new[0]["new_class_recall"])
+    return "Recall of the classes SenseVoice lacks: " + "; ".join(
+        f"{_tag(tag)}: " + ", ".join(f"{row['arm']} {row['new_class_recall'][tag]:.2f}" for row in new)
+        for tag in tags)
+
+
 def headline_rows(report: dict) -> list[list[str]]:
     rows = []
     for arm in report["arm_names"]:
@@ -206,8 +233,12 @@ def render_markdown(report: dict) -> str:
               "Inference cost: compute per second of audio on this run's device (stage 1's decoding "
               "plus the arm's post-processing); training: time to the best checkpoint (adapters) or "
               "the whole fit (cascades).", "",
+              *([new_class_line(report), ""] if new_class_line(report) else []),
               "## Headline", ""]
     lines += markdown_table(["arm"] + [LABELS[m] for m in HEADLINE], headline_rows(report))
+    if head_rows(report):
+        lines += ["", "## Extra heads (95% intervals)", ""]
+        lines += markdown_table(HEADS_HEADER, head_rows(report))
     if report.get("deltas"):
         lines += ["", "## Change against base", ""]
         lines += markdown_table(["arm"] + [LABELS[m] for m in HEADLINE]
@@ -357,8 +388,11 @@ def render_html(report: dict, images: dict[str, Path]) -> str:
                     f"<div class='verdict-line'>{html.escape(line)}</div>"
                     for line in verdict_lines(report)) + "</div>",
                 "<h2>Decision table</h2>", _html_table(DECISION_HEADER, decision_rows(report)),
+                *([f"<p>{html.escape(new_class_line(report))}</p>"] if new_class_line(report) else []),
                 "<h2>Headline (95% bootstrap intervals)</h2>",
                 _html_table(["arm"] + [LABELS[m] for m in HEADLINE], headline_rows(report))]
+    if head_rows(report):
+        sections += ["<h2>Extra heads (95% intervals)</h2>", _html_table(HEADS_HEADER, head_rows(report))]
     if report.get("deltas"):
         sections += ["<h2>Change against base (paired; * p &lt; 0.05)</h2>",
                      _html_table(["arm"] + [LABELS[m] for m in HEADLINE] + ["McNemar"],

@@ -16,7 +16,7 @@ import numpy as np
 from svlora.eval.stats import (DEFAULT_RESAMPLES, bootstrap_interval, macro_f1_metric,
                                mcnemar_exact, mean_metric, paired_bootstrap, ratio_metric,
                                resample_indices, unweighted_recall_metric)
-from svlora.labels import EMOTION_TAGS, split_output
+from svlora.label_schema import DEFAULT_SCHEMA, LabelSchema
 from svlora.manifest import ManifestRow
 from svlora.eval.records import ScoredClip
 from svlora.metrics import text_edits
@@ -28,10 +28,12 @@ TEXT_METRICS = ("error_rate", "cer", "wer", "empty_rate")  # judged together: se
 LOWER_IS_BETTER = set(TEXT_METRICS)
 
 
-def score_clip(row: ManifestRow, raw_output: str, emotion_probs: dict | None = None) -> ScoredClip:
-    """One clip's prediction: parsed tags, normalised texts and edit counts; with the decoder's
-    emotion distribution, the probability of the decoded emotion (its confidence)."""
-    parts = split_output(raw_output)
+def score_clip(row: ManifestRow, raw_output: str, emotion_probs: dict | None = None,
+               schema: LabelSchema = DEFAULT_SCHEMA, head_probs: dict | None = None) -> ScoredClip:
+    """One clip's prediction: tags parsed by `schema`, normalised texts and edit counts; with
+    the decoder's emotion distribution, the probability of the decoded emotion (its
+    confidence); with a cascade's `head_probs` ({head: {label: p}}), each head's argmax."""
+    parts = schema.split(raw_output)
     language = row.text_language.strip("<|>")
     edits = text_edits(row.target, parts["text"], language)
     chars, words = edits["chars"], edits["words"]
@@ -45,29 +47,33 @@ def score_clip(row: ManifestRow, raw_output: str, emotion_probs: dict | None = N
         emotion_probs=emotion_probs,
         emotion_confidence=(emotion_probs or {}).get(parts["emotion"]) if emotion_probs else None,
         language_correct=parts["language"] == row.text_language,
-        event_correct=parts["event"] == row.event_target)
+        event_correct=parts["event"] == row.event_target,
+        heads={name: max(p, key=p.get) for name, p in head_probs.items()} if head_probs else None)
 
 
-def emotion_order(labels) -> list[str]:
-    """Tags in SenseVoice's vocabulary order, then anything else (e.g. NO_EMOTION)."""
+def emotion_order(labels, order=DEFAULT_SCHEMA.emotion) -> list[str]:
+    """Labels in the schema's order (`order`: its emotion classes, or a head's labels), then
+    anything else (e.g. NO_EMOTION)."""
     labels = set(labels)
-    known = [tag for tag in EMOTION_TAGS if tag in labels]
+    known = [tag for tag in order if tag in labels]
     return known + sorted(labels - set(known))
 
 
-def confusion_matrix(references: list[str], predictions: list[str]) -> dict:
-    """Counts[reference][prediction]; rows are the reference emotions present."""
-    rows = emotion_order(references)
-    columns = emotion_order(set(references) | set(predictions))
+def confusion_matrix(references: list[str], predictions: list[str],
+                     order=DEFAULT_SCHEMA.emotion) -> dict:
+    """Counts[reference][prediction]; rows are the reference classes present."""
+    rows = emotion_order(references, order)
+    columns = emotion_order(set(references) | set(predictions), order)
     pairs = Counter(zip(references, predictions))
     return {"rows": rows, "columns": columns,
             "counts": [[pairs[(r, c)] for c in columns] for r in rows]}
 
 
-def per_class(references: list[str], predictions: list[str]) -> dict:
-    """Precision, recall and F1 of each reference emotion."""
+def per_class(references: list[str], predictions: list[str], order=DEFAULT_SCHEMA.emotion) -> dict:
+    """Precision, recall and F1 of each reference class (a class an arm never predicts has
+    recall 0)."""
     result = {}
-    for tag in emotion_order(references):
+    for tag in emotion_order(references, order):
         true_positive = sum(r == tag and p == tag for r, p in zip(references, predictions))
         predicted = sum(p == tag for p in predictions)
         actual = sum(r == tag for r in references)
@@ -143,12 +149,37 @@ def sdi(clips: list[ScoredClip], unit: str) -> dict | None:
     return {k: sum(c[k] for c in counted) for k in ("sub", "del", "ins", "ref")}
 
 
-def arm_metrics(rows: list[ManifestRow], clips: list[ScoredClip], indices: np.ndarray) -> dict:
-    """Every metric of one arm, with bootstrap 95% intervals for the headline ones."""
+def head_metrics(rows: list[ManifestRow], clips: list[ScoredClip], head: str,
+                 labels: tuple[str, ...], indices: np.ndarray) -> dict | None:
+    """Accuracy, UA and macro-F1 (with bootstrap 95% intervals), per-class scores and the
+    confusion of one extra head over the clips labelled for it; None for an arm that does
+    not predict it."""
+    if not any(c.heads and head in c.heads for c in clips):
+        return None
+    labelled = np.array([r.head(head) is not None for r in rows], dtype=bool)
+    references = np.array([r.head(head) or "" for r in rows])
+    predictions = np.array([(c.heads or {}).get(head, NO_EMOTION) for c in clips])
+    metrics = {"accuracy": ratio_metric((references == predictions) & labelled, labelled),
+               "ua": unweighted_recall_metric(references, predictions),
+               "macro_f1": macro_f1_metric(references, predictions)}
+    everything = np.arange(len(rows))[None]
+    values = {name: float(metric(everything)[0]) for name, metric in metrics.items()}
+    kept = [i for i in range(len(rows)) if labelled[i]]
+    return {"n": int(labelled.sum()), **values,
+            "ci95": {name: bootstrap_interval(metric, indices) for name, metric in metrics.items()},
+            "per_class": per_class([references[i] for i in kept], [predictions[i] for i in kept], labels),
+            "confusion": confusion_matrix([references[i] for i in kept],
+                                          [predictions[i] for i in kept], labels)}
+
+
+def arm_metrics(rows: list[ManifestRow], clips: list[ScoredClip], indices: np.ndarray,
+                schema: LabelSchema = DEFAULT_SCHEMA) -> dict:
+    """Every metric of one arm, with bootstrap 95% intervals for the headline ones; classes
+    in the schema's order, and its extra heads where the arm predicts them."""
     arrays = ArmArrays(rows, clips)
     references = [r.emo_target for r in rows if r.has_emotion]
     predictions = [c.emotion for r, c in zip(rows, clips) if r.has_emotion]
-    classes = per_class(references, predictions)
+    classes = per_class(references, predictions, schema.emotion)
     result = {"n": len(clips)}
     for name in HEADLINE:
         result[name] = arrays.value(name)
@@ -160,14 +191,16 @@ def arm_metrics(rows: list[ManifestRow], clips: list[ScoredClip], indices: np.nd
         "event_f1": event_f1(rows, clips),
         "per_class": classes,
         "per_emotion_accuracy": {tag: {"n": s["n"], "accuracy": s["recall"]} for tag, s in classes.items()},
-        "confusion": confusion_matrix(references, predictions),
+        "confusion": confusion_matrix(references, predictions, schema.emotion),
         "calibration": calibration(clips),
+        "heads": {name: metrics for name, labels in schema.heads.items()
+                  if (metrics := head_metrics(rows, clips, name, labels, indices)) is not None},
     })
     return result
 
 
 def metric_delta(rows: list[ManifestRow], base_clips: list[ScoredClip], other_clips: list[ScoredClip],
-                 indices: np.ndarray) -> dict:
+                 indices: np.ndarray, schema: LabelSchema = DEFAULT_SCHEMA) -> dict:
     """other − base for every headline metric, with paired-bootstrap 95% intervals and
     p-values, and the exact McNemar test on emotion correctness."""
     base, other = ArmArrays(rows, base_clips), ArmArrays(rows, other_clips)
@@ -181,8 +214,10 @@ def metric_delta(rows: list[ManifestRow], base_clips: list[ScoredClip], other_cl
         delta["ci95"][name], delta["p_value"][name] = paired["ci95"], paired["p_value"]
     labelled = base.labelled
     delta["emotion_mcnemar"] = mcnemar_exact(base.correct[labelled], other.correct[labelled])
-    base_classes = per_class(list(base.references[labelled]), list(base.predictions[labelled]))
-    other_classes = per_class(list(other.references[labelled]), list(other.predictions[labelled]))
+    base_classes = per_class(list(base.references[labelled]), list(base.predictions[labelled]),
+                             schema.emotion)
+    other_classes = per_class(list(other.references[labelled]), list(other.predictions[labelled]),
+                              schema.emotion)
     delta["per_emotion_accuracy"] = {tag: other_classes[tag]["recall"] - s["recall"]
                                      for tag, s in base_classes.items()}
     return delta

@@ -17,7 +17,7 @@ import torch
 
 from svlora.adapter_format import Stage1Identity
 from svlora.errors import AdapterError, SvloraError
-from svlora.labels import EMOTION_TAGS, EVENT_TAGS
+from svlora.label_schema import DEFAULT_SCHEMA, LabelSchema, schema_of_meta
 from svlora.metrics import unweighted_average_recall
 
 # version 2: adapter_sha256 is adapter_identity (weights and adapter_config.json); version 1
@@ -37,12 +37,18 @@ class CascadeConfig:
     feature_dims: dict = field(default_factory=dict)
     trained: dict = field(default_factory=dict)   # data, clips, seconds, val metrics
     event_classes: list[str] = field(default_factory=list)  # with an event head: the events
+    heads: dict[str, list[str]] = field(default_factory=dict)  # extra heads (role, ...): labels
+    labels: dict = field(default_factory=dict)  # the label schema it was trained in (empty: SenseVoice's)
     schema: str = CASCADE_SCHEMA
     version: int = CASCADE_VERSION
 
     @property
     def stage1(self) -> Stage1Identity:
         return Stage1Identity(self.base_sha256, self.adapter_sha256)
+
+    @property
+    def label_schema(self) -> LabelSchema:
+        return schema_of_meta({"labels": self.labels}, CONFIG)
 
 
 def hashed_ngrams(text: str, buckets: int = HASH_BUCKETS) -> np.ndarray:
@@ -83,10 +89,12 @@ class TextEncoder:
         return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).numpy().astype(np.float32)
 
 
-def clip_features(stage1: list[dict], text: TextEncoder) -> np.ndarray:
-    """[clips, features]: pooled encoder output, stage-1 emotion distribution, text vector."""
+def clip_features(stage1: list[dict], text: TextEncoder,
+                  emotions: dict[str, int] = DEFAULT_SCHEMA.emotion) -> np.ndarray:
+    """[clips, features]: pooled encoder output, stage-1 distribution over the schema's
+    emotions, text vector."""
     acoustic = np.stack([np.asarray(s["pooled"], np.float32) for s in stage1])
-    probabilities = np.array([[s["emotion_probs"].get(tag, 0.0) for tag in EMOTION_TAGS]
+    probabilities = np.array([[s["emotion_probs"].get(tag, 0.0) for tag in emotions]
                               for s in stage1], np.float32)
     return np.concatenate([acoustic, probabilities, text([s["text"] for s in stage1])], axis=1)
 
@@ -134,7 +142,8 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_
     return head, {"val_ua": best[0], "val_accuracy": best[1], "best_epoch": best_epoch}
 
 
-def save_cascade(out: Path, head: Head, config: CascadeConfig, event_head: Head | None = None) -> None:
+def save_cascade(out: Path, head: Head, config: CascadeConfig, event_head: Head | None = None,
+                 extra_heads: dict[str, Head] | None = None) -> None:
     from safetensors.torch import save_file
 
     from svlora.adapter_format import replace_dir
@@ -145,6 +154,8 @@ def save_cascade(out: Path, head: Head, config: CascadeConfig, event_head: Head 
     tensors = {k: v.contiguous() for k, v in head.state_dict().items()}
     if event_head is not None:
         tensors.update({f"event.{k}": v.contiguous() for k, v in event_head.state_dict().items()})
+    for name, extra in (extra_heads or {}).items():
+        tensors.update({f"head.{name}.{k}": v.contiguous() for k, v in extra.state_dict().items()})
     save_file(tensors, str(staging / WEIGHTS))
     write_json_atomic(staging / CONFIG, asdict(config))
     replace_dir(staging, out)
@@ -156,14 +167,21 @@ class Cascade:
     head: Head
     text: TextEncoder
     event_head: Head | None = None
+    extra_heads: dict[str, Head] = field(default_factory=dict)
 
     def predict(self, stage1: list[dict]) -> list[dict[str, float]]:
         """Emotion distributions (over the trained classes) for stage-1 results."""
-        return self.predict_both(stage1)[0]
+        return self.predict_all(stage1)[0]
 
     def predict_both(self, stage1: list[dict]) -> tuple[list[dict], list[dict] | None]:
         """Emotion distributions, and event distributions when the cascade has an event head."""
-        features = torch.from_numpy(clip_features(stage1, self.text))
+        return self.predict_all(stage1)[:2]
+
+    def predict_all(self, stage1: list[dict]) -> tuple[list[dict], list[dict] | None, dict]:
+        """Emotion distributions, event distributions (with an event head, else None) and
+        {head: distributions} of the extra heads."""
+        features = torch.from_numpy(clip_features(stage1, self.text,
+                                                  self.config.label_schema.emotion))
 
         def distributions(head: Head, classes: list[str]) -> list[dict[str, float]]:
             with torch.no_grad():
@@ -171,18 +189,20 @@ class Cascade:
             return [{tag: round(float(p), 6) for tag, p in zip(classes, row)} for row in probabilities]
 
         events = distributions(self.event_head, self.config.event_classes) if self.event_head else None
-        return distributions(self.head, self.config.classes), events
+        heads = {name: distributions(head, self.config.heads[name])
+                 for name, head in self.extra_heads.items()}
+        return distributions(self.head, self.config.classes), events, heads
 
     def redecide(self, stage1: list[dict]) -> list[dict]:
         """Per stage-1 result ({raw, pooled, emotion_probs, text}): the raw output with the
         emotion (and, with an event head, the event) tag replaced by the cascade's decision,
-        and the new distributions."""
-        from svlora.labels import split_output
-
-        emotions, events = self.predict_both(stage1)
+        the new distributions, and each extra head's label and distribution (`role`,
+        `role_probs`)."""
+        emotions, events, heads = self.predict_all(stage1)
+        schema = self.config.label_schema
         decided = []
         for index, (item, distribution) in enumerate(zip(stage1, emotions)):
-            parts, raw = split_output(item["raw"]), item["raw"]
+            parts, raw = schema.split(item["raw"]), item["raw"]
             emotion = max(distribution, key=distribution.get)
             raw = raw.replace(parts["emotion"], emotion, 1) if parts["emotion"] else raw
             change = {"emotion": emotion, "emotion_probs": distribution}
@@ -190,14 +210,19 @@ class Cascade:
                 event = max(events[index], key=events[index].get)
                 raw = raw.replace(parts["event"], event, 1) if parts["event"] else raw
                 change.update(event=event, event_probs=events[index])
+            for name, head_distributions in heads.items():
+                probabilities = head_distributions[index]
+                change.update({name: max(probabilities, key=probabilities.get),
+                               f"{name}_probs": probabilities})
             decided.append({**change, "raw": raw})
         return decided
 
 
 def load_cascade(directory: str | Path, base_sha256: str, adapter_sha256: str | None,
-                 allow_base_mismatch: bool = False) -> Cascade:
+                 allow_base_mismatch: bool = False, labels: LabelSchema | None = None) -> Cascade:
     """A saved cascade, refused (like an adapter) when trained on another stage 1: base
-    model.pt sha256 and, with an adapter, its adapter_identity (Stage1Identity.of)."""
+    model.pt sha256 and, with an adapter, its adapter_identity (Stage1Identity.of); and,
+    given `labels` (the run's), when trained in another label schema."""
     from safetensors.torch import load_file
 
     directory = Path(directory)
@@ -209,18 +234,24 @@ def load_cascade(directory: str | Path, base_sha256: str, adapter_sha256: str | 
         raise AdapterError(f"{directory / CONFIG}: schema {data.get('schema')!r} is not {CASCADE_SCHEMA}")
     config = CascadeConfig(**data)
     check_stage1(directory, config, Stage1Identity(base_sha256, adapter_sha256), allow_base_mismatch)
+    if labels is not None and config.label_schema != labels:
+        raise AdapterError(f"{directory}: trained in another label schema than this run's "
+                           f"(emotions {', '.join(t[2:-2] for t in config.classes)}); train a "
+                           "cascade on data prepared with this schema")
     state = load_file(str(directory / WEIGHTS))
     inputs = int(sum(config.feature_dims.values()))
 
     def build(prefix: str, classes: int) -> Head:
         part = {k.removeprefix(prefix): v for k, v in state.items()
-                if k.startswith(prefix) and (prefix or not k.startswith("event."))}
+                if k.startswith(prefix) and (prefix or not k.startswith(("event.", "head.")))}
         head = Head(inputs, classes, config.hidden, part["mean"], part["std"])
         head.load_state_dict(part)
         return head.eval()
 
     event_head = build("event.", len(config.event_classes)) if config.event_classes else None
-    return Cascade(config, build("", len(config.classes)), TextEncoder(config.text), event_head)
+    extra = {name: build(f"head.{name}.", len(classes)) for name, classes in config.heads.items()}
+    return Cascade(config, build("", len(config.classes)), TextEncoder(config.text), event_head,
+                   extra)
 
 
 def check_stage1(directory: Path, config: CascadeConfig, stage1: Stage1Identity,
@@ -252,7 +283,6 @@ def stage1_results(base, rows, ban_emo_unknown: bool = False, cache: Path | None
     from svlora.decoding import decode_features
     from svlora.features import row_features
     from svlora.io import write_json_atomic
-    from svlora.labels import split_output
 
     path = None
     if cache is not None:
@@ -263,7 +293,7 @@ def stage1_results(base, rows, ban_emo_unknown: bool = False, cache: Path | None
     decoded = decode_features(base, row_features(base, rows, "features"),
                               itn=[row.itn_query for row in rows],
                               ban_emo_unknown=ban_emo_unknown, with_pooled=True)
-    results = [{"raw": d.raw, "text": split_output(d.raw)["text"], "emotion_probs": d.emotion_probs,
+    results = [{"raw": d.raw, "text": base.labels.split(d.raw)["text"], "emotion_probs": d.emotion_probs,
                 "pooled": d.pooled} for d in decoded]
     if path is not None:
         write_json_atomic(path, results)
@@ -271,15 +301,18 @@ def stage1_results(base, rows, ban_emo_unknown: bool = False, cache: Path | None
 
 
 def stage1_model(model: str, adapter: str | None, device: str, hub: str,
-                 allow_base_mismatch: bool, trust_remote_code: bool):
-    """The stage-1 model (base, or base + adapter) and its Stage1Identity."""
+                 allow_base_mismatch: bool, trust_remote_code: bool,
+                 labels: LabelSchema = DEFAULT_SCHEMA):
+    """The stage-1 model (base, or base + adapter of the same label schema), decoding into
+    `labels`, and its Stage1Identity."""
     from svlora.adapter_format import attach_adapter
     from svlora.model import load_base_model, weights_sha256
 
     base = load_base_model(model, device=device, hub=hub, trust_remote_code=trust_remote_code)
+    base.use_labels(labels)
     stage1 = Stage1Identity.of(weights_sha256(base.model_dir), adapter)
     if adapter:
-        attach_adapter(base.model, adapter, stage1.base_sha256, allow_base_mismatch)
+        attach_adapter(base.model, adapter, stage1.base_sha256, allow_base_mismatch, labels=labels)
     return base, stage1
 
 
@@ -294,30 +327,37 @@ def train_cascade(model: str, data: str, val: str, out: str, adapter: str | None
     from svlora.io import sha256_file
     from svlora.manifest import read_manifest
 
+    from svlora.label_schema import schema_beside
+
     started = time.time()
-    train_rows = [r for r in read_manifest(data) if r.has_emotion]
-    val_rows = [r for r in read_manifest(val) if r.has_emotion]
+    labels = schema_beside(data)  # its classes and heads are what the cascade learns
+    train_rows = [r for r in read_manifest(data, labels) if r.has_emotion]
+    val_rows = [r for r in read_manifest(val, labels) if r.has_emotion]
     if not train_rows or not val_rows:
         raise SvloraError(f"{data if not train_rows else val}: no clip has an emotion label")
-    base, stage1 = stage1_model(model, adapter, device, hub, allow_base_mismatch, trust_remote_code)
+    base, stage1 = stage1_model(model, adapter, device, hub, allow_base_mismatch, trust_remote_code,
+                                labels)
     encoder = TextEncoder(text)
     cache = Path(cache_dir) if cache_dir else Path(out).resolve().parent / ".stage1-cache"
+    identity = {**stage1.to_dict(), "device": base.device.type, "ban_emo_unknown": ban_emo_unknown,
+                "labelled_only": True, "version": 1}
+    if not labels.is_default:
+        identity["labels"] = labels.to_dict()
     train_stage1, val_stage1 = (
-        stage1_results(base, rows, ban_emo_unknown, cache,
-                       {**stage1.to_dict(), "manifest": sha256_file(path), "device": base.device.type,
-                        "ban_emo_unknown": ban_emo_unknown, "labelled_only": True, "version": 1})
+        stage1_results(base, rows, ban_emo_unknown, cache, {**identity, "manifest": sha256_file(path)})
         for rows, path in ((train_rows, data), (val_rows, val)))
-    classes = [tag for tag in EMOTION_TAGS if tag in {r.emo_target for r in train_rows}]
+    classes = [tag for tag in labels.emotion if tag in {r.emo_target for r in train_rows}]
     unknown = sorted({r.emo_target for r in val_rows} - set(classes))
     if unknown:
         raise SvloraError(f"{val}: emotion(s) {', '.join(unknown)} never occur in {data}")
     index = {tag: i for i, tag in enumerate(classes)}
-    train_x, val_x = clip_features(train_stage1, encoder), clip_features(val_stage1, encoder)
+    train_x = clip_features(train_stage1, encoder, labels.emotion)
+    val_x = clip_features(val_stage1, encoder, labels.emotion)
     train_y = np.array([index[r.emo_target] for r in train_rows])
     val_y = np.array([index[r.emo_target] for r in val_rows])
     features_s = elapsed(started)
     head, metrics = train_head(train_x, train_y, val_x, val_y, len(classes), hidden)
-    event_classes = [tag for tag in EVENT_TAGS if tag in {r.event_target for r in train_rows}]
+    event_classes = [tag for tag in labels.event if tag in {r.event_target for r in train_rows}]
     event_head = None
     if len(event_classes) > 1 and {r.event_target for r in val_rows} <= set(event_classes):
         event_index = {tag: i for i, tag in enumerate(event_classes)}
@@ -327,18 +367,51 @@ def train_cascade(model: str, data: str, val: str, out: str, adapter: str | None
         metrics.update({f"event_{k}": v for k, v in event_metrics.items()})
     else:
         event_classes = []
+    extra_heads, head_classes = {}, {}
+    for name, allowed in labels.heads.items():
+        trained = train_extra_head(name, allowed, train_rows, val_rows, train_x, val_x, hidden, data)
+        if trained:
+            extra_heads[name], head_classes[name], head_metrics = trained
+            metrics.update({f"{name}_{k}": v for k, v in head_metrics.items()})
     stage1_val = np.array([index.get(max(s["emotion_probs"], key=s["emotion_probs"].get), -1)
                            for s in val_stage1])
-    dims = {"acoustic": len(train_stage1[0]["pooled"]), "emotion_probs": len(EMOTION_TAGS),
-            "text": train_x.shape[1] - len(train_stage1[0]["pooled"]) - len(EMOTION_TAGS)}
+    dims = {"acoustic": len(train_stage1[0]["pooled"]), "emotion_probs": len(labels.emotion),
+            "text": train_x.shape[1] - len(train_stage1[0]["pooled"]) - len(labels.emotion)}
     config = CascadeConfig(stage1.base_sha256, stage1.adapter_sha256, classes, text, hidden, dims,
-                           event_classes=event_classes, trained={
+                           event_classes=event_classes, heads=head_classes,
+                           labels={} if labels.is_default else labels.to_dict(), trained={
         "data": str(data), "val": str(val), "clips": len(train_rows), "val_clips": len(val_rows),
         "stage1": {"model": str(model), "adapter": adapter},
         "stage1_val_ua": unweighted_average_recall(val_y, stage1_val), **metrics,
         "feature_seconds": features_s, "seconds": elapsed(started)})
-    save_cascade(Path(out), head, config, event_head)
+    save_cascade(Path(out), head, config, event_head, extra_heads)
+    heads_note = "".join(f", {name} val UA {metrics[f'{name}_val_ua']:.3f}" for name in head_classes)
     log(f"cascade: {len(train_rows)} clips, {len(classes)} emotions, val UA {metrics['val_ua']:.3f} "
-        f"(stage 1 alone {config.trained['stage1_val_ua']:.3f}); {config.trained['seconds']}s "
-        f"({features_s}s computing features)")
+        f"(stage 1 alone {config.trained['stage1_val_ua']:.3f}){heads_note}; "
+        f"{config.trained['seconds']}s ({features_s}s computing features)")
     return config
+
+
+def train_extra_head(name: str, allowed: tuple[str, ...], train_rows, val_rows, train_x: np.ndarray,
+                     val_x: np.ndarray, hidden: int, data: str) -> tuple[Head, list[str], dict] | None:
+    """One extra head (e.g. role) on the clips labelled for it: (head, its labels, val
+    metrics); None, with nothing trained, when no training clip carries the head."""
+    train_keep = [i for i, r in enumerate(train_rows) if r.head(name) is not None]
+    val_keep = [i for i, r in enumerate(val_rows) if r.head(name) is not None]
+    if not train_keep:
+        return None
+    classes = [label for label in allowed if label in {train_rows[i].head(name) for i in train_keep}]
+    if len(classes) < 2:
+        raise SvloraError(f"{data}: head {name!r} has only the label {classes[0]!r}; a head needs "
+                          "clips of at least two labels to learn")
+    if not val_keep:
+        raise SvloraError(f"{data}: head {name!r} is labelled in training but on no validation "
+                          "clip; the cascade picks its best epoch on validation")
+    unknown = sorted({val_rows[i].head(name) for i in val_keep} - set(classes))
+    if unknown:
+        raise SvloraError(f"head {name!r}: validation label(s) {', '.join(unknown)} never occur in {data}")
+    index = {label: i for i, label in enumerate(classes)}
+    head, metrics = train_head(train_x[train_keep], np.array([index[train_rows[i].head(name)] for i in train_keep]),
+                               val_x[val_keep], np.array([index[val_rows[i].head(name)] for i in val_keep]),
+                               len(classes), hidden)
+    return head, classes, metrics

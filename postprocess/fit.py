@@ -9,7 +9,7 @@ from collections import Counter
 
 import numpy as np
 
-from svlora.labels import split_output
+from svlora.label_schema import DEFAULT_SCHEMA, LabelSchema
 from svlora.metrics import NO_SPACE_LANGUAGES, normalize_text, unweighted_average_recall
 from svlora.postprocess.rules import bare_text
 
@@ -55,11 +55,11 @@ def units(text: str, language: str) -> list[str]:
 
 
 def mine_confusions(outputs: list[str], references: list[str], languages: list[str],
-                    top: int = 5, min_clips: int = 2) -> dict:
+                    top: int = 5, min_clips: int = 2, labels: LabelSchema = DEFAULT_SCHEMA) -> dict:
     """{'PRED→LABEL': {clips, endings: [[ending, in confusion, overall]], words: [...]}} for
     every confusion with at least `min_clips` clips: the transcript endings and words whose
     share among the confused clips most exceeds their share overall."""
-    parts = [split_output(o) for o in outputs]
+    parts = [labels.split(o) for o in outputs]
     endings = [(units(bare_text(p["text"]), lang) or [""])[-1] for p, lang in zip(parts, languages)]
     words = [set(units(p["text"], lang)) for p, lang in zip(parts, languages)]
     overall_endings, overall_words = Counter(endings), Counter(w for ws in words for w in ws)
@@ -84,13 +84,13 @@ def mine_confusions(outputs: list[str], references: list[str], languages: list[s
 
 
 def fit_rules(outputs: list[str], distributions: list[dict[str, float]], references: list[str],
-              languages: list[str]) -> dict:
+              languages: list[str], labels: LabelSchema = DEFAULT_SCHEMA) -> dict:
     """A rules file's content: fitted emotion offsets, no hand rules yet, and the miner's
     evidence (only clips with an emotion label count)."""
     labelled = [i for i, r in enumerate(references) if r]
     offsets = fit_offsets([distributions[i] for i in labelled], [references[i] for i in labelled])
     miner = mine_confusions([outputs[i] for i in labelled], [references[i] for i in labelled],
-                            [languages[i] for i in labelled])
+                            [languages[i] for i in labelled], labels=labels)
     return {"version": 1, "emotion_offsets": offsets, "rules": [], "miner": miner}
 
 
@@ -106,6 +106,7 @@ def fit_rules_file(model: str, data: str, out: str, adapter: str | None = None,
     from svlora.errors import SvloraError
     from svlora.features import row_features
     from svlora.io import write_text_atomic
+    from svlora.label_schema import schema_beside
     from svlora.manifest import read_manifest
     from svlora.model import load_base_model, weights_sha256
 
@@ -113,14 +114,17 @@ def fit_rules_file(model: str, data: str, out: str, adapter: str | None = None,
     if not any(row.has_emotion for row in rows):
         raise SvloraError(f"{data}: no clip has an emotion label; rules fit needs labelled clips")
     base = load_base_model(model, device=device, hub=hub, trust_remote_code=trust_remote_code)
+    labels = schema_beside(data)  # the offsets cover its classes (a new one included)
+    base.use_labels(labels)
     if adapter:
-        attach_adapter(base.model, adapter, weights_sha256(base.model_dir), allow_base_mismatch)
+        attach_adapter(base.model, adapter, weights_sha256(base.model_dir), allow_base_mismatch,
+                       labels=labels)
     decoded = decode_features(base, row_features(base, rows, "features"),
                               itn=[row.itn_query for row in rows],
                               ban_emo_unknown=ban_emo_unknown)
     content = fit_rules([d.raw for d in decoded], [d.emotion_probs for d in decoded],
                         [row.emo_target or "" for row in rows],
-                        [row.text_language.strip("<|>") for row in rows])
+                        [row.text_language.strip("<|>") for row in rows], labels)
     header = (f"# Fitted by `svlora rules fit` on {data} ({len(rows)} clips), stage 1: {model}"
               f"{' + ' + adapter if adapter else ''}.\n# emotion_offsets are added to the "
               "log-probability of each emotion (prior correction); `miner` lists, per confusion "

@@ -5,7 +5,6 @@ file-level fields are recomputed from its re-decided segments, so they never go 
 from __future__ import annotations
 
 from svlora.decoding import joined_output, weighted_decision
-from svlora.labels import split_output
 from svlora.segments import Segment, weighted_tag
 
 from svlora.postprocess.cascade import Cascade
@@ -42,7 +41,8 @@ def results_with_cascade(cascade: Cascade, results: list[dict]) -> list[dict]:
         if "segments" not in result:
             out.append(next(relabelled))
         else:
-            out.append(file_after_cascade(result, [next(relabelled) for _ in result["segments"]]))
+            out.append(file_after_cascade(result, [next(relabelled) for _ in result["segments"]],
+                                          list(cascade.config.heads)))
     return out
 
 
@@ -53,12 +53,14 @@ def relabel(item: dict, change: dict) -> dict:
     return {**{k: v for k, v in item.items() if k != "pooled"}, **change, **kept}
 
 
-def file_after_cascade(result: dict, segments: list[dict]) -> dict:
+def file_after_cascade(result: dict, segments: list[dict], heads: list[str]) -> dict:
     rest = {k: v for k, v in result.items() if k != "pooled"}
     out = {**rest, "segments": segments, "raw": joined_output(segments)["raw"],
            "stage1_emotion": result.get("emotion"), **file_decision(segments, "emotion")}
     if "stage1_event" in segments[0]:  # the cascade has an event head
         out.update(stage1_event=result.get("event"), **file_decision(segments, "event"))
+    for head in heads:  # e.g. role: the duration-weighted decision of its segments'
+        out.update(file_decision(segments, head))
     return out
 
 
@@ -69,7 +71,7 @@ def result_with_rules(rules: RuleSet, result: dict) -> dict:
     file's raw, text, emotion_probs, emotion and event follow its segments'."""
     def one(item: dict, seconds: float | None) -> dict:
         applied = apply_rules(rules, item["raw"], item.get("emotion_probs"), seconds)
-        return {**item, **split_output(applied["raw"]), "raw": applied["raw"],
+        return {**item, **rules.labels.split(applied["raw"]), "raw": applied["raw"],
                 "emotion_probs": applied["emotion_probs"], "rules_fired": applied["fired"]}
 
     if "segments" not in result:

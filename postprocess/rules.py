@@ -11,15 +11,17 @@ import math
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import re2
 
 from svlora.config import load_config
 from svlora.errors import RecipeError
-from svlora.labels import EMOTION_TAGS, EVENT_TAGS, LANGUAGE_TAGS, split_output
+from svlora.label_schema import DEFAULT_SCHEMA, LabelSchema
 
 RULES_VERSION = 1
 CLEAR = "clear"  # action emotion: clear → <|EMO_UNKNOWN|>
+EMO_UNKNOWN = "<|EMO_UNKNOWN|>"
 
 
 @dataclass
@@ -59,18 +61,21 @@ class RuleSet:
     rules: list[Rule] = field(default_factory=list)
     # evidence from `rules fit` (over-represented endings and words per confusion); not applied
     miner: dict = field(default_factory=dict)
+    # the classes its names are read in (not a YAML key: load_rules sets the run's schema)
+    labels: ClassVar[LabelSchema] = DEFAULT_SCHEMA
 
     def validate(self, where: str) -> None:
         if self.version != RULES_VERSION:
             raise RecipeError(f"{where}: version {self.version}; this svlora reads version {RULES_VERSION}")
+        emotions = self.labels.emotion
         for name, offset in self.emotion_offsets.items():
-            if as_tag(name, EMOTION_TAGS) is None:
+            if as_tag(name, emotions) is None:
                 raise RecipeError(f"{where}: emotion_offsets: {name!r} is not an emotion; use "
-                                  f"{', '.join(t.strip('<|>') for t in EMOTION_TAGS)}")
+                                  f"{', '.join(t.strip('<|>') for t in emotions)}")
             if not isinstance(offset, (int, float)) or not math.isfinite(offset):
                 raise RecipeError(f"{where}: emotion_offsets.{name}: {offset!r} is not a number")
         for index, rule in enumerate(self.rules):
-            validate_rule(rule, f"{where}: rules[{index}] ({rule.name or 'unnamed'})")
+            validate_rule(rule, f"{where}: rules[{index}] ({rule.name or 'unnamed'})", self.labels)
 
 
 def as_tag(value: str, vocabulary: dict[str, int]) -> str | None:
@@ -79,11 +84,11 @@ def as_tag(value: str, vocabulary: dict[str, int]) -> str | None:
     return next((tag for tag in vocabulary if tag.strip("<|>").lower() == bare.lower()), None)
 
 
-def validate_rule(rule: Rule, where: str) -> None:
+def validate_rule(rule: Rule, where: str, labels: LabelSchema = DEFAULT_SCHEMA) -> None:
     if not rule.name:
         raise RecipeError(f"{where}: name: every rule needs a name (it is reported when it fires)")
-    for field_name, vocabulary in (("emotion", EMOTION_TAGS), ("event", EVENT_TAGS),
-                                   ("language", LANGUAGE_TAGS)):
+    for field_name in ("emotion", "event", "language"):
+        vocabulary = labels.tags(field_name)
         for value in getattr(rule.when, field_name):
             if as_tag(value, vocabulary) is None:
                 raise RecipeError(f"{where}: when.{field_name}: {value!r} is not one of "
@@ -110,9 +115,13 @@ def validate_rule(rule: Rule, where: str) -> None:
                 "Japanese text; write the class out: \\p{L} letters, \\p{N} digits, "
                 "[\\p{L}\\p{N}_] word characters, [\\t\\n\\p{Z}] spaces")
     action = rule.then
-    if action.emotion is not None and action.emotion != CLEAR and as_tag(action.emotion, EMOTION_TAGS) is None:
-        raise RecipeError(f"{where}: then.emotion: {action.emotion!r} is not an emotion or 'clear'")
-    if action.event is not None and as_tag(action.event, EVENT_TAGS) is None:
+    if action.emotion is not None and action.emotion != CLEAR and as_tag(action.emotion, labels.emotion) is None:
+        raise RecipeError(f"{where}: then.emotion: {action.emotion!r} is not an emotion or 'clear' "
+                          f"({', '.join(t.strip('<|>') for t in labels.emotion)})")
+    if action.emotion == CLEAR and EMO_UNKNOWN not in labels.emotion:
+        raise RecipeError(f"{where}: then.emotion: 'clear' sets EMO_UNKNOWN, which the label schema "
+                          "leaves out; set one of its emotions instead")
+    if action.event is not None and as_tag(action.event, labels.event) is None:
         raise RecipeError(f"{where}: then.event: {action.event!r} is not an event")
     if action.emotion is None and action.event is None and not action.replace:
         raise RecipeError(f"{where}: then: the rule does nothing (set emotion, event or replace)")
@@ -140,9 +149,14 @@ def compiled_regex(pattern: str):
     return re2.compile(pattern, options=options)
 
 
-def load_rules(path: str | Path) -> RuleSet:
-    """A rules file, every value checked (errors name the file, the rule and the field)."""
-    return load_config(RuleSet, path, check=RuleSet.validate, kind="rules file")
+def load_rules(path: str | Path, labels: LabelSchema = DEFAULT_SCHEMA) -> RuleSet:
+    """A rules file, every value checked against `labels` (the run's label schema: a rule may
+    test and set its own classes); errors name the file, the rule and the field."""
+    rules = load_config(RuleSet, path, kind="rules file")
+    if not labels.is_default:
+        rules.labels = labels  # an instance attribute: this file's rules read these classes
+    rules.validate(str(path))
+    return rules
 
 
 def bare_text(text: str) -> str:
@@ -153,15 +167,16 @@ def bare_text(text: str) -> str:
     return text
 
 
-def matches(condition: Condition, parts: dict, probability: float | None, seconds: float | None) -> bool:
+def matches(condition: Condition, parts: dict, probability: float | None, seconds: float | None,
+            labels: LabelSchema = DEFAULT_SCHEMA) -> bool:
     def among(values: list[str], tag: str | None, vocabulary) -> bool:
         return not values or (tag is not None and tag in {as_tag(v, vocabulary) for v in values})
 
     text = parts["text"]
     checks = (
-        among(condition.emotion, parts["emotion"], EMOTION_TAGS),
-        among(condition.event, parts["event"], EVENT_TAGS),
-        among(condition.language, parts["language"], LANGUAGE_TAGS),
+        among(condition.emotion, parts["emotion"], labels.emotion),
+        among(condition.event, parts["event"], labels.event),
+        among(condition.language, parts["language"], labels.language),
         condition.emotion_prob_below is None or (probability is not None and probability < condition.emotion_prob_below),
         condition.emotion_prob_above is None or (probability is not None and probability > condition.emotion_prob_above),
         condition.min_seconds is None or (seconds is not None and seconds >= condition.min_seconds),
@@ -174,9 +189,10 @@ def matches(condition: Condition, parts: dict, probability: float | None, second
     return all(checks)
 
 
-def offset_probabilities(probabilities: dict[str, float], offsets: dict[str, float]) -> dict[str, float]:
+def offset_probabilities(probabilities: dict[str, float], offsets: dict[str, float],
+                         emotions: dict[str, int] = DEFAULT_SCHEMA.emotion) -> dict[str, float]:
     """p_i · exp(offset_i), renormalised: a per-class prior correction."""
-    tags = {as_tag(k, EMOTION_TAGS): v for k, v in offsets.items()}
+    tags = {as_tag(k, emotions): v for k, v in offsets.items()}
     scaled = {tag: p * math.exp(tags.get(tag, 0.0)) for tag, p in probabilities.items()}
     total = sum(scaled.values()) or 1.0
     return {tag: value / total for tag, value in scaled.items()}
@@ -191,22 +207,23 @@ def apply_rules(rules: RuleSet, raw: str, emotion_probs: dict[str, float] | None
     """One clip after the rules: {raw, emotion_probs, fired: [rule names]}. Offsets act first
     (they need the decoder's emotion distribution), then every matching rule in order, each
     seeing what the previous ones did."""
-    parts = split_output(raw)
+    labels = rules.labels
+    parts = labels.split(raw)
     probabilities = dict(emotion_probs) if emotion_probs else None
     if rules.emotion_offsets and probabilities:
-        probabilities = offset_probabilities(probabilities, rules.emotion_offsets)
+        probabilities = offset_probabilities(probabilities, rules.emotion_offsets, labels.emotion)
         parts["emotion"] = max(probabilities, key=probabilities.get)
     fired = []
     for rule in rules.rules:
         probability = probabilities.get(parts["emotion"]) if probabilities and parts["emotion"] else None
-        if not matches(rule.when, parts, probability, seconds):
+        if not matches(rule.when, parts, probability, seconds, labels):
             continue
         fired.append(rule.name)
         action = rule.then
         if action.emotion is not None:
-            parts["emotion"] = "<|EMO_UNKNOWN|>" if action.emotion == CLEAR else as_tag(action.emotion, EMOTION_TAGS)
+            parts["emotion"] = EMO_UNKNOWN if action.emotion == CLEAR else as_tag(action.emotion, labels.emotion)
         if action.event is not None:
-            parts["event"] = as_tag(action.event, EVENT_TAGS)
+            parts["event"] = as_tag(action.event, labels.event)
         for old, new in action.replace.items():
             parts["text"] = parts["text"].replace(old, new)
     return {"raw": join_output(parts), "emotion_probs": probabilities, "fired": fired}

@@ -102,16 +102,18 @@ class Decoded:
     emotion_probs: dict[str, float]
     event_probs: dict[str, float]
     pooled: list[float] | None = None  # mean encoder output over the speech (for a cascade)
+    head_probs: dict | None = None     # a cascade's extra heads: {head: {label: probability}}
 
     def to_dict(self) -> dict:
         data = {"raw": self.raw, "language_probs": self.language_probs,
                 "emotion_probs": self.emotion_probs, "event_probs": self.event_probs}
-        return {**data, "pooled": self.pooled} if self.pooled is not None else data
+        optional = {"pooled": self.pooled, "head_probs": self.head_probs}
+        return {**data, **{k: v for k, v in optional.items() if v is not None}}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Decoded":
         return cls(data["raw"], data["language_probs"], data["emotion_probs"], data["event_probs"],
-                   data.get("pooled"))
+                   data.get("pooled"), data.get("head_probs"))
 
 
 # output frame of each tag, in SenseVoice's target order
