@@ -37,11 +37,19 @@ def stage(name: str, timings: dict):
 
 
 def decision_summary(report: dict) -> str:
-    """The decision table as plain lines: which path wins, and at what cost."""
-    lines = ["arm              emotion UA  emotion acc  error rate  ms/audio-s"]
+    """The decision table as plain lines: which path wins, and at what cost; with a label
+    schema, the recall of each class SenseVoice lacks and each extra head's UA."""
+    first = report["decision"][0]
+    new = list(first.get("new_class_recall", {}))
+    heads = list(first.get("head_ua", {}))
+    extra = "".join(f"  {tag[2:-2]} recall" for tag in new) + "".join(f"  {h} UA" for h in heads)
+    lines = ["arm              emotion UA  emotion acc  error rate  ms/audio-s" + extra]
     for row in report["decision"]:
+        cells = [f"{row['new_class_recall'][tag]:{len(tag) + 4}.3f}" for tag in new]
+        cells += ["–".rjust(len(h) + 5) if row["head_ua"][h] is None else f"{row['head_ua'][h]:{len(h) + 5}.3f}"
+                  for h in heads]
         lines.append(f"{row['arm']:16s} {row['emotion_ua']:10.3f} {row['emotion_accuracy']:12.3f} "
-                     f"{row['error_rate']:11.3f} {row['ms_per_audio_second'] or 0:11.2f}")
+                     f"{row['error_rate']:11.3f} {row['ms_per_audio_second'] or 0:11.2f}" + "".join(cells))
     return "\n".join(lines)
 
 
@@ -52,6 +60,7 @@ def run_quickstart(out: str | Path = "svlora-quickstart", seed: int = 0) -> dict
     from svlora.demo_data import generate_demo_corpora
     from svlora.eval import evaluate, verdict
     from svlora.finetune import load_recipe, train_recipe
+    from svlora.label_schema import DEFAULT_SCHEMA, load_schema
     from svlora.postprocess import fit_rules_file, train_cascade
     from svlora.manifest import read_manifest
     from svlora.recipes import recipe_path
@@ -66,10 +75,12 @@ def run_quickstart(out: str | Path = "svlora-quickstart", seed: int = 0) -> dict
     with stage("generate demo data", timings):
         corpora = generate_demo_corpora(root / "demo", seed=seed)
     with stage("prepare", timings):
-        for name in ("general", "clinic"):
+        for name in ("general", "clinic"):  # the clinic declares its own labels (HESITANT, role)
+            labels_yaml = corpora[name].parent / "labels.yaml"
+            labels = load_schema(labels_yaml) if labels_yaml.is_file() else DEFAULT_SCHEMA
             report = prepare_corpus(PrepareOptions(input=str(corpora[name]), out=str(root / name),
                                                    format="csv", split_by="speaker", val=0.1, test=0.2,
-                                                   seed=seed))
+                                                   seed=seed, labels=labels))
             print(f"[{name}] " + summary(report))
 
     def run_recipe(name: str, model: Path, data: str, run_dir: str):

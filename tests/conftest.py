@@ -120,8 +120,9 @@ def trained_dir(tmp_path_factory, request) -> Path:
     step("tiny model", "make-tiny-model", str(root / "tiny-random"))
     corpora = generate_demo_corpora(root / "demo", seed=0)
     for name in ("general", "clinic"):
+        labels = ["--labels", str(corpora[name].parent / "labels.yaml")] if name == "clinic" else []
         step(f"prepare {name}", "prepare", str(corpora[name]), "--format", "csv", "--out",
-             str(root / name), "--split-by", "speaker", "--val", "0.1", "--test", "0.2")
+             str(root / name), "--split-by", "speaker", "--val", "0.1", "--test", "0.2", *labels)
 
     def train(recipe: str, model: Path, data: str, run_dir: str) -> None:
         step(f"train {recipe}", "train", recipe, f"model={model}", f"out={root / run_dir}",
