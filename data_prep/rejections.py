@@ -16,9 +16,12 @@ from svlora.errors import SvloraError
 
 
 def rejected_csv(rejected: list[dict]) -> str:
-    """rejected.csv: each rejected row's fields, its reason and where it was read."""
+    """rejected.csv: each rejected row's fields (its other columns too, e.g. a head's), its
+    reason and where it was read."""
+    extra = sorted({name for r in rejected for name in r["fields"]} - set(FIELDS) - REJECTED_MARKER)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[*FIELDS, *sorted(REJECTED_MARKER)], lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=[*FIELDS, *extra, *sorted(REJECTED_MARKER)],
+                            lineterminator="\n", restval="")
     writer.writeheader()
     writer.writerows({name: spreadsheet_safe(str(value)) for name, value in
                       {**r["fields"], "reason": r["reason"], "row": r["row"]}.items()}

@@ -65,8 +65,8 @@ def schema_difference(ours: LabelSchema, theirs: LabelSchema) -> str:
     """The first kind in which two schemas differ, in words."""
     for kind in ("emotion", "event", "language"):
         if ours.tags(kind) != theirs.tags(kind):
-            return (f"{kind} {', '.join(t[2:-2] for t in theirs.tags(kind))} vs "
-                    f"{', '.join(t[2:-2] for t in ours.tags(kind))}")
+            return (f"its {kind} classes {', '.join(t[2:-2] for t in theirs.tags(kind))}; this "
+                    f"run's {', '.join(t[2:-2] for t in ours.tags(kind))}")
     return "heads" if ours.heads != theirs.heads else "query rows"
 
 

@@ -189,6 +189,9 @@ def resolve_schema(declared: dict, where: str, pinned: LabelSchema | None = None
         kinds[kind] = {}
         for name in checked_names(declared[kind], f"{where}: {kind}"):
             tag = tag_of(name, SENSEVOICE_TAGS[kind]) or f"<|{name}|>"
+            if names_seen.get(tag.lower()) == kind:
+                raise ManifestError(f"{where}: {kind}: {name!r} is listed twice (names are "
+                                    "case-insensitive)")
             if tag.lower() in names_seen:
                 raise ManifestError(f"{where}: {name!r} is declared twice (as {names_seen[tag.lower()]} "
                                     f"and {kind}); every class needs its own name")
