@@ -107,15 +107,19 @@ def load_model(model: str, adapter: str | None = None, device: str = "cpu", hub:
             runtime.merge()
     if int8:
         runtime.base.model = quantize_int8(runtime.base.model)
+    if cascade:
+        from svlora.postprocess import load_cascade
+
+        adapter_sha256 = adapter_identity(adapter) if adapter else None
+        # on the base alone, a cascade brings its labels (as an adapter does); else they must match
+        fixed = adapter is not None or not runtime.base.labels.is_default
+        runtime.cascade = load_cascade(cascade, runtime.base_sha256, adapter_sha256,
+                                       allow_base_mismatch, labels=runtime.base.labels if fixed else None)
+        if not fixed:
+            runtime.base.use_labels(runtime.cascade.config.label_schema)
     if rules:
         from svlora.postprocess import load_rules
         from svlora.recipes.rules import rules_path
 
         runtime.rules = load_rules(rules_path(rules), runtime.base.labels)
-    if cascade:
-        from svlora.postprocess import load_cascade
-
-        adapter_sha256 = adapter_identity(adapter) if adapter else None
-        runtime.cascade = load_cascade(cascade, runtime.base_sha256, adapter_sha256,
-                                       allow_base_mismatch, labels=runtime.base.labels)
     return runtime

@@ -402,8 +402,11 @@ def train_extra_head(name: str, allowed: tuple[str, ...], train_rows, val_rows, 
         return None
     classes = [label for label in allowed if label in {train_rows[i].head(name) for i in train_keep}]
     if len(classes) < 2:
-        raise SvloraError(f"{data}: head {name!r} has only the label {classes[0]!r}; a head needs "
-                          "clips of at least two labels to learn")
+        from svlora.model import log_note
+
+        log_note(f"{data}: head {name!r} has only the label {classes[0]!r}: not trained (a head "
+                 "needs clips of at least two labels)")
+        return None
     if not val_keep:
         raise SvloraError(f"{data}: head {name!r} is labelled in training but on no validation "
                           "clip; the cascade picks its best epoch on validation")

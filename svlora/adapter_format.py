@@ -79,8 +79,9 @@ def adapter_labels(meta: dict, adapter_dir: str | Path, expected: LabelSchema | 
         raise AdapterError(str(error)) from None
     if expected is not None and schema != expected:
         raise AdapterError(f"{adapter_dir} was trained on another label schema than this run's "
-                           f"({schema_difference(expected, schema)}); use the labels.json it was "
-                           "trained with (prepare --labels), or train an adapter on this schema")
+                           f"({schema_difference(expected, schema)}); keep the labels.json prepare wrote "
+                           "beside the manifests (copy it next to a manifest you moved), or train an "
+                           "adapter on this schema")
     return schema
 
 

@@ -3,6 +3,7 @@ on, used at inference and as an eval arm; with no text model, hashed n-grams, or
 randomly initialised) Hugging Face BERT as its text branch."""
 
 import json
+import shutil
 
 import pytest
 
@@ -25,7 +26,7 @@ def test_train_save_load_and_refuse_another_stage1(trained_dir, hashed_cascade):
     out, config = hashed_cascade
     saved = json.loads((out / CONFIG).read_text())
     assert saved["schema"] == "svlora-cascade" and saved["adapter_sha256"] is None
-    assert set(saved["classes"]) == {"<|HAPPY|>", "<|SAD|>", "<|ANGRY|>", "<|NEUTRAL|>"}
+    assert set(saved["classes"]) == {"<|HAPPY|>", "<|SAD|>", "<|ANGRY|>", "<|NEUTRAL|>", "<|HESITANT|>"}
     assert 0 <= saved["trained"]["val_ua"] <= 1 and saved["trained"]["seconds"] > 0
     from svlora.model import weights_sha256
 
@@ -91,6 +92,7 @@ def test_event_head_and_stage1_cache(trained_dir, tmp_path, monkeypatch):
         for i, row in enumerate(rows):
             row["event_target"] = "<|Laughter|>" if i % 2 else "<|Speech|>"
         (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    shutil.copy(trained_dir / "clinic/labels.json", tmp_path)  # the clinic's label schema
     arguments = (str(trained_dir / "tiny-base"), str(tmp_path / "train.jsonl"),
                  str(tmp_path / "val.jsonl"))
     config = train_cascade(*arguments, str(tmp_path / "c1"), log=lambda m: None)

@@ -38,6 +38,7 @@ class FakeCascade:
 
     def __init__(self, events: bool):
         self.events = events
+        self.config = type("Config", (), {"heads": {}})()  # no extra heads
 
     def redecide(self, stage1):
         decided = [{HAPPY: 0.51, SAD: 0.49}, {HAPPY: 0.1, SAD: 0.9}]

@@ -112,6 +112,7 @@ def test_gates_are_checked_before_any_decoding(spec, adapters, general, message)
 def test_duplicate_keys_in_an_eval_manifest_are_an_error(trained_dir, tmp_path, capsys):
     lines = (trained_dir / "clinic/test.jsonl").read_text().splitlines()
     (tmp_path / "dup.jsonl").write_text("\n".join(lines[:3] + lines[:1]) + "\n")
+    shutil.copy(trained_dir / "clinic/labels.json", tmp_path)  # the clinic's label schema
     assert main(["eval", "--model", str(trained_dir / "tiny-base"), "--data",
                  str(tmp_path / "dup.jsonl"), "--out", str(tmp_path / "r")]) == 1
     assert "appears twice" in capsys.readouterr().err
