@@ -309,6 +309,8 @@ def inject_adapter(module, adapter_dir: str | Path, name: str = "default"):
 
     if isinstance(module, PeftModel):
         peft_model = module
+        if not peft_model.peft_config:  # every earlier adapter unloaded: PEFT would re-activate
+            peft_model.base_model.active_adapter = name  # an empty list and fail (modules_to_save)
         peft_model.load_adapter(str(adapter_dir), adapter_name=name)
     else:
         peft_model = PeftModel.from_pretrained(module, str(adapter_dir), adapter_name=name,

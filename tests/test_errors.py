@@ -102,9 +102,9 @@ def test_unknown_language_is_refused(tiny_model_dir, tmp_path, capsys):
     from svlora.errors import SvloraError
 
     write_tone(tmp_path / "a.wav")
-    with pytest.raises(SystemExit):
-        main(["transcribe", "--model", str(tiny_model_dir), "--language", "xx", str(tmp_path / "a.wav")])
-    assert "invalid choice: 'xx'" in capsys.readouterr().err
+    # the languages depend on the adapter's label schema: checked once the model is loaded
+    assert main(["transcribe", "--model", str(tiny_model_dir), "--language", "xx", str(tmp_path / "a.wav")]) == 1
+    assert "language 'xx': use auto or one of zh, en, yue, ja, ko, nospeech" in capsys.readouterr().err
     with pytest.raises(SvloraError, match="language 'xx': use auto or one of zh, en"):
         load_model(str(tiny_model_dir)).transcribe([tmp_path / "a.wav"], language="xx")
 

@@ -12,6 +12,7 @@ class CountingCascade:
 
     def __init__(self):
         self.calls: list[int] = []
+        self.config = type("Config", (), {"heads": {}})()  # no extra heads
 
     def redecide(self, stage1):
         self.calls.append(len(stage1))

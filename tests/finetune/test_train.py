@@ -123,7 +123,11 @@ def test_validation_decodes_each_row_with_its_own_itn_query(monkeypatch):
         return [f"<|en|><|HAPPY|><|Speech|><|{s}|>{written[s]}" for s in styles]
 
     monkeypatch.setattr(train_module, "transcribe_features", decoder)
-    cer, emotion_accuracy = train_module.decoded_scores(None, examples)
+    from types import SimpleNamespace
+
+    from svlora.label_schema import DEFAULT_SCHEMA
+
+    cer, emotion_accuracy = train_module.decoded_scores(SimpleNamespace(labels=DEFAULT_SCHEMA), examples)
     assert seen == [["withitn", "woitn"]]
     assert cer == 0.0 and emotion_accuracy == 1.0
 

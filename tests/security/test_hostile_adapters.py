@@ -19,7 +19,9 @@ from svlora.errors import AdapterError
 from tests.adapters.test_serve import ADMIN, TOKEN, clinic_clips, post, start_server, stop
 
 WEIGHTS, CONFIG = "adapter_model.safetensors", "adapter_config.json"
-BASE_KEY = "base_model.model.ctc.ctc_lo.weight"
+# the query embedding: a base weight the clinic adapter neither targets nor saves (its CTC head
+# is a declared modules_to_save copy, the schema's new class trains it)
+BASE_KEY = "base_model.model.embed.weight"
 
 
 def hostile_copy(trained_dir, target, base, tensors=None, config=None):
@@ -34,8 +36,8 @@ def hostile_copy(trained_dir, target, base, tensors=None, config=None):
 
 
 def with_base_key(tensors, base):
-    """A replacement for the CTC output layer (the base's own weight), shaped to fit."""
-    return {**tensors, BASE_KEY: torch.full_like(base["ctc.ctc_lo.weight"], 3.0)}
+    """A replacement for the query embedding (the base's own weight), shaped to fit."""
+    return {**tensors, BASE_KEY: torch.full_like(base["embed.weight"], 3.0)}
 
 
 def with_nan(tensors, base):
