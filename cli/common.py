@@ -44,6 +44,8 @@ def add_stage1_args(parser: argparse.ArgumentParser, data_help: str, out_help: s
     parser.add_argument("--out", required=True, help=out_help)
     parser.add_argument("--ban-emo-unknown", action="store_true",
                         help="stage 1 never predicts <|EMO_UNKNOWN|>")
+    parser.add_argument("--labels", help="the label schema (labels.json or YAML; default: the "
+                        "labels.json beside --data)")
 
 
 def arm_settings(args, **extra):

@@ -11,6 +11,8 @@ def register(commands) -> None:
     evaluate = commands.add_parser("eval", help="A/B: base vs adapters on the same clips")
     add_model_args(evaluate)
     evaluate.add_argument("--data", required=True, help="test manifest (SenseVoice jsonl)")
+    evaluate.add_argument("--labels", help="the label schema every arm is scored in (labels.json or "
+                          "YAML; default: the labels.json beside --data)")
     evaluate.add_argument("--adapter", action="append", default=[], metavar="[NAME=]PATH",
                           help="an adapter arm; repeat for several")
     evaluate.add_argument("--rules-arm", action="append", default=[], metavar="NAME=ARM:RULES",
@@ -50,7 +52,7 @@ def run_eval(args) -> int:
                       resamples=args.resamples, seed=args.seed,
                       trust_remote_code=args.trust_remote_code, max_clip_seconds=args.max_seconds,
                       ban_emo_unknown=args.ban_emo_unknown, rules_arms=args.rules_arm,
-                      cascade_arms=args.cascade_arm)
+                      cascade_arms=args.cascade_arm, labels=args.labels)
     print(verdict(report))
     print(f"report: {args.out}/report.html (report.md, report.json, predictions.jsonl, confusion*.png)")
     if not report.gates_passed:

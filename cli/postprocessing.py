@@ -46,7 +46,7 @@ def run_rules(args) -> None:
                              device=args.device, hub=args.hub,
                              allow_base_mismatch=args.allow_base_mismatch,
                              ban_emo_unknown=args.ban_emo_unknown,
-                             trust_remote_code=args.trust_remote_code)
+                             trust_remote_code=args.trust_remote_code, labels=args.labels)
     offsets = ", ".join(f"{k} {v:+.2f}" for k, v in content["emotion_offsets"].items()) or "none"
     print(f"emotion offsets: {offsets}; {len(content['miner'])} confusion(s) mined; wrote {args.out}")
 
@@ -58,5 +58,6 @@ def run_cascade(args) -> None:
                   hidden=args.hidden, device=args.device, hub=args.hub,
                   allow_base_mismatch=args.allow_base_mismatch,
                   ban_emo_unknown=args.ban_emo_unknown, trust_remote_code=args.trust_remote_code,
+                  labels=args.labels,
                   cache_dir=args.cache_dir)
     print(f"wrote {args.out}")

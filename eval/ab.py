@@ -29,7 +29,7 @@ from svlora.eval.report import (render_html, render_markdown, write_confusion_pn
 from svlora.eval.scoring import arm_metrics, bootstrap_indices, metric_delta, score_clip
 from svlora.eval.slices import changed_clips, slice_table
 from svlora.features import FRAME_SECONDS, row_features
-from svlora.label_schema import LabelSchema, schema_beside
+from svlora.label_schema import LabelSchema, load_schema, schema_beside
 from svlora.io import (require_output_dir, sha256_file, write_json_atomic, write_jsonl_atomic,
                        write_text_atomic)
 from svlora.manifest import ManifestRow, read_manifest
@@ -73,9 +73,9 @@ def parse_arms(adapters: list[str]) -> list[Arm]:
     return arms
 
 
-def read_unique_manifest(path: str) -> list[ManifestRow]:
+def read_unique_manifest(path: str, schema: LabelSchema | None = None) -> list[ManifestRow]:
     """A manifest whose keys are unique: predictions are keyed by clip key."""
-    rows, first = read_manifest(path), {}
+    rows, first = read_manifest(path, schema), {}
     for number, row in enumerate(rows, start=1):
         if row.key in first:
             raise SvloraError(f"{path}: key {row.key!r} appears twice (rows {first[row.key]} and "
@@ -400,20 +400,22 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
              cache_dir: str | None = None, resamples: int = 1000, seed: int = 0,
              trust_remote_code: bool = False, max_clip_seconds: float | None = None,
              ban_emo_unknown: bool = False, rules_arms: list[str] | None = None,
-             cascade_arms: list[str] | None = None) -> EvalReport:
+             cascade_arms: list[str] | None = None, labels: str | None = None) -> EvalReport:
     """Score every arm on every clip of `data` (and `general`); write and return the report.
 
     `rules_arms` ('NAME=ARM:RULES.yaml') add arms that apply a rules file to another arm's
     decoded outputs: each model (base, each adapter) is decoded once, rules reuse its outputs.
+    `labels` (a labels.json or YAML) overrides the schema found beside `data`.
     """
     gates = parse_gates(gate, has_adapters=bool(adapters) or bool(rules_arms) or bool(cascade_arms),
                         has_general=general is not None)
     arms = parse_arms(adapters or [])
-    schema = schema_beside(data)  # the test set's classes: what every arm is scored on
+    # the test set's classes: what every arm is scored on
+    schema = load_schema(labels) if labels else schema_beside(data)
     cascades = parse_cascade_arms(cascade_arms or [], arms, set())
     # rules may follow a stage 1 or a cascade arm (e.g. adapter → cascade → rules)
     post_arms = parse_rules_arms(rules_arms or [], [a.name for a in arms] + list(cascades), schema)
-    rows = read_unique_manifest(data)
+    rows = read_unique_manifest(data, schema)
     general_rows = read_unique_manifest(general) if general else None
     for path, manifest_rows in ((data, rows), (general, general_rows or [])):
         refuse_long_clips(path, manifest_rows, max_clip_seconds)

@@ -320,17 +320,18 @@ def train_cascade(model: str, data: str, val: str, out: str, adapter: str | None
                   text: str = "hashed", hidden: int = 64, device: str = "cpu", hub: str = "ms",
                   allow_base_mismatch: bool = False, ban_emo_unknown: bool = False,
                   trust_remote_code: bool = False, cache_dir: str | None = None,
-                  log=print) -> CascadeConfig:
+                  log=print, labels: str | None = None) -> CascadeConfig:
     """Train a cascade on `data` (best epoch by UA on `val`) and write it to `out`. Stage 1's
     outputs are cached in `cache_dir` (default: `.stage1-cache` beside `out`), so retraining
     with other head settings decodes nothing."""
     from svlora.io import sha256_file
     from svlora.manifest import read_manifest
 
-    from svlora.label_schema import schema_beside
+    from svlora.label_schema import load_schema, schema_beside
 
     started = time.time()
-    labels = schema_beside(data)  # its classes and heads are what the cascade learns
+    # its classes and heads are what the cascade learns
+    labels = load_schema(labels) if labels else schema_beside(data)
     train_rows = [r for r in read_manifest(data, labels) if r.has_emotion]
     val_rows = [r for r in read_manifest(val, labels) if r.has_emotion]
     if not train_rows or not val_rows:

@@ -96,7 +96,8 @@ def fit_rules(outputs: list[str], distributions: list[dict[str, float]], referen
 
 def fit_rules_file(model: str, data: str, out: str, adapter: str | None = None,
                    device: str = "cpu", hub: str = "ms", allow_base_mismatch: bool = False,
-                   ban_emo_unknown: bool = False, trust_remote_code: bool = False) -> dict:
+                   ban_emo_unknown: bool = False, trust_remote_code: bool = False,
+                   labels: str | None = None) -> dict:
     """Decode `data` with the stage-1 model (base, or base + adapter), fit, and write `out` as
     a rules file a person can read and edit. Returns its content."""
     import yaml
@@ -106,25 +107,25 @@ def fit_rules_file(model: str, data: str, out: str, adapter: str | None = None,
     from svlora.errors import SvloraError
     from svlora.features import row_features
     from svlora.io import write_text_atomic
-    from svlora.label_schema import schema_beside
+    from svlora.label_schema import load_schema, schema_beside
     from svlora.manifest import read_manifest
     from svlora.model import load_base_model, weights_sha256
 
-    rows = read_manifest(data)
+    schema = load_schema(labels) if labels else schema_beside(data)
+    rows = read_manifest(data, schema)
     if not any(row.has_emotion for row in rows):
         raise SvloraError(f"{data}: no clip has an emotion label; rules fit needs labelled clips")
     base = load_base_model(model, device=device, hub=hub, trust_remote_code=trust_remote_code)
-    labels = schema_beside(data)  # the offsets cover its classes (a new one included)
-    base.use_labels(labels)
+    base.use_labels(schema)  # the offsets cover its classes (a new one included)
     if adapter:
         attach_adapter(base.model, adapter, weights_sha256(base.model_dir), allow_base_mismatch,
-                       labels=labels)
+                       labels=schema)
     decoded = decode_features(base, row_features(base, rows, "features"),
                               itn=[row.itn_query for row in rows],
                               ban_emo_unknown=ban_emo_unknown)
     content = fit_rules([d.raw for d in decoded], [d.emotion_probs for d in decoded],
                         [row.emo_target or "" for row in rows],
-                        [row.text_language.strip("<|>") for row in rows], labels)
+                        [row.text_language.strip("<|>") for row in rows], schema)
     header = (f"# Fitted by `svlora rules fit` on {data} ({len(rows)} clips), stage 1: {model}"
               f"{' + ' + adapter if adapter else ''}.\n# emotion_offsets are added to the "
               "log-probability of each emotion (prior correction); `miner` lists, per confusion "

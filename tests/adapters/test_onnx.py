@@ -61,6 +61,9 @@ def test_sherpa_onnx_loads_the_export_and_agrees_with_svlora(trained_dir, tmp_pa
     assert io_names(out / "model.int8.onnx")[2]["neg_mean"] == meta["neg_mean"]
     tokens = (out / "tokens.txt").read_text(encoding="utf-8").splitlines()
     assert len(tokens) == 25055 and tokens[24885] == "<|en|> 24885"
+    # the clinic's HESITANT (a spare token) is named in tokens.txt, so sherpa-onnx prints it: the
+    # 60/60 parity above covers the 12 HESITANT clips
+    assert tokens[25034] == "<|HESITANT|> 25034" and report["onnx_fp32"]["emotion_accuracy"] >= 0.9
 
 
 def test_funasr_onnx_loads_the_export_and_agrees_with_svlora(trained_dir, tmp_path, capsys,
@@ -69,6 +72,7 @@ def test_funasr_onnx_loads_the_export_and_agrees_with_svlora(trained_dir, tmp_pa
     report = export(trained_dir, out, "funasr", "--runtime-python", funasr_onnx_python)
     assert "parity through funasr_onnx: 60/60" in capsys.readouterr().out
     assert report["interpreter"] == funasr_onnx_python and report["fp32_identical_rate"] >= 0.99
+    assert report["onnx_fp32"]["emotion_accuracy"] >= 0.9  # HESITANT among them, by name
     inputs, outputs, _ = io_names(out / "model.onnx")
     assert (inputs, outputs) == (["speech", "speech_lengths", "language", "textnorm"],
                                  ["ctc_logits", "encoder_out_lens"])
