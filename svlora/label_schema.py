@@ -84,10 +84,15 @@ class LabelSchema:
         return ("auto", *self.languages)
 
     def banned_ids(self) -> list[int]:
-        """SenseVoice's emotion, event and language tokens this schema leaves out: decoding
-        never emits them (as FunASR's ban_emo_unk bans <|EMO_UNKNOWN|>)."""
-        return [token for kind in KINDS for tag, token in SENSEVOICE_TAGS[kind].items()
-                if tag not in self.tags(kind)]
+        """SenseVoice's emotion, event and language tokens this schema leaves out, and (for any
+        schema but SenseVoice's own) the spare tokens it does not use: decoding never emits them
+        (as FunASR's ban_emo_unk bans <|EMO_UNKNOWN|>)."""
+        left_out = [token for kind in KINDS for tag, token in SENSEVOICE_TAGS[kind].items()
+                    if tag not in self.tags(kind)]
+        if self.is_default:
+            return left_out
+        used = set(self.new_tags().values())
+        return left_out + [token for token in SPARE_TOKENS.values() if token not in used]
 
     def token_names(self) -> dict[str, str]:
         """{'<|SPECIAL_TOKEN_n|>': '<|NAME|>'} for every new class: the tokenizer's spelling

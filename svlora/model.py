@@ -92,7 +92,14 @@ class BaseModel:
     def use_labels(self, schema: LabelSchema) -> None:
         """Decode into `schema`'s classes from now on: its new languages get their query rows
         in the model's lid_dict (the `language` query) and lid_int_dict (FunASR's training
-        encode maps a target's language token to its query through it)."""
+        encode maps a target's language token to its query through it). A model that already
+        has labels of its own (its dir's labels.json, or an adapter's) keeps them: another
+        schema is refused, its output rows mean other classes."""
+        if not self.labels.is_default and schema != self.labels:
+            own = ", ".join(t[2:-2] for t in self.labels.emotion)
+            raise ModelError(f"{self.model_dir} decodes into its own label schema (emotions {own}), "
+                             "not this data's; use data prepared with its labels.json (prepare "
+                             "--labels), or the base it was merged from")
         module = self.model
         for name in [n for n in module.lid_dict if n not in SENSEVOICE_QUERY_ROWS]:
             module.lid_int_dict = {t: r for t, r in module.lid_int_dict.items()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from svlora.errors import AdapterError, ManifestError
+from svlora.errors import AdapterError, ManifestError, ModelError
 from svlora.label_schema import (DEFAULT_SCHEMA, SPARE_QUERY_ROWS, SPARE_TOKENS, LabelSchema,
                                  load_schema, resolve_schema, schema_beside)
 from svlora.labels import EMOTION_TAGS, LANGUAGE_TAGS, SPECIAL_TOKENS_FROM_24884, FIRST_SPECIAL_ID
@@ -162,8 +162,10 @@ def test_decoding_speaks_the_schema(tiny_model_dir):
     schema = resolve_schema(CLINIC, "labels.yaml")
     base.use_labels(schema)
     torch.manual_seed(0)
-    with torch.no_grad():  # make the spare STRESSED row win at the emotion frame
-        base.model.ctc.ctc_lo.bias[schema.emotion["<|STRESSED|>"]] += 50.0
+    unused_spare = max(SPARE_TOKENS.values())  # a spare token this schema does not use
+    with torch.no_grad():  # make the spare STRESSED row win at the emotion frame, and an unused
+        base.model.ctc.ctc_lo.bias[schema.emotion["<|STRESSED|>"]] += 50.0  # spare row everywhere
+        base.model.ctc.ctc_lo.bias[unused_spare] += 100.0
     decoded = decode_features(base, [torch.randn(40, 560) for _ in range(6)])
     banned = [t for kind in ("emotion", "event", "language")
               for t in DEFAULT_SCHEMA.tags(kind) if t not in schema.tags(kind)]
@@ -197,6 +199,9 @@ def test_an_adapter_of_another_schema_is_refused_in_one_line(trained_dir, tmp_pa
                               str(trained_dir / "clinic-run/adapter"), "--out", str(merged), "--merge")
     assert code == 0, stderr
     assert load_model(str(merged)).base.labels == schema_beside(trained_dir / "clinic/test.jsonl")
+    # the merged dir decodes into its labels: scoring it on SenseVoice's is refused, not mislabelled
+    with pytest.raises(ModelError, match="decodes into its own label schema"):
+        evaluate(str(merged), str(trained_dir / "general/test.jsonl"), str(tmp_path / "general"))
     clip = read_manifest(trained_dir / "clinic/test.jsonl")[0].source
     code, stdout, stderr = run_cli("transcribe", "--model", str(merged), "--adapter", str(adapter), clip)
     assert code == 1 and "another label schema" in stderr and stderr.strip().count("\n") <= 2
