@@ -144,7 +144,7 @@ def write_onnx_dir(runtime, out: Path, kind: str, int8: bool, provenance: dict) 
             write_schema(staging / SCHEMA_FILE, labels)  # onnx_runtimes renames them from this
         if kind == "sherpa":
             add_metadata(staging / fp32_name, metadata)
-            names = labels.token_names()  # sherpa-onnx prints tokens.txt's names: the user's
+            names = labels.token_names  # sherpa-onnx prints tokens.txt's names: the user's
             (staging / "tokens.txt").write_text(
                 "".join(f"{names.get(pieces.id_to_piece(i), pieces.id_to_piece(i))} {i}\n"
                         for i in range(pieces.vocab_size())),

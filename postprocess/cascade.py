@@ -10,6 +10,7 @@ import json
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +47,9 @@ class CascadeConfig:
     def stage1(self) -> Stage1Identity:
         return Stage1Identity(self.base_sha256, self.adapter_sha256)
 
-    @property
+    @cached_property
     def label_schema(self) -> LabelSchema:
+        """`labels` read once (the cascade asks for it on every batch it re-decides)."""
         return schema_of_meta({"labels": self.labels}, CONFIG)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import yaml
@@ -41,7 +42,8 @@ RESERVED_HEADS = {"emotion", "event", "language", "itn", "text", "raw", "path", 
 class LabelSchema:
     """Each kind's classes as {'<|NAME|>': token id}, in the user's order; query_rows gives
     each language its query-embedding row; heads are extra per-clip labels (no token: the
-    cascade learns them)."""
+    cascade learns them). Frozen: what is derived from it is computed once (cached_property),
+    as decoding asks for it per clip and manifests per row."""
 
     emotion: dict[str, int] = field(default_factory=lambda: dict(EMOTION_TAGS))
     event: dict[str, int] = field(default_factory=lambda: dict(EVENT_TAGS))
@@ -52,7 +54,7 @@ class LabelSchema:
     def __hash__(self) -> int:
         return hash(json.dumps(self.to_dict(), sort_keys=True))
 
-    @property
+    @cached_property
     def is_default(self) -> bool:
         return self == DEFAULT_SCHEMA
 
@@ -94,6 +96,7 @@ class LabelSchema:
         used = set(self.new_tags().values())
         return left_out + [token for token in SPARE_TOKENS.values() if token not in used]
 
+    @cached_property
     def token_names(self) -> dict[str, str]:
         """{'<|SPECIAL_TOKEN_n|>': '<|NAME|>'} for every new class: the tokenizer's spelling
         of a spare token and the user's name for it."""
@@ -102,7 +105,7 @@ class LabelSchema:
 
     def rename(self, raw: str) -> str:
         """A decoded output with spare tokens spelt as the user's names."""
-        for token, tag in self.token_names().items():
+        for token, tag in self.token_names.items():
             raw = raw.replace(token, tag)
         return raw
 

@@ -115,7 +115,7 @@ class BaseModel:
         """The training target: [lang, emotion, event, itn] tag ids (of the model's label
         schema) then the text's ids. A text-only row (emotion None) gets IGNORE_ID there: no
         emotion loss for it."""
-        spelling = {tag: token for token, tag in self.labels.token_names().items()}
+        spelling = {tag: token for token, tag in self.labels.token_names.items()}
         prefix = []
         for tag, vocabulary in ((language, self.labels.language), (emotion, self.labels.emotion),
                                 (event, self.labels.event), (itn, ITN_TAGS)):
