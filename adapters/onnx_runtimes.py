@@ -55,19 +55,27 @@ def decode_sherpa(export_dir: str, paths: list[str], int8: bool = False, threads
 
 
 def spare_token_names(export_dir: str) -> dict[str, str]:
-    """{'<|SPECIAL_TOKEN_n|>': '<|NAME|>'} from the export's labels.json (svlora's label
-    schema: the classes SenseVoice lacks sit on spare tokens); empty without one."""
+    """{tokenizer spelling: '<|NAME|>'} of each class SenseVoice lacks, from the export's
+    labels.json (svlora's label schema puts them on spare tokens) and its sentencepiece model
+    (the spelling funasr_onnx decodes them to); empty without a labels.json."""
     import os
+
+    import sentencepiece
 
     path = os.path.join(export_dir, "labels.json")
     if not os.path.isfile(path):
         return {}
     with open(path, encoding="utf-8") as handle:
         schema = json.load(handle)
-    first_spare_id, first_spare = 25034, 15  # <|SPECIAL_TOKEN_15|> in SenseVoiceSmall's tokenizer
-    return {f"<|SPECIAL_TOKEN_{token - first_spare_id + first_spare}|>": tag
-            for kind in ("emotion", "event", "language") for tag, token in schema[kind].items()
-            if token >= first_spare_id}
+    pieces = sentencepiece.SentencePieceProcessor(
+        model_file=os.path.join(export_dir, "chn_jpn_yue_eng_ko_spectok.bpe.model"))
+    names = {}
+    for kind in ("emotion", "event", "language"):
+        for tag, token in schema[kind].items():
+            spelling = pieces.id_to_piece(token)
+            if spelling != tag:  # SenseVoice's own classes are spelt as named
+                names[spelling] = tag
+    return names
 
 
 def decode_funasr(export_dir: str, paths: list[str], int8: bool = False, threads: int = 1) -> list[dict]:

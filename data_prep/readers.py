@@ -76,7 +76,7 @@ def row_from_fields(fields: dict, where: str, base_dir: Path) -> InputRow:
     audio = clean(fields.get("audio", fields.get("file_name")))  # file_name: HF audiofolder
     values = {name: clean(fields.get(name)) for name in FIELDS[1:]}
     extra = {name: clean(value) for name, value in fields.items()
-             if name not in (*FIELDS, "file_name", "reason", "row") and isinstance(name, str)
+             if name not in (*FIELDS, "file_name", *REJECTED_MARKER) and isinstance(name, str)
              and (value is None or isinstance(value, (str, int, float)))}
     if audio is None:  # this row is rejected with its own line; the others go on
         return InputRow(where=where, audio=Path(""), **values, extra=extra,

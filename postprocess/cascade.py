@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from svlora.adapter_format import Stage1Identity
+from svlora.adapter_format import Stage1Identity, schema_difference
 from svlora.errors import AdapterError, SvloraError
 from svlora.label_schema import DEFAULT_SCHEMA, LabelSchema, schema_of_meta
 from svlora.metrics import unweighted_average_recall
@@ -238,7 +238,7 @@ def load_cascade(directory: str | Path, base_sha256: str, adapter_sha256: str | 
     check_stage1(directory, config, Stage1Identity(base_sha256, adapter_sha256), allow_base_mismatch)
     if labels is not None and config.label_schema != labels:
         raise AdapterError(f"{directory}: trained in another label schema than this run's "
-                           f"(emotions {', '.join(t[2:-2] for t in config.classes)}); train a "
+                           f"({schema_difference(labels, config.label_schema)}); train a "
                            "cascade on data prepared with this schema")
     state = load_file(str(directory / WEIGHTS))
     inputs = int(sum(config.feature_dims.values()))

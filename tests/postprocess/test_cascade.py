@@ -127,3 +127,18 @@ def test_a_cascade_is_refused_when_only_the_adapters_scale_changed(trained_dir, 
     assert load_model(tiny, str(adapter), cascade=str(tmp_path / "c")).cascade is not None
     with pytest.raises(AdapterError, match="trained on stage 1 base .* adapter_config.json"):
         load_model(tiny, str(rescaled), cascade=str(tmp_path / "c"))
+
+
+def test_a_cascade_of_another_label_schema_is_refused_naming_both(trained_dir, hashed_cascade):
+    """Trained on the clinic's labels (HESITANT), refused by a run in SenseVoice's: its output
+    classes mean other things there."""
+    from svlora.label_schema import DEFAULT_SCHEMA, schema_beside
+    from svlora.model import weights_sha256
+
+    out, config = hashed_cascade
+    sha = weights_sha256(trained_dir / "tiny-base")
+    clinic = schema_beside(trained_dir / "clinic/train.jsonl")
+    assert load_cascade(out, sha, None, labels=clinic).config.label_schema == clinic
+    with pytest.raises(AdapterError, match=r"another label schema than this run's \(its emotion "
+                       r"classes NEUTRAL, HAPPY, SAD, ANGRY, HESITANT; this run's HAPPY, SAD"):
+        load_cascade(out, sha, None, labels=DEFAULT_SCHEMA)
