@@ -67,12 +67,12 @@ class DomainSpec:
     channel_shift: float  # multiplies every frequency: the recording channel
     speakers: int
     clips_per_speaker: int
-    roles: bool = False  # write a role column (nurse/patient by speaker)
+    labels: dict | None = None  # its labels.yaml (prepare --labels); a `role` head: nurse/patient
 
 
 GENERAL = DomainSpec("general", tuple(GENERAL_WORDS.split()), GENERAL_STYLES, 1.0, 8, 50)
 CLINIC = DomainSpec("clinic", tuple(CLINIC_WORDS.split()), CLINIC_STYLES,
-                    LADDER_RATIO ** 0.5, 10, 30, roles=True)
+                    LADDER_RATIO ** 0.5, 10, 30, labels=CLINIC_LABELS)
 
 
 def letter_frequency(letter: str) -> float:
@@ -105,13 +105,14 @@ def generate_domain(spec: DomainSpec, out_dir: str | Path, seed: int) -> Path:
     out = Path(out_dir)
     rng = np.random.default_rng(seed)
     emotions = sorted(spec.styles)
+    has_roles = "role" in (spec.labels or {}).get("heads", {})
     rows = []
     for speaker_index in range(spec.speakers):
         speaker = f"{spec.name}_spk{speaker_index:02d}"
         speaker_pitch = 1 + rng.uniform(-0.03, 0.03)
         harmonic = rng.uniform(0.2, 0.6)
         role = None
-        if spec.roles:  # a nurse's voice is brighter (a stronger 2nd harmonic)
+        if has_roles:  # a nurse's voice is brighter (a stronger 2nd harmonic)
             role = "nurse" if speaker_index in NURSES else "patient"
             harmonic = harmonic + 0.5 if role == "nurse" else harmonic - 0.15
         (out / speaker).mkdir(parents=True, exist_ok=True)
@@ -129,10 +130,10 @@ def generate_domain(spec: DomainSpec, out_dir: str | Path, seed: int) -> Path:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    if spec.roles:
+    if spec.labels:
         import yaml
 
-        (out / "labels.yaml").write_text(yaml.safe_dump(CLINIC_LABELS, sort_keys=False),
+        (out / "labels.yaml").write_text(yaml.safe_dump(spec.labels, sort_keys=False),
                                          encoding="utf-8")
     return csv_path
 
