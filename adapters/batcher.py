@@ -29,6 +29,7 @@ class Job:
     itn: str
     with_pooled: bool = False
     route: object = None     # a svlora.adapters.pool.Route: its post-processing runs in the worker
+    hotwords: object = None  # the svlora.hotwords.Hotwords it decodes with (None: greedy)
     future: Future = field(default_factory=Future)
 
     @property

@@ -32,17 +32,21 @@ def arm_outputs(result: dict) -> tuple[str, str, dict, list[list]]:
     return rich_text(result["raw"]), result["raw"], probabilities, rows
 
 
-def transcribe_all(pool: ModelPool, path: str | None, language: str, itn: bool) -> list[dict]:
-    """Every arm's result for one clip (arms in pool.names() order)."""
+def transcribe_all(pool: ModelPool, path: str | None, language: str, itn: bool,
+                   hotwords: str = "") -> list[dict]:
+    """Every arm's result for one clip (arms in pool.names() order); `hotwords` (one term per
+    line) bias every arm's text, on top of the server's --hotwords."""
     if not path:
         raise SvloraError("no audio: upload a file or record a clip first")
+    biasing = pool.hotwords_for(hotwords)
     prepared = prepare_file(pool.base, path, max_file_seconds=pool.settings.max_audio_seconds,
                             vad_loader=pool.vad_model)
     routes = [pool.acquire(name) for name in pool.names()]
     try:
         stage1 = list(dict.fromkeys(r.stage1 for r in routes))  # a pipeline reuses its model's decoding
         decoded = pool.decode([prepared] * len(stage1), stage1, language, "withitn" if itn else "woitn",
-                              with_pooled=any(r.cascade is not None for r in routes))
+                              with_pooled=any(r.cascade is not None for r in routes),
+                              hotwords=[biasing] * len(stage1))
         by_stage1 = dict(zip(stage1, decoded))
         finished = pool.finish(routes, [by_stage1[route.stage1] for route in routes])
         for result in finished:
@@ -77,6 +81,8 @@ def build_demo(pool: ModelPool, examples: list[str]):
             with gr.Column():
                 language = gr.Dropdown(list(pool.base.labels.decode_languages), value="auto", label="language", elem_id="language")
                 itn = gr.Checkbox(value=False, label="ITN (punctuation, numbers)", elem_id="itn")
+                hotwords = gr.Textbox(label="hotwords (one term per line; biases every arm)",
+                                      lines=3, elem_id="hotwords")
                 button = gr.Button("Transcribe with every arm", variant="primary", elem_id="run")
         outputs = []
         with gr.Row():
@@ -93,14 +99,14 @@ def build_demo(pool: ModelPool, examples: list[str]):
         if examples:
             gr.Examples(examples=[[path] for path in examples], inputs=[audio], label="examples")
 
-        def run(path, chosen_language, use_itn):
+        def run(path, chosen_language, use_itn, terms):
             try:
-                results = transcribe_all(pool, path, chosen_language, use_itn)
+                results = transcribe_all(pool, path, chosen_language, use_itn, terms or "")
             except SvloraError as error:
                 raise gr.Error(str(error).replace(str(path), Path(str(path)).name)) from None
             return [value for result in results for value in arm_outputs(result)]
 
-        button.click(run, inputs=[audio, language, itn], outputs=outputs)
+        button.click(run, inputs=[audio, language, itn, hotwords], outputs=outputs)
     return demo
 
 

@@ -15,13 +15,17 @@ from svlora.adapter_format import (ModelLayout, adapter_identity, adapter_labels
                                    checked_adapter_meta, inject_adapter)
 from svlora.decoding import PreparedFile, decode_prepared
 from svlora.errors import AdapterError, SvloraError
+from svlora.hotwords import (DEFAULT_BEAM, DEFAULT_HOTWORD_SCORE, Hotwords, build_hotwords,
+                             load_hotwords, request_hotwords)
 from svlora.model import BaseModel, load_base_model, weights_sha256
 from svlora.segments import LazyVad
+from svlora.terms import TermList
 
 BASE_ROW = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
 # Model names go into PEFT's module dicts (no '.'), URLs, logs and Prometheus labels: a small
 # charset, bounded, starting with a letter or digit (so never BASE_ROW); '+' for pipelines.
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]{0,63}")
+REQUEST_GRAPHS = 32  # requests' own hotword graphs kept (a client resending its list reuses it)
 MODEL_NAME_RULE = "1-64 characters of A-Z a-z 0-9 _ + -, starting with a letter or digit"
 
 
@@ -44,6 +48,9 @@ class ServeSettings:
     max_batch_seconds: float | None = None  # padded seconds per forward pass (default: device's)
     max_queue: int = 64               # requests waiting or decoding; beyond: 503 + Retry-After
     unload_timeout_s: float = 60.0
+    hotwords: str | None = None       # a terms file every request is biased towards
+    hotword_score: float = DEFAULT_HOTWORD_SCORE
+    beam: int = DEFAULT_BEAM
 
 
 class Conflict(SvloraError):
@@ -102,6 +109,10 @@ class ModelPool:
         self.registry = threading.Condition()   # names, in-flight counts, LRU; unload waits on it
         self.admin_lock = threading.Lock()       # one load/unload at a time, check to register
         self.vad_model = LazyVad()  # Silero VAD, loaded on the first long file
+        self.hotwords = load_hotwords(settings.hotwords, self.base.tokenizer, settings.hotword_score,
+                                      settings.beam) if settings.hotwords else None
+        self.request_graphs: dict[str, Hotwords] = {}  # a few recent requests' own hotwords
+        self.graph_lock = threading.Lock()
         # one label schema per server: the base dir's own (a merged export), else the first
         # adapter's; every later adapter must have the same (its output rows mean the same)
         self.labels_fixed = not self.base.labels.is_default
@@ -318,14 +329,36 @@ class ModelPool:
         rows = [BASE_ROW if n == self.settings.base_name else n for n in names]
         return self.peft_model.base_model._enable_peft_forward_hooks(adapter_names=rows)
 
+    def hotwords_for(self, terms: str | None) -> Hotwords | None:
+        """What a request decodes with: the server's --hotwords, plus the request's own terms
+        (one per line or comma-separated; TermsError names what is wrong)."""
+        if not terms or not terms.strip():
+            return self.hotwords
+        with self.graph_lock:  # requests arrive on several threads
+            return self.cached_request_hotwords(terms)
+
+    def cached_request_hotwords(self, terms: str) -> Hotwords:
+        if terms not in self.request_graphs:
+            requested = request_hotwords(terms, self.base.tokenizer, self.settings.hotword_score,
+                                         self.settings.beam).terms
+            merged = TermList((self.hotwords.terms.terms if self.hotwords else ()) + requested.terms,
+                              "request")
+            while len(self.request_graphs) >= REQUEST_GRAPHS:
+                self.request_graphs.pop(next(iter(self.request_graphs)))
+            self.request_graphs[terms] = build_hotwords(self.base.tokenizer, merged,
+                                                        self.settings.hotword_score, self.settings.beam)
+        return self.request_graphs[terms]
+
     def decode(self, files: list[PreparedFile], stage1: list[str], language: str, itn: str,
-               with_pooled: bool) -> list[dict]:
-        """One shared decoding of files from several requests, each row with its own adapter."""
+               with_pooled: bool, hotwords: list[Hotwords | None] | None = None) -> list[dict]:
+        """One shared decoding of files from several requests, each row with its own adapter
+        (and its own hotwords)."""
         with self.model_lock:
             return decode_prepared(self.base, files, self.settings.max_batch_seconds, language, itn,
                                    with_pooled=with_pooled,
                                    batch_context=lambda owners: self.mixed_adapters(
-                                       [stage1[i] for i in owners]))
+                                       [stage1[i] for i in owners]),
+                                   hotwords=hotwords if hotwords is not None else self.hotwords)
 
     @staticmethod
     def finish(routes: list[Route], results: list[dict]) -> list[dict | Exception]:

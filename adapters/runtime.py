@@ -11,6 +11,7 @@ from svlora.adapter_format import adapter_identity, adapter_labels, attach_adapt
 from svlora.decoding import FileError, TranscriptionResult, iter_transcribe_files
 from svlora.segments import MAX_SEGMENT_SECONDS, LazyVad
 from svlora.errors import AdapterError
+from svlora.hotwords import DEFAULT_BEAM, DEFAULT_HOTWORD_SCORE, Hotwords, load_hotwords
 from svlora.model import BaseModel, load_base_model, quantize_int8, weights_sha256
 
 
@@ -24,6 +25,7 @@ class SenseVoiceRuntime:
     vad: LazyVad = field(default_factory=LazyVad)  # Silero VAD, loaded on the first long file
     rules: object | None = None       # a svlora.postprocess.RuleSet applied to every output
     cascade: object | None = None     # a svlora.postprocess Cascade that re-decides the emotion
+    hotwords: Hotwords | None = None  # decode the text with hotword biasing (svlora.hotwords)
 
     def transcribe(self, paths: list[str | Path], max_seconds_per_batch: float | None = None,
                    language: str = "auto", itn: str = "woitn",
@@ -50,7 +52,7 @@ class SenseVoiceRuntime:
                                             max_segment_seconds, max_file_seconds, self.vad_model,
                                             ban_emo_unknown=ban_emo_unknown,
                                             with_pooled=self.cascade is not None,
-                                            keep_going=keep_going):
+                                            keep_going=keep_going, hotwords=self.hotwords):
             if "error" not in result:
                 result = self.apply_cascade(result) if self.cascade is not None else result
                 result = self.apply_rules(result) if self.rules else result
@@ -87,8 +89,14 @@ class SenseVoiceRuntime:
 def load_model(model: str, adapter: str | None = None, device: str = "cpu", hub: str = "ms",
                allow_base_mismatch: bool = False, merge: bool = False,
                trust_remote_code: bool = False, int8: bool = False,
-               rules: str | None = None, cascade: str | None = None) -> SenseVoiceRuntime:
+               rules: str | None = None, cascade: str | None = None,
+               hotwords: str | Hotwords | None = None, hotword_score: float = DEFAULT_HOTWORD_SCORE,
+               beam: int = DEFAULT_BEAM) -> SenseVoiceRuntime:
     """A runtime for base `model` (dir or hub id), with `adapter` attached (and merged) if given.
+
+    `hotwords` (a terms file, or svlora.hotwords.Hotwords): the text is decoded by a CTC prefix
+    beam search of `beam` prefixes, biased by `hotword_score` per token towards the terms; the
+    tags are decoded as without.
 
     An adapter trained on different base weights is refused unless allow_base_mismatch.
     `int8`: merge the adapter, then quantise every Linear layer to int8 (dynamic, CPU): faster,
@@ -117,6 +125,9 @@ def load_model(model: str, adapter: str | None = None, device: str = "cpu", hub:
                                        allow_base_mismatch, labels=runtime.base.labels if fixed else None)
         if not fixed:
             runtime.base.use_labels(runtime.cascade.config.label_schema)
+    if hotwords is not None:
+        runtime.hotwords = hotwords if isinstance(hotwords, Hotwords) else \
+            load_hotwords(hotwords, base.tokenizer, hotword_score, beam)
     if rules:
         from svlora.postprocess import load_rules
         from svlora.recipes.rules import rules_path

@@ -94,7 +94,8 @@ def create_app(pool: ModelPool) -> FastAPI:
         """In the batcher's thread: decode the group together, then each route's rules or
         cascade (a slow post-processing step must not hold up the event loop)."""
         results = pool.decode([j.prepared for j in jobs], [j.stage1 for j in jobs], jobs[0].language,
-                              jobs[0].itn, any(j.with_pooled for j in jobs))
+                              jobs[0].itn, any(j.with_pooled for j in jobs),
+                              [j.hotwords for j in jobs])
         return pool.finish([j.route for j in jobs], results)
 
     batcher = DynamicBatcher(decode_jobs, settings.batch_window_ms, settings.max_batch_requests,
@@ -169,9 +170,10 @@ def create_app(pool: ModelPool) -> FastAPI:
     @app.post(TRANSCRIPTIONS_PATH)
     async def transcriptions(request: Request, file: UploadFile = File(...), model: str = Form(...),
                              language: str = Form("auto"), response_format: str = Form("json"),
-                             use_itn: bool = Form(False)):
+                             use_itn: bool = Form(False), hotwords: str | None = Form(None)):
         request.state.model_label = label = model if model in pool.names() else "unknown"
-        response, seconds = await transcribe_request(file, model, language, response_format, use_itn)
+        response, seconds = await transcribe_request(file, model, language, response_format, use_itn,
+                                                     hotwords)
         metrics.audio.labels(label).inc(seconds)
         return response
 
@@ -191,10 +193,14 @@ def create_app(pool: ModelPool) -> FastAPI:
                 raise HTTPException(400, f"unreadable audio: {reason}" if unreadable else reason) from None
 
     async def transcribe_request(file: UploadFile, model: str, language: str, response_format: str,
-                                 use_itn: bool) -> tuple[Response, float]:
+                                 use_itn: bool, terms: str | None) -> tuple[Response, float]:
         if response_format not in RESPONSE_FORMATS:
             raise HTTPException(400, f"response_format {response_format!r}: use one of "
                                 f"{', '.join(RESPONSE_FORMATS)}")
+        try:
+            hotwords = await asyncio.to_thread(pool.hotwords_for, terms)
+        except SvloraError as error:  # a bad or oversized `hotwords` field
+            raise HTTPException(400, str(error)) from None
         languages = pool.base.labels.decode_languages
         if language not in languages:
             raise HTTPException(400, f"language {language[:40]!r}: use one of {', '.join(languages)}")
@@ -213,7 +219,7 @@ def create_app(pool: ModelPool) -> FastAPI:
         try:
             prepared = await asyncio.to_thread(prepare_upload, data, file.filename or "upload")
             job = Job(prepared, route.stage1, language, "withitn" if use_itn else "woitn",
-                      with_pooled=route.cascade is not None, route=route)
+                      with_pooled=route.cascade is not None, route=route, hotwords=hotwords)
             try:
                 future = batcher.submit(job)
             except Overloaded as error:

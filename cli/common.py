@@ -20,6 +20,20 @@ def add_model_args(parser: argparse.ArgumentParser, device: str = "auto") -> Non
                         "remote_code); off by default: a model dir is data")
 
 
+def add_hotword_args(parser: argparse.ArgumentParser, with_file: bool = True) -> None:
+    """--hotwords FILE (when `with_file`), --hotword-score and --beam."""
+    from svlora.hotwords import DEFAULT_BEAM, DEFAULT_HOTWORD_SCORE
+
+    if with_file:
+        parser.add_argument("--hotwords", metavar="TERMS.txt",
+                            help="bias decoding towards these terms (one per line, "
+                            "term<TAB>alias|alias): CTC prefix beam search with a context graph")
+    parser.add_argument("--hotword-score", type=float, default=DEFAULT_HOTWORD_SCORE,
+                        help=f"bonus per matched term token, log-prob units (default {DEFAULT_HOTWORD_SCORE:g})")
+    parser.add_argument("--beam", type=int, default=DEFAULT_BEAM,
+                        help=f"prefixes kept by the hotword beam search (default {DEFAULT_BEAM})")
+
+
 def add_arm_args(parser: argparse.ArgumentParser, port: int, max_seconds: float) -> None:
     """The base, adapters and pipelines a server or the demo holds, and where it listens."""
     add_model_args(parser)
@@ -34,6 +48,7 @@ def add_arm_args(parser: argparse.ArgumentParser, port: int, max_seconds: float)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=port)
     parser.add_argument("--max-seconds", type=float, default=max_seconds, help="longest audio accepted")
+    add_hotword_args(parser)
 
 
 def add_stage1_args(parser: argparse.ArgumentParser, data_help: str, out_help: str) -> None:
@@ -68,4 +83,5 @@ def arm_settings(args, **extra):
         model=args.model, adapters=adapters, base_name=args.name, device=args.device,
         rules=pipelines(args.rules, "--rules", "clinic+rules=clinic:soft_particles"),
         cascades=pipelines(args.cascade, "--cascade", "clinic+cascade=clinic:runs/cascade"),
-        max_audio_seconds=args.max_seconds, allow_base_mismatch=args.allow_base_mismatch, **extra)
+        max_audio_seconds=args.max_seconds, allow_base_mismatch=args.allow_base_mismatch,
+        hotwords=args.hotwords, hotword_score=args.hotword_score, beam=args.beam, **extra)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from svlora.cli.common import add_model_args
+from svlora.cli.common import add_hotword_args, add_model_args
 
 
 def register(commands) -> None:
@@ -21,6 +21,13 @@ def register(commands) -> None:
     evaluate.add_argument("--cascade-arm", action="append", default=[], metavar="NAME=ARM:DIR",
                           help="an arm whose emotion a cascade (trained on ARM) re-decides, e.g. "
                           "base+cascade=base:runs/cascade; repeatable")
+    evaluate.add_argument("--hotwords-arm", action="append", default=[], metavar="NAME=ARM:TERMS",
+                          help="an arm that decodes ARM (base or an --adapter arm) with hotword "
+                          "biasing towards a terms file, e.g. base+hotwords=base:terms.txt; repeatable")
+    add_hotword_args(evaluate, with_file=False)
+    evaluate.add_argument("--terms", metavar="TERMS.txt",
+                          help="domain terms (one per line, term<TAB>alias|alias): per-term recall, "
+                          "precision, F1 and biased/unbiased error rates for every arm")
     evaluate.add_argument("--general", help="a general-domain manifest: retention of every arm")
     evaluate.add_argument("--gate", help="thresholds on changes vs base, e.g. "
                           "'emotion_ua>=+0.02,cer<=+0.005,general_cer<=+0.01'; exit 2 if missed")
@@ -52,7 +59,9 @@ def run_eval(args) -> int:
                       resamples=args.resamples, seed=args.seed,
                       trust_remote_code=args.trust_remote_code, max_clip_seconds=args.max_seconds,
                       ban_emo_unknown=args.ban_emo_unknown, rules_arms=args.rules_arm,
-                      cascade_arms=args.cascade_arm, labels=args.labels)
+                      cascade_arms=args.cascade_arm, labels=args.labels, terms=args.terms,
+                      hotword_arms=args.hotwords_arm, hotword_score=args.hotword_score,
+                      beam=args.beam)
     print(verdict(report))
     print(f"report: {args.out}/report.html (report.md, report.json, predictions.jsonl, confusion*.png)")
     if not report.gates_passed:

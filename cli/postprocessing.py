@@ -10,6 +10,10 @@ def register(commands) -> None:
     rule_actions = rules.add_subparsers(dest="rules_action", required=True)
     fit = rule_actions.add_parser("fit", help="fit emotion offsets and mine confusions on labelled clips")
     add_stage1_args(fit, "a labelled manifest (validation split)", "the rules file to write (YAML)")
+    fit.add_argument("--terms", metavar="TERMS.txt", help="mine misrecognitions of these terms "
+                     "(default: of every word of en clips)")
+    fit.add_argument("--terms-out", metavar="TERMS.txt",
+                     help="write the terms most often misrecognised (a --hotwords list)")
     check_rules = rule_actions.add_parser("check", help="validate a rules file")
     check_rules.add_argument("rules_file")
     check_rules.add_argument("--labels", help="the label schema its names are read in (labels.json "
@@ -46,9 +50,14 @@ def run_rules(args) -> None:
                              device=args.device, hub=args.hub,
                              allow_base_mismatch=args.allow_base_mismatch,
                              ban_emo_unknown=args.ban_emo_unknown,
-                             trust_remote_code=args.trust_remote_code, labels=args.labels)
+                             trust_remote_code=args.trust_remote_code, labels=args.labels,
+                             terms=args.terms, terms_out=args.terms_out)
     offsets = ", ".join(f"{k} {v:+.2f}" for k, v in content["emotion_offsets"].items()) or "none"
-    print(f"emotion offsets: {offsets}; {len(content['miner'])} confusion(s) mined; wrote {args.out}")
+    mined = content["miner"]["terms"]
+    confusions = len([k for k in content["miner"] if k != "terms"])
+    print(f"emotion offsets: {offsets}; {confusions} confusion(s) mined; {len(mined['replace'])} "
+          f"term replacement(s) and {len(mined['terms'])} often-missed term(s) proposed"
+          f"{f' (list: {args.terms_out})' if args.terms_out else ''}; wrote {args.out}")
 
 
 def run_cascade(args) -> None:

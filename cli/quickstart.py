@@ -42,13 +42,17 @@ def decision_summary(report: dict) -> str:
     first = report["decision"][0]
     new = list(first.get("new_class_recall", {}))
     heads = list(first.get("head_ua", {}))
+    terms = "term_recall" in first
     extra = "".join(f"  {tag[2:-2]} recall" for tag in new) + "".join(f"  {h} UA" for h in heads)
-    lines = ["arm              emotion UA  emotion acc  error rate  ms/audio-s" + extra]
+    extra += "  term recall  U-error" if terms else ""
+    lines = ["arm                emotion UA  emotion acc  error rate  ms/audio-s" + extra]
     for row in report["decision"]:
         cells = [f"{row['new_class_recall'][tag]:{len(tag) + 4}.3f}" for tag in new]
         cells += ["–".rjust(len(h) + 5) if row["head_ua"][h] is None else f"{row['head_ua'][h]:{len(h) + 5}.3f}"
                   for h in heads]
-        lines.append(f"{row['arm']:16s} {row['emotion_ua']:10.3f} {row['emotion_accuracy']:12.3f} "
+        if terms:
+            cells += [f"{row['term_recall']:13.3f}", f"{row['unbiased_error_rate']:9.3f}"]
+        lines.append(f"{row['arm']:18s} {row['emotion_ua']:10.3f} {row['emotion_accuracy']:12.3f} "
                      f"{row['error_rate']:11.3f} {row['ms_per_audio_second'] or 0:11.2f}" + "".join(cells))
     return "\n".join(lines)
 
@@ -97,17 +101,20 @@ def run_quickstart(out: str | Path = "svlora-quickstart", seed: int = 0) -> dict
         result = run_recipe("tiny_demo", root / "tiny-base", "clinic", "clinic-run")
     adapter = root / "clinic-run" / "adapter"
     base, clinic = str(root / "tiny-base"), root / "clinic"
+    terms = str(corpora["clinic"].parent / "terms.txt")  # the clinic's drug names
     with stage("the lighter paths: fit rules, train cascades (on base and on the adapter)", timings):
         for name, stage1 in (("base", None), ("adapter", str(adapter))):
             fit_rules_file(base, str(clinic / "val.jsonl"), str(root / f"rules-{name}.yaml"),
-                           adapter=stage1)
+                           adapter=stage1, terms=terms)
             train_cascade(base, str(clinic / "train.jsonl"), str(clinic / "val.jsonl"),
                           str(root / f"cascade-{name}"), adapter=stage1)
     with stage("A/B eval on the clinic test split", timings):
         report = evaluate(base, str(clinic / "test.jsonl"), str(root / "report"),
                           adapters=[str(adapter)],
                           rules_arms=[f"{n}+rules={n}:{root / f'rules-{n}.yaml'}" for n in ("base", "adapter")],
-                          cascade_arms=[f"{n}+cascade={n}:{root / f'cascade-{n}'}" for n in ("base", "adapter")])
+                          cascade_arms=[f"{n}+cascade={n}:{root / f'cascade-{n}'}" for n in ("base", "adapter")],
+                          hotword_arms=[f"{n}+hotwords={n}:{terms}" for n in ("base", "adapter")],
+                          terms=terms)
         print(verdict(report))
         print(decision_summary(report))
     with stage("export adapter package and merged model", timings):

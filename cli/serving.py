@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from svlora.cli.common import add_arm_args, add_model_args, arm_settings
+from svlora.cli.common import add_arm_args, add_hotword_args, add_model_args, arm_settings
 from svlora.errors import SvloraError
 
 
@@ -45,6 +45,7 @@ def register(commands) -> None:
     transcribe.add_argument("--language", default="auto",
                             help="the language query: auto, zh, en, yue, ja, ko, nospeech, or one "
                             "the adapter's label schema adds (e.g. a dialect)")
+    add_hotword_args(transcribe)
     transcribe.add_argument("audio", nargs="+")
     transcribe.set_defaults(handler=run_transcribe)
 
@@ -140,7 +141,8 @@ def run_transcribe(args) -> None:
     runtime = load_model(args.model, args.adapter, device=args.device, hub=args.hub,
                          trust_remote_code=args.trust_remote_code, int8=args.int8,
                          cascade=args.cascade, rules=args.rules,
-                         allow_base_mismatch=args.allow_base_mismatch)
+                         allow_base_mismatch=args.allow_base_mismatch, hotwords=args.hotwords,
+                         hotword_score=args.hotword_score, beam=args.beam)
     failed = []
     results = runtime.iter_transcribe(args.audio, language=args.language,
                                       max_segment_seconds=args.segment_seconds,

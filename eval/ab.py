@@ -28,13 +28,16 @@ from svlora.eval.report import (render_html, render_markdown, write_confusion_pn
                                 write_reliability_png)
 from svlora.eval.scoring import arm_metrics, bootstrap_indices, metric_delta, score_clip
 from svlora.eval.slices import changed_clips, slice_table
+from svlora.eval.terms import per_term_table
 from svlora.features import FRAME_SECONDS, row_features
+from svlora.hotwords import DEFAULT_BEAM, DEFAULT_HOTWORD_SCORE, load_hotwords
 from svlora.label_schema import LabelSchema, load_schema, schema_beside
 from svlora.io import (require_output_dir, sha256_file, write_json_atomic, write_jsonl_atomic,
                        write_text_atomic)
 from svlora.manifest import ManifestRow, read_manifest
 from svlora.model import BaseModel, load_base_model, weights_sha256
 from svlora.postprocess import load_cascade
+from svlora.terms import TermScorer, read_terms
 
 DECODING_VERSION = 4  # bump when decoding or the cache layout changes (stale entries are never read)
 
@@ -47,6 +50,13 @@ RESERVED_NAMES = {"key", "source", "reference", "reference_emotion", "schema_ver
 class Arm:
     name: str
     adapter: str | None = None  # None: the base model itself
+    hotwords: str | None = None  # a terms file: the text decoded with hotword biasing
+    stage1: str | None = None    # a hotwords arm: the base or adapter arm it decodes with
+
+    @property
+    def model(self) -> str:
+        """The arm whose weights decode this one (itself, or a hotwords arm's stage 1)."""
+        return self.stage1 or self.name
 
 
 def check_arm_name(name: str, flag: str, spec: str) -> str:
@@ -142,8 +152,10 @@ class ArmDecoder:
 
     def __init__(self, base: BaseModel, base_sha256: str, cache: PredictionCache,
                  max_seconds: float, feature_cache: str | None, allow_base_mismatch: bool,
-                 ban_emo_unknown: bool = False, with_pooled: bool = False):
+                 ban_emo_unknown: bool = False, with_pooled: bool = False,
+                 hotwords: dict | None = None):
         self.base, self.base_sha256, self.cache = base, base_sha256, cache
+        self.hotwords = hotwords or {}  # arm name -> svlora.hotwords.Hotwords
         self.ban_emo_unknown = ban_emo_unknown
         self.with_pooled = with_pooled  # keep pooled encoder outputs (a cascade arm needs them)
         self.max_seconds, self.feature_cache = max_seconds, feature_cache
@@ -154,17 +166,19 @@ class ArmDecoder:
         self.seconds: dict[str, float] = {}     # decoding time per arm (the data manifest)
 
     def activate(self, arm: Arm) -> None:
-        if arm.adapter is None:
+        if arm.adapter is None or arm.stage1 is not None:  # a hotwords arm: its stage 1 is active
             return
         # every arm decodes into the test set's label schema: an adapter of another is refused
         self.peft_model, _ = attach_adapter(self.peft_model or self.base.model, arm.adapter,
                                             self.base_sha256, self.allow_base_mismatch, arm.name,
                                             labels=self.base.labels)
 
-    def settings(self) -> dict:
+    def settings(self, arm: Arm) -> dict:
         settings = {"device": self.base.device.type, "precision": decoding_precision(self.base.device),
                     "max_seconds_per_batch": self.max_seconds, "language": "auto",
                     "ban_emo_unknown": self.ban_emo_unknown, "pooled": self.with_pooled}
+        if arm.name in self.hotwords:
+            settings["hotwords"] = self.hotwords[arm.name].identity()
         if not self.base.labels.is_default:  # it bans tags, names spare tokens, shapes the probs
             settings["labels"] = self.base.labels.to_dict()
         return settings
@@ -187,7 +201,7 @@ class ArmDecoder:
             self.features.update(zip(missing, computed))
 
     def decode(self, arm: Arm, manifest: str, rows: list[ManifestRow]) -> list[Decoded]:
-        identity = PredictionCache.arm_identity(self.base_sha256, arm.adapter, self.settings())
+        identity = PredictionCache.arm_identity(self.base_sha256, arm.adapter, self.settings(arm))
         itns = [row.itn_query for row in rows]
         hashes = [self.hash_audio(row) for row in rows]
         plan = [(self.cache.key(identity, [(hashes[i], itns[i]) for i in batch]), batch)
@@ -202,7 +216,8 @@ class ArmDecoder:
             decoded = decode_features(self.base, [self.features[hashes[i]] for i in batch],
                                       float("inf"), itn=itns[batch[0]],  # one batch, as planned
                                       ban_emo_unknown=self.ban_emo_unknown,
-                                      with_pooled=self.with_pooled)
+                                      with_pooled=self.with_pooled,
+                                      hotwords=self.hotwords.get(arm.name))
             entries[key] = {"seconds": round(time.perf_counter() - started, 4),
                             "outputs": [d.to_dict() for d in decoded]}
             self.cache.store(key, entries[key])
@@ -221,6 +236,17 @@ class RulesArm:
     source: str      # the arm whose decoded outputs the rules rewrite
     path: str        # the rules file
     rules: object    # its svlora.postprocess.RuleSet
+
+
+def parse_hotword_arms(specs: list[str], arms: list[Arm]) -> list[Arm]:
+    """Arms from 'NAME=ARM:TERMS.txt': ARM (base or an --adapter arm) decoded with hotwords."""
+    result: list[Arm] = []
+    for spec in specs:
+        name, source, terms = parse_post_arm(spec, "--hotwords-arm", "base+hotwords=base:terms.txt",
+                                             [a.name for a in arms], {a.name for a in result})
+        stage1 = next(a for a in arms if a.name == source)
+        result.append(Arm(name, stage1.adapter, terms, source))
+    return result
 
 
 def parse_post_arm(spec: str, flag: str, example: str, stage1: list[str],
@@ -261,9 +287,11 @@ def parse_cascade_arms(specs: list[str], arms: list[Arm], taken: set[str]) -> di
     return result
 
 
-def adapter_training(adapter: str | None) -> dict:
+def adapter_training(adapter: str | None, hotwords: bool = False) -> dict:
     """What an arm's training cost: its trainable parameters and the time to its best
-    checkpoint (from svlora.json); nothing for the base."""
+    checkpoint (from svlora.json); nothing for the base; a hotwords arm costs its stage 1's."""
+    if hotwords:
+        return {**adapter_training(adapter), "kind": "hotwords"}
     if adapter is None:
         return {"kind": "base", "seconds": None, "trainable": 0}
     meta = read_adapter_meta(adapter)
@@ -297,6 +325,9 @@ def decision_table(report: EvalReport, training: dict, decode_seconds: dict, pos
         if schema.heads:
             rows[-1]["head_ua"] = {head: (metrics["heads"].get(head) or {}).get("ua")
                                    for head in schema.heads}
+        if "term_recall" in metrics:
+            rows[-1].update(term_recall=metrics["term_recall"],
+                            unbiased_error_rate=metrics["unbiased_error_rate"])
     return rows
 
 
@@ -334,9 +365,10 @@ def best_arm(metrics: dict) -> str:
 
 
 def score_manifest(rows: list[ManifestRow], decoded_by_arm: dict[str, list[Decoded]],
-                   resamples: int, seed: int, schema: LabelSchema) -> tuple[dict, dict, dict]:
-    """(clips by arm, metrics by arm, deltas vs base by arm)."""
-    clips = {arm: [score_clip(row, d.raw, d.emotion_probs, schema, d.head_probs)
+                   resamples: int, seed: int, schema: LabelSchema,
+                   terms: TermScorer | None = None) -> tuple[dict, dict, dict]:
+    """(clips by arm, metrics by arm, deltas vs base by arm); term metrics with `terms`."""
+    clips = {arm: [score_clip(row, d.raw, d.emotion_probs, schema, d.head_probs, terms)
                    for row, d in zip(rows, decoded)]
              for arm, decoded in decoded_by_arm.items()}
     indices = bootstrap_indices(len(rows), resamples, seed)
@@ -352,7 +384,8 @@ def add_post_arms(cascades: dict, post_arms: dict[str, RulesArm], arms: list[Arm
                   schema: LabelSchema) -> tuple[dict, dict]:
     """Cascade, then rules arms from their stage 1's outputs (in `raw`, `raw_general`, filled in
     place); returns (post-processing seconds as (stage 1, seconds), training cost) per arm."""
-    post_seconds, training = {}, {a.name: adapter_training(a.adapter) for a in arms}
+    post_seconds = {}
+    training = {a.name: adapter_training(a.adapter, a.hotwords is not None) for a in arms}
     for name, (source, directory) in cascades.items():
         started = time.perf_counter()
         adapter = next(a.adapter for a in arms if a.name == source)
@@ -371,7 +404,7 @@ def add_post_arms(cascades: dict, post_arms: dict[str, RulesArm], arms: list[Arm
         stage1, before = post_seconds.get(arm.source, (arm.source, 0.0))
         post_seconds[name] = (stage1, before + time.perf_counter() - started)
         training[name] = {**training[arm.source], "kind": f"{training[arm.source]['kind']}+rules"
-                          if arm.source in cascades else "rules"}
+                          if training[arm.source]["kind"] in ("cascade", "hotwords") else "rules"}
         if general_rows:
             raw_general[name] = with_rules(arm.rules, raw_general[arm.source], general_rows)
     return post_seconds, training
@@ -400,20 +433,28 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
              cache_dir: str | None = None, resamples: int = 1000, seed: int = 0,
              trust_remote_code: bool = False, max_clip_seconds: float | None = None,
              ban_emo_unknown: bool = False, rules_arms: list[str] | None = None,
-             cascade_arms: list[str] | None = None, labels: str | None = None) -> EvalReport:
+             cascade_arms: list[str] | None = None, labels: str | None = None,
+             terms: str | None = None, hotword_arms: list[str] | None = None,
+             hotword_score: float = DEFAULT_HOTWORD_SCORE, beam: int = DEFAULT_BEAM) -> EvalReport:
     """Score every arm on every clip of `data` (and `general`); write and return the report.
 
     `rules_arms` ('NAME=ARM:RULES.yaml') add arms that apply a rules file to another arm's
     decoded outputs: each model (base, each adapter) is decoded once, rules reuse its outputs.
-    `labels` (a labels.json or YAML) overrides the schema found beside `data`.
+    `hotword_arms` ('NAME=ARM:TERMS.txt') decode ARM again with hotword biasing (`beam`,
+    `hotword_score`). `terms` (a terms file) adds term recall/precision/F1 and biased/unbiased
+    error rates. `labels` (a labels.json or YAML) overrides the schema found beside `data`.
     """
-    gates = parse_gates(gate, has_adapters=bool(adapters) or bool(rules_arms) or bool(cascade_arms),
-                        has_general=general is not None)
-    arms = parse_arms(adapters or [])
+    gates = parse_gates(gate, has_adapters=bool(adapters or rules_arms or cascade_arms or hotword_arms),
+                        has_general=general is not None, has_terms=terms is not None)
+    term_list = read_terms(terms) if terms else None
+    stage1_arms = parse_arms(adapters or [])
+    extra_arms = parse_hotword_arms(hotword_arms or [], stage1_arms)
+    # each stage 1 followed by its hotwords arms: an adapter stays active while they decode
+    arms = [a for s in stage1_arms for a in [s, *(h for h in extra_arms if h.stage1 == s.name)]]
     # the test set's classes: what every arm is scored on
     schema = load_schema(labels) if labels else schema_beside(data)
-    cascades = parse_cascade_arms(cascade_arms or [], arms, set())
-    # rules may follow a stage 1 or a cascade arm (e.g. adapter → cascade → rules)
+    cascades = parse_cascade_arms(cascade_arms or [], stage1_arms, {a.name for a in extra_arms})
+    # rules may follow any decoded arm or a cascade arm (e.g. adapter → cascade → rules)
     post_arms = parse_rules_arms(rules_arms or [], [a.name for a in arms] + list(cascades), schema)
     rows = read_unique_manifest(data, schema)
     general_rows = read_unique_manifest(general) if general else None
@@ -423,10 +464,13 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
     base = load_base_model(model, device=device, hub=hub, trust_remote_code=trust_remote_code)
     base_sha256 = weights_sha256(base.model_dir)
     base.use_labels(schema)
+    biasing = {a.name: load_hotwords(a.hotwords, base.tokenizer, hotword_score, beam)
+               for a in extra_arms}
     decoder = ArmDecoder(base, base_sha256,
                          PredictionCache(Path(cache_dir) if cache_dir else out_dir / "cache"),
                          max_seconds_per_batch or default_batch_seconds(base.device), feature_cache,
-                         allow_base_mismatch, ban_emo_unknown, with_pooled=bool(cascades))
+                         allow_base_mismatch, ban_emo_unknown, with_pooled=bool(cascades),
+                         hotwords=biasing)
     raw, raw_general = {}, {}
     for arm in arms:  # base first: adapters are layered onto the same module afterwards
         decoder.activate(arm)
@@ -437,7 +481,8 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
                                            allow_base_mismatch, raw, raw_general, rows, general_rows,
                                            schema)
 
-    clips, metrics, deltas = score_manifest(rows, raw, resamples, seed, schema)
+    scorer = TermScorer(term_list) if term_list else None
+    clips, metrics, deltas = score_manifest(rows, raw, resamples, seed, schema, scorer)
     best = best_arm(metrics)
     indices = bootstrap_indices(len(rows), resamples, seed)
     report = EvalReport(
@@ -448,17 +493,24 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
         cascade_arms={name: {"stage1": source, "cascade": str(directory)}
                       for name, (source, directory) in cascades.items()},
         rules_arms={name: {"stage1": arm.source, "rules": arm.path} for name, arm in post_arms.items()},
+        hotword_arms={a.name: {"stage1": a.stage1, "hotwords": str(a.hotwords),
+                               **biasing[a.name].identity()} for a in extra_arms},
         arms=metrics, deltas=deltas, best_arm=best,
         deltas_vs_best={arm: metric_delta(rows, clips[best], arm_clips, indices, schema)
                         for arm, arm_clips in clips.items() if arm != best},
         labels=schema.to_dict())
     if general_rows:
         _, general_metrics, general_deltas = score_manifest(general_rows, raw_general, resamples,
-                                                            seed, schema)
+                                                            seed, schema, scorer)
         report.retention = {"data": str(general), "n": len(general_rows),
                             "arms": general_metrics, "delta": general_deltas}
     report.decision = decision_table(report, training, decoder.seconds, post_seconds,
                                      sum(row.audio_seconds for row in rows), schema)
+    if term_list:
+        report.terms = {"file": str(terms), "sha256": term_list.sha256, "n_terms": len(term_list),
+                        "warnings": list(term_list.warnings),
+                        "per_term": per_term_table(term_list, {arm: [c.terms for c in arm_clips]
+                                                               for arm, arm_clips in clips.items()})}
     report.slices = slice_table(rows, clips)
     report.changed_clips = {arm: changed_clips(rows, clips["base"], arm_clips)
                             for arm, arm_clips in clips.items() if arm != "base"}

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from svlora.errors import SvloraError
+from svlora.eval.terms import TERM_METRICS
 
 GATE_PATTERN = re.compile(r"^\s*([a-z_0-9]+)\s*(>=|<=)\s*([+-]?\d*\.?\d+(?:e-?\d+)?)\s*$")
 
@@ -21,7 +22,8 @@ class Gate:
         return f"{self.metric}{self.operator}{self.threshold:+g}"
 
 
-def parse_gates(spec: str | None, has_adapters: bool = True, has_general: bool = True) -> list[Gate]:
+def parse_gates(spec: str | None, has_adapters: bool = True, has_general: bool = True,
+                has_terms: bool = False) -> list[Gate]:
     """The gates of `spec`, every metric name and value checked now (before any decoding): a
     gate the run cannot evaluate is an error, never a vacuous pass."""
     if spec is None:
@@ -40,6 +42,8 @@ def parse_gates(spec: str | None, has_adapters: bool = True, has_general: bool =
                               f"{', '.join(GATE_METRICS)} (general_ prefix: on --general)")
         if metric.startswith("general_") and not has_general:
             raise SvloraError(f"--gate {part!r} needs --general MANIFEST")
+        if metric.removeprefix("general_") in TERM_METRICS and not has_terms:
+            raise SvloraError(f"--gate {part!r} needs --terms TERMS.txt")
         gates.append(Gate(metric, match.group(2), float(match.group(3))))
     if not has_adapters:
         raise SvloraError("--gate compares adapters with the base, but no --adapter was given")
@@ -47,7 +51,7 @@ def parse_gates(spec: str | None, has_adapters: bool = True, has_general: bool =
 
 
 GATE_METRICS = ("error_rate", "cer", "wer", "empty_rate", "emotion_accuracy", "emotion_ua",
-                "emotion_macro_f1")
+                "emotion_macro_f1", *TERM_METRICS)  # the term metrics need --terms
 # A gate on the headline error rate holds only if every text metric meets it: an English
 # adapter that empties its outputs can look fine in WER and not in CER.
 TEXT_GATE_METRICS = {"error_rate": ("error_rate", "cer", "wer")}

@@ -38,16 +38,18 @@ class ScoredClip:
     language_correct: bool
     event_correct: bool
     heads: dict | None = None         # a cascade's extra heads: {head: predicted label}
+    terms: dict | None = None         # with --terms: svlora.eval.terms.score_terms' record
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        if data["heads"] is None:
-            del data["heads"]
+        for optional in ("heads", "terms"):
+            if data[optional] is None:
+                del data[optional]
         return data
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "<clip>") -> "ScoredClip":
-        return cls(**_known_fields(cls, data, where, frozenset({"heads"})))
+        return cls(**_known_fields(cls, data, where, frozenset({"heads", "terms"})))
 
 
 def _known_fields(cls, data: dict, where: str, optional: frozenset = frozenset()) -> dict:
@@ -87,6 +89,8 @@ class EvalReport(Mapping):
     gates_passed: bool = True
     retention: dict | None = None     # {data, n, arms, delta} with --general
     labels: dict = field(default_factory=dict)  # the label schema scored (LabelSchema.to_dict)
+    hotword_arms: dict[str, dict] = field(default_factory=dict)  # name -> {stage1, hotwords, ...}
+    terms: dict | None = None         # with --terms: {file, sha256, n_terms, per_term}
 
     @property
     def adapter_arm(self) -> str | None:
@@ -104,8 +108,9 @@ class EvalReport(Mapping):
         data = {"schema": REPORT_SCHEMA, "schema_version": REPORT_VERSION,
                 "version": REPORT_VERSION,  # the first format's name for schema_version
                 **{f.name: getattr(self, f.name) for f in fields(self)}, **self.aliases()}
-        if self.retention is None:
-            del data["retention"]
+        for optional in ("retention", "terms"):
+            if data[optional] is None:
+                del data[optional]
         return data
 
     @classmethod
@@ -123,7 +128,7 @@ class EvalReport(Mapping):
     # the mapping view: report.json's keys
     def __getitem__(self, key: str):
         if key in {f.name for f in fields(self)}:
-            if key == "retention" and self.retention is None:
+            if key in ("retention", "terms") and getattr(self, key) is None:
                 raise KeyError(key)
             return getattr(self, key)
         if key in ("schema", "schema_version", "version"):

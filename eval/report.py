@@ -10,11 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from svlora.eval.scoring import HEADLINE, TEXT_METRICS
+from svlora.eval.terms import TERM_METRICS
 from svlora.io import atomic_path
 
 LABELS = {"error_rate": "error rate", "cer": "CER", "wer": "WER", "empty_rate": "empty outputs",
           "emotion_accuracy": "emotion acc", "emotion_ua": "emotion UA",
-          "emotion_macro_f1": "emotion macro-F1"}
+          "emotion_macro_f1": "emotion macro-F1", "term_recall": "term recall",
+          "term_precision": "term precision", "term_f1": "term F1",
+          "biased_error_rate": "B-error", "unbiased_error_rate": "U-error"}
 
 
 def _tag(tag: str | None) -> str:
@@ -101,6 +104,9 @@ def verdict_lines(report) -> list[str]:
             sure = "significant" if significant(delta, metric) else "not significant"
             parts.append(f"{LABELS[metric]} {direction}: "
                          f"{_change(delta, metric, resamples, label=False)} ({sure})")
+        if "term_recall" in delta:
+            parts.append("terms: " + "; ".join(_change(delta, m, resamples) for m in
+                                               ("term_recall", "unbiased_error_rate") if m in delta))
         retention = report.get("retention")
         if retention:
             general = retention["delta"][arm]
@@ -117,17 +123,74 @@ DECISION_HEADER = ["arm", "kind", "emotion UA", "emotion acc", "error rate", "ge
                    "training (s, trainable params)", "inference (ms / audio-s)"]
 
 
+def decision_header(report: dict) -> list[str]:
+    """DECISION_HEADER, with term recall and U-error after the error rate when terms were scored."""
+    if not report.get("terms"):
+        return DECISION_HEADER
+    return DECISION_HEADER[:5] + ["term recall", "U-error"] + DECISION_HEADER[5:]
+
+
 def decision_rows(report: dict) -> list[list[str]]:
     """The decision table: what each arm wins and what it costs."""
     rows = []
     for row in report.get("decision", []):
-        training = "–" if row["kind"] == "base" else "none (rules)" if row["kind"] == "rules" else \
+        untrained = row["kind"] in ("rules", "hotwords") and not row["trainable_parameters"]
+        training = "–" if row["kind"] == "base" else f"none ({row['kind']})" if untrained else \
             f"{_fmt(row['train_seconds'], 1)} s, {row['trainable_parameters'] or 0:,}"
+        terms = [_fmt(row.get("term_recall"), 3), _fmt(row.get("unbiased_error_rate"), 3)] \
+            if report.get("terms") else []
         rows.append([row["arm"], row["kind"] + ("" if row["stage1"] == row["arm"] else f" on {row['stage1']}"),
                      _fmt(row["emotion_ua"], 3), _fmt(row["emotion_accuracy"], 3),
-                     _fmt(row["error_rate"], 3), _fmt(row["general_error_rate"], 3), training,
+                     _fmt(row["error_rate"], 3), *terms, _fmt(row["general_error_rate"], 3), training,
                      _fmt(row["ms_per_audio_second"], 2)])
     return rows
+
+
+TERMS_NOTE = ("Terms: occurrences are leftmost-longest matches of a term or alias in the "
+              "normalised reference (words for en, characters otherwise); a hit when the "
+              "hypothesis units aligned to it spell the term; a false alarm: a hypothesis "
+              "occurrence overlapping no hit. B-error: edits on units inside occurrences over "
+              "those units; U-error: every other edit over the other units.")
+
+
+def term_metric_rows(report: dict) -> list[list[str]]:
+    """Per arm: each term metric with its 95% interval, and its change against base."""
+    rows = []
+    for arm in report["arm_names"]:
+        metrics, delta = report["arms"][arm], report.get("deltas", {}).get(arm)
+        cells = [arm]
+        for metric in TERM_METRICS:
+            value = f"{_fmt(metrics.get(metric), 3)} {_ci(metrics['ci95'].get(metric))}".strip()
+            if delta and metric in delta:
+                mark = " *" if significant(delta, metric) else ""
+                value += f" (Δ {delta[metric]:+.3f} {_p(delta['p_value'][metric], report['bootstrap']['resamples'])}{mark})"
+            cells.append(value)
+        rows.append(cells)
+    return rows
+
+
+def per_term_rows(report: dict, limit: int = 30) -> list[list[str]]:
+    """The most frequent terms: occurrences, recall per arm, the base's and the best arm's
+    commonest misrecognitions."""
+    rows = []
+    for entry in report["terms"]["per_term"][:limit]:
+        missed = "; ".join(f"{arm}: " + ", ".join(f"{heard} ×{count}" for heard, count in pairs)
+                           for arm, pairs in entry["misrecognitions"].items() if pairs)
+        rows.append([entry["term"], str(entry["occurrences"]),
+                     *(_fmt(entry["recall"].get(arm), 2) for arm in report["arm_names"]), missed or "–"])
+    return rows
+
+
+def terms_section(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of the domain-term tables; none without --terms."""
+    terms = report.get("terms")
+    if not terms:
+        return []
+    return [(f"Domain terms: {terms['file']} ({terms['n_terms']} terms; 95% intervals, Δ vs base)",
+             ["arm"] + [LABELS[m] for m in TERM_METRICS], term_metric_rows(report)),
+            ("Per term (most frequent first): recall per arm, misrecognitions",
+             ["term", "occurrences", *report["arm_names"], "most common misrecognitions"],
+             per_term_rows(report))]
 
 
 HEADS_HEADER = ["head", "arm", "n", "accuracy", "UA", "macro-F1"]
@@ -229,7 +292,7 @@ def render_markdown(report: dict) -> str:
               "case, punctuation removed; CER counts characters (all languages), WER words (en); "
               "error rate is CER for zh/yue/ja/ko clips and WER for en clips", "",
               "## Decision table", "",
-              *markdown_table(DECISION_HEADER, decision_rows(report)), "",
+              *markdown_table(decision_header(report), decision_rows(report)), "",
               "Inference cost: compute per second of audio on this run's device (stage 1's decoding "
               "plus the arm's post-processing); training: time to the best checkpoint (adapters) or "
               "the whole fit (cascades).", "",
@@ -239,6 +302,10 @@ def render_markdown(report: dict) -> str:
     if head_rows(report):
         lines += ["", "## Extra heads (95% intervals)", ""]
         lines += markdown_table(HEADS_HEADER, head_rows(report))
+    for title, header, rows in terms_section(report):
+        lines += ["", f"## {title}", "", *markdown_table(header, rows)]
+    if report.get("terms"):
+        lines += ["", TERMS_NOTE]
     if report.get("deltas"):
         lines += ["", "## Change against base", ""]
         lines += markdown_table(["arm"] + [LABELS[m] for m in HEADLINE]
@@ -387,12 +454,16 @@ def render_html(report: dict, images: dict[str, Path]) -> str:
                 f"<div class='verdict {verdict_class}'>" + "".join(
                     f"<div class='verdict-line'>{html.escape(line)}</div>"
                     for line in verdict_lines(report)) + "</div>",
-                "<h2>Decision table</h2>", _html_table(DECISION_HEADER, decision_rows(report)),
+                "<h2>Decision table</h2>", _html_table(decision_header(report), decision_rows(report)),
                 *([f"<p>{html.escape(new_class_line(report))}</p>"] if new_class_line(report) else []),
                 "<h2>Headline (95% bootstrap intervals)</h2>",
                 _html_table(["arm"] + [LABELS[m] for m in HEADLINE], headline_rows(report))]
     if head_rows(report):
         sections += ["<h2>Extra heads (95% intervals)</h2>", _html_table(HEADS_HEADER, head_rows(report))]
+    for title, header, rows in terms_section(report):
+        sections += [f"<h2>{html.escape(title)}</h2>", _html_table(header, rows)]
+    if report.get("terms"):
+        sections.append(f"<p>{html.escape(TERMS_NOTE)}</p>")
     if report.get("deltas"):
         sections += ["<h2>Change against base (paired; * p &lt; 0.05)</h2>",
                      _html_table(["arm"] + [LABELS[m] for m in HEADLINE] + ["McNemar"],

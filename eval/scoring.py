@@ -19,20 +19,24 @@ from svlora.eval.stats import (DEFAULT_RESAMPLES, bootstrap_interval, macro_f1_m
 from svlora.label_schema import DEFAULT_SCHEMA, LabelSchema
 from svlora.manifest import ManifestRow
 from svlora.eval.records import ScoredClip
+from svlora.eval.terms import TERM_METRICS, term_metric_functions
+from svlora.terms import TermScorer
 from svlora.metrics import text_edits
 
 NO_EMOTION = "(none)"  # column for outputs that carry no emotion tag
 HEADLINE = ("error_rate", "cer", "wer", "empty_rate", "emotion_accuracy", "emotion_ua",
             "emotion_macro_f1")
 TEXT_METRICS = ("error_rate", "cer", "wer", "empty_rate")  # judged together: see report.verdict
-LOWER_IS_BETTER = set(TEXT_METRICS)
+LOWER_IS_BETTER = set(TEXT_METRICS) | {"biased_error_rate", "unbiased_error_rate"}
 
 
 def score_clip(row: ManifestRow, raw_output: str, emotion_probs: dict | None = None,
-               schema: LabelSchema = DEFAULT_SCHEMA, head_probs: dict | None = None) -> ScoredClip:
+               schema: LabelSchema = DEFAULT_SCHEMA, head_probs: dict | None = None,
+               terms: TermScorer | None = None) -> ScoredClip:
     """One clip's prediction: tags parsed by `schema`, normalised texts and edit counts; with
     the decoder's emotion distribution, the probability of the decoded emotion (its
-    confidence); with a cascade's `head_probs` ({head: {label: p}}), each head's argmax."""
+    confidence); with a cascade's `head_probs` ({head: {label: p}}), each head's argmax;
+    with `terms`, the clip's term record (svlora.eval.terms.score_terms)."""
     parts = schema.split(raw_output)
     language = row.text_language.strip("<|>")
     edits = text_edits(row.target, parts["text"], language)
@@ -48,7 +52,8 @@ def score_clip(row: ManifestRow, raw_output: str, emotion_probs: dict | None = N
         emotion_confidence=(emotion_probs or {}).get(parts["emotion"]) if emotion_probs else None,
         language_correct=parts["language"] == row.text_language,
         event_correct=parts["event"] == row.event_target,
-        heads={name: max(p, key=p.get) for name, p in head_probs.items()} if head_probs else None)
+        heads={name: max(p, key=p.get) for name, p in head_probs.items()} if head_probs else None,
+        terms=terms.score(row.target, parts["text"], language) if terms else None)
 
 
 def emotion_order(labels, order=DEFAULT_SCHEMA.emotion) -> list[str]:
@@ -110,6 +115,13 @@ class ArmArrays:
             "emotion_ua": unweighted_recall_metric(self.references, self.predictions),
             "emotion_macro_f1": macro_f1_metric(self.references, self.predictions),
         }
+        if clips and all(c.terms is not None for c in clips):
+            self.metrics.update(term_metric_functions([c.terms for c in clips]))
+
+    @property
+    def scored(self) -> tuple[str, ...]:
+        """The headline metrics and, when terms were scored, the term metrics."""
+        return HEADLINE + tuple(m for m in TERM_METRICS if m in self.metrics)
 
     def value(self, name: str) -> float | None:
         value = float(self.metrics[name](np.arange(len(self.correct))[None])[0])
@@ -181,10 +193,10 @@ def arm_metrics(rows: list[ManifestRow], clips: list[ScoredClip], indices: np.nd
     predictions = [c.emotion for r, c in zip(rows, clips) if r.has_emotion]
     classes = per_class(references, predictions, schema.emotion)
     result = {"n": len(clips)}
-    for name in HEADLINE:
+    for name in arrays.scored:
         result[name] = arrays.value(name)
     result.update({
-        "ci95": {name: bootstrap_interval(arrays.metrics[name], indices) for name in HEADLINE
+        "ci95": {name: bootstrap_interval(arrays.metrics[name], indices) for name in arrays.scored
                  if result[name] is not None},
         "char_edits": sdi(clips, "chars"), "word_edits": sdi(clips, "words"),
         "language_accuracy": float(np.mean([c.language_correct for c in clips])),
@@ -205,7 +217,7 @@ def metric_delta(rows: list[ManifestRow], base_clips: list[ScoredClip], other_cl
     p-values, and the exact McNemar test on emotion correctness."""
     base, other = ArmArrays(rows, base_clips), ArmArrays(rows, other_clips)
     delta = {"n": len(rows), "ci95": {}, "p_value": {}}
-    for name in HEADLINE:
+    for name in base.scored:
         a, b = base.value(name), other.value(name)
         if a is None or b is None:
             continue

@@ -10,8 +10,10 @@ from collections import Counter
 import numpy as np
 
 from svlora.label_schema import DEFAULT_SCHEMA, LabelSchema
-from svlora.metrics import NO_SPACE_LANGUAGES, normalize_text, unweighted_average_recall
+from svlora.metrics import (NO_SPACE_LANGUAGES, WORD_LANGUAGES, normalize_text,
+                            unweighted_average_recall)
 from svlora.postprocess.rules import bare_text
+from svlora.terms import DELETED, TermList, TermScorer, parse_terms, read_terms, text_units
 
 OFFSET_GRID = np.round(np.arange(-4.0, 4.0001, 0.25), 2)
 
@@ -83,23 +85,101 @@ def mine_confusions(outputs: list[str], references: list[str], languages: list[s
     return result
 
 
+def misrecognitions(texts: list[str], references: list[str], languages: list[str],
+                    terms: TermList | None) -> tuple[Counter, Counter, Counter]:
+    """(Counter of (term, heard) misses, Counter of occurrences per term, Counter of misses
+    per term) over the clips: with `terms`, their aligned occurrences (svlora.terms.score_terms);
+    without, every reference word of a space-delimited language (a one-word term each)."""
+    misses, occurring, missed = Counter(), Counter(), Counter()
+    words_only = terms is None
+    if words_only:
+        words = sorted({w for r, lang in zip(references, languages) if lang in WORD_LANGUAGES
+                        for w in text_units(r, lang)})
+        terms = parse_terms("\n".join(words), "reference words") if words else None
+    if terms is None:
+        return misses, occurring, missed
+    scorer = TermScorer(terms)
+    for text, reference, language in zip(texts, references, languages):
+        if words_only and language not in WORD_LANGUAGES:
+            continue  # characters are no terms: mining zh/yue/ja needs a terms list
+        record = scorer.score(reference, text, language)
+        for occurrence in record["occurrences"]:
+            occurring[occurrence["term"]] += 1
+            if not occurrence["hit"]:
+                missed[occurrence["term"]] += 1
+                misses[(occurrence["term"], occurrence["heard"])] += 1
+    return misses, occurring, missed
+
+
+def mine_terms(texts: list[str], references: list[str], languages: list[str],
+               terms: TermList | None = None, min_count: int = 2) -> dict:
+    """Proposals from the commonest term misrecognitions: `replace` {heard: term} where a
+    spelling heard at least `min_count` times, nearly always (2/3) for the same term, is never a
+    reference's own text (replacing it cannot break a correct transcript), and `terms` (for
+    --hotwords) [[term, missed, occurrences]] missed at least `min_count` times, most first."""
+    misses, occurring, missed = misrecognitions(texts, references, languages, terms)
+    heard_total = Counter()
+    for (_, heard), count in misses.items():
+        heard_total[heard] += count
+    spoken = [normalize_text(r, lang) for r, lang in zip(references, languages)]
+    replace = {}
+    for (term, heard), count in misses.most_common():
+        if heard in replace or heard == DELETED or count < min_count or \
+                count < 2 * heard_total[heard] / 3 or said_anywhere(heard, spoken):
+            continue
+        replace[heard] = term
+    proposed = [[term, missed[term], occurring[term]] for term, _ in missed.most_common()
+                if missed[term] >= min_count]
+    return {"replace": [[heard, term, misses[(term, heard)]] for heard, term in replace.items()],
+            "terms": proposed}
+
+
+def said_anywhere(heard: str, references: list[str]) -> bool:
+    """Whether `heard` occurs in a normalised reference (as whole words where it has letters
+    of a space-delimited script, as a substring otherwise): such a replacement would break a
+    correct transcript."""
+    import re
+
+    pattern = re.compile(rf"(?<!\w){re.escape(heard)}(?!\w)")
+    return any(pattern.search(r) or (not heard.isascii() and heard in r) for r in references)
+
+
+def mined_rules(mined: dict) -> list[dict]:
+    """The rules a mining proposes: one rule replacing each consistently misheard spelling."""
+    if not mined["replace"]:
+        return []
+    return [{"name": "mined term spellings", "when": {},
+             "then": {"replace": {heard: term for heard, term, _ in mined["replace"]}}}]
+
+
 def fit_rules(outputs: list[str], distributions: list[dict[str, float]], references: list[str],
-              languages: list[str], labels: LabelSchema = DEFAULT_SCHEMA) -> dict:
-    """A rules file's content: fitted emotion offsets, no hand rules yet, and the miner's
-    evidence (only clips with an emotion label count)."""
+              languages: list[str], labels: LabelSchema = DEFAULT_SCHEMA,
+              texts: list[str] | None = None, terms: TermList | None = None) -> dict:
+    """A rules file's content: fitted emotion offsets, the mined term replacements (over every
+    clip with a transcript `texts`), and the miner's evidence (only clips with an emotion label
+    count for the emotion part)."""
     labelled = [i for i, r in enumerate(references) if r]
-    offsets = fit_offsets([distributions[i] for i in labelled], [references[i] for i in labelled])
+    offsets = fit_offsets([distributions[i] for i in labelled], [references[i] for i in labelled]) \
+        if labelled else {}
     miner = mine_confusions([outputs[i] for i in labelled], [references[i] for i in labelled],
-                            [languages[i] for i in labelled], labels=labels)
-    return {"version": 1, "emotion_offsets": offsets, "rules": [], "miner": miner}
+                            [languages[i] for i in labelled], labels=labels) if labelled else {}
+    rules = []
+    if texts is not None:
+        hypotheses = [labels.split(o)["text"] for o in outputs]
+        miner["terms"] = mine_terms(hypotheses, texts, languages, terms)
+        rules = mined_rules(miner["terms"])
+    return {"version": 1, "emotion_offsets": offsets, "rules": rules, "miner": miner}
 
 
 def fit_rules_file(model: str, data: str, out: str, adapter: str | None = None,
                    device: str = "cpu", hub: str = "ms", allow_base_mismatch: bool = False,
                    ban_emo_unknown: bool = False, trust_remote_code: bool = False,
-                   labels: str | None = None) -> dict:
+                   labels: str | None = None, terms: str | None = None,
+                   terms_out: str | None = None) -> dict:
     """Decode `data` with the stage-1 model (base, or base + adapter), fit, and write `out` as
-    a rules file a person can read and edit. Returns its content."""
+    a rules file a person can read and edit. Term misrecognitions are mined over `terms` (a
+    terms file; default: every word of en clips); `terms_out` gets the proposed terms list
+    (for --hotwords). Returns its content."""
     import yaml
 
     from svlora.adapter_format import attach_adapter
@@ -113,8 +193,10 @@ def fit_rules_file(model: str, data: str, out: str, adapter: str | None = None,
 
     schema = load_schema(labels) if labels else schema_beside(data)
     rows = read_manifest(data, schema)
-    if not any(row.has_emotion for row in rows):
-        raise SvloraError(f"{data}: no clip has an emotion label; rules fit needs labelled clips")
+    term_list = read_terms(terms) if terms else None
+    if not any(row.has_emotion for row in rows) and not any(row.target.strip() for row in rows):
+        raise SvloraError(f"{data}: no clip has an emotion label or a transcript; rules fit needs "
+                          "labelled clips")
     base = load_base_model(model, device=device, hub=hub, trust_remote_code=trust_remote_code)
     base.use_labels(schema)  # the offsets cover its classes (a new one included)
     if adapter:
@@ -125,11 +207,18 @@ def fit_rules_file(model: str, data: str, out: str, adapter: str | None = None,
                               ban_emo_unknown=ban_emo_unknown)
     content = fit_rules([d.raw for d in decoded], [d.emotion_probs for d in decoded],
                         [row.emo_target or "" for row in rows],
-                        [row.text_language.strip("<|>") for row in rows], schema)
+                        [row.text_language.strip("<|>") for row in rows], schema,
+                        texts=[row.target for row in rows], terms=term_list)
     header = (f"# Fitted by `svlora rules fit` on {data} ({len(rows)} clips), stage 1: {model}"
               f"{' + ' + adapter if adapter else ''}.\n# emotion_offsets are added to the "
               "log-probability of each emotion (prior correction); `miner` lists, per confusion "
               "(predicted→labelled),\n# the transcript endings and words most over-represented "
               "there as [value, clips in the confusion, clips overall]: evidence for hand rules.\n")
+    header += ("# miner.terms: term misrecognitions, `replace` [[heard, term, times]] (the rule "
+               "'mined term spellings' applies them)\n# and the terms most often missed [[term, "
+               "missed, occurrences]] (a --hotwords list).\n")
     write_text_atomic(out, header + yaml.safe_dump(content, allow_unicode=True, sort_keys=False))
+    if terms_out:
+        proposed = content["miner"]["terms"]["terms"]
+        write_text_atomic(terms_out, "".join(f"{term}\n" for term, _, _ in proposed))
     return content

@@ -202,6 +202,20 @@ def join_output(parts: dict) -> str:
     return "".join(parts[k] or "" for k in ("language", "emotion", "event", "itn")) + parts["text"]
 
 
+def replace_words(text: str, old: str, new: str) -> str:
+    """`old` replaced by `new` where it stands as a whole: an edge of `old` that is a letter or
+    digit of a space-delimited script must not touch another (so 'kne' → 'knee' leaves 'knee'
+    alone); Chinese/Japanese edges match anywhere, those scripts have no spaces."""
+    import re
+
+    def bounded(character: str) -> bool:
+        return character.isalnum() and unicodedata.east_asian_width(character) not in ("W", "F")
+
+    pattern = (("(?<!\\w)" if bounded(old[0]) else "") + re.escape(old)
+               + ("(?!\\w)" if bounded(old[-1]) else ""))
+    return re.sub(pattern, lambda _: new, text) if old else text
+
+
 def apply_rules(rules: RuleSet, raw: str, emotion_probs: dict[str, float] | None = None,
                 seconds: float | None = None) -> dict:
     """One clip after the rules: {raw, emotion_probs, fired: [rule names]}. Offsets act first
@@ -225,5 +239,5 @@ def apply_rules(rules: RuleSet, raw: str, emotion_probs: dict[str, float] | None
         if action.event is not None:
             parts["event"] = as_tag(action.event, labels.event)
         for old, new in action.replace.items():
-            parts["text"] = parts["text"].replace(old, new)
+            parts["text"] = replace_words(parts["text"], old, new)
     return {"raw": join_output(parts), "emotion_probs": probabilities, "fired": fired}

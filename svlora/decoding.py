@@ -14,6 +14,7 @@ from tqdm import tqdm
 from svlora.audio import TARGET_RATE
 from svlora.errors import AudioFileError, SvloraError
 from svlora.features import pack_by_padded_seconds, pad_features
+from svlora.hotwords import Hotwords
 from svlora.label_schema import LabelSchema
 from svlora.model import BaseModel
 from svlora.segments import MAX_SEGMENT_SECONDS, Segment, load_vad, speech_segments
@@ -61,6 +62,37 @@ def greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor, blank_id: int = 0
         collapsed = torch.unique_consecutive(row[:length])
         sequences.append([int(t) for t in collapsed if int(t) != blank_id])
     return sequences
+
+
+QUERY_FRAMES = 4  # language, emotion, event, ITN: the frames the rich tags come from
+
+
+def hotword_ids(log_probs: torch.Tensor, lengths: torch.Tensor,
+                settings: list[Hotwords | None], blank_id: int = 0) -> list[list[int] | None]:
+    """Token ids of the rows that have hotword settings (None for the others): the query
+    frames decoded greedily (the tags, exactly as greedy_ids), the speech frames by a CTC
+    prefix beam search with the settings' context graph. One device-to-host copy per batch."""
+    from svlora.beam_search import ctc_prefix_beam_search
+
+    rows = [i for i, h in enumerate(settings) if h is not None]
+    if not rows:
+        return [None] * len(settings)
+    speech = log_probs[rows, QUERY_FRAMES:]
+    width = min(max(settings[i].beam for i in rows), speech.size(-1))
+    top = speech.topk(width, dim=-1) if speech.size(1) else None
+    top_values = top.values.float().cpu().numpy() if top is not None else None
+    top_ids = top.indices.cpu().numpy() if top is not None else None
+    blanks = speech[..., blank_id].float().cpu().numpy()
+    tags = greedy_ids(log_probs[rows, :QUERY_FRAMES], lengths[rows].clamp(max=QUERY_FRAMES), blank_id)
+    result: list[list[int] | None] = [None] * len(settings)
+    for position, row in enumerate(rows):
+        frames = max(0, int(lengths[row]) - QUERY_FRAMES)
+        hotwords = settings[row]
+        text = [] if not frames else ctc_prefix_beam_search(
+            top_ids[position, :frames, :hotwords.beam], top_values[position, :frames, :hotwords.beam],
+            blanks[position, :frames], hotwords.beam, hotwords.graph, blank_id)
+        result[row] = tags[position] + text
+    return result
 
 
 def duration_batches(lengths: list[int], max_seconds: float) -> list[list[int]]:
@@ -136,7 +168,8 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
                     max_seconds_per_batch: float | None = None, language: str = "auto",
                     itn: str | list[str] = "woitn", ban_emo_unknown: bool = False,
                     with_pooled: bool = False, batch_context=None,
-                    progress: bool | None = None) -> list[Decoded]:
+                    progress: bool | None = None,
+                    hotwords: Hotwords | list[Hotwords | None] | None = None) -> list[Decoded]:
     """Greedy outputs ('<|en|><|HAPPY|><|Speech|><|woitn|>text') with tag distributions.
 
     Clips are batched by duration (padded seconds per batch bounded); `itn` may be one value or
@@ -147,13 +180,16 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
     names and the distributions cover its classes. `with_pooled` keeps each clip's mean encoder output.
     `batch_context(indices)`, if given, wraps each forward pass over those clips (the server
     routes each row to its own adapter this way). `progress`: a bar on stderr (default: for
-    50 clips or more).
+    50 clips or more). `hotwords` (one for all clips, or one or None per clip): the text decoded
+    by a prefix beam search biased towards its terms (svlora.hotwords); tags and their
+    distributions are unchanged.
     """
     max_seconds_per_batch = max_seconds_per_batch or default_batch_seconds(base.device)
     module = base.model
     was_training = module.training
     module.eval()
     itns = [itn] * len(features) if isinstance(itn, str) else list(itn)
+    per_clip = hotwords if isinstance(hotwords, list) else [hotwords] * len(features)
     outputs: list[Decoded | None] = [None] * len(features)
     use_bf16 = decoding_precision(base.device) == "bf16"
     schema = base.labels
@@ -175,7 +211,10 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
         distributions = {kind: tag_distributions(log_probs, kind, schema,
                                                  banned if kind == "emotion" else ())
                          for kind in TAG_FRAMES}
-        for row, (index, ids) in enumerate(zip(chunk, greedy_ids(log_probs, out_lengths))):
+        biased = hotword_ids(log_probs, out_lengths, [per_clip[i] for i in chunk])
+        greedy = greedy_ids(log_probs, out_lengths) if None in biased else biased
+        for row, index in enumerate(chunk):
+            ids = biased[row] if biased[row] is not None else greedy[row]
             outputs[index] = Decoded(schema.rename(base.decode(ids)), distributions["language"][row],
                                      distributions["emotion"][row], distributions["event"][row],
                                      pooled[row])
@@ -291,15 +330,17 @@ def prepare_file(base: BaseModel, path: str, max_segment_seconds: float = MAX_SE
 def decode_prepared(base: BaseModel, files: list[PreparedFile], max_seconds_per_batch: float | None = None,
                     language: str = "auto", itn: str = "woitn", ban_emo_unknown: bool = False,
                     with_pooled: bool = False, batch_context=None,
-                    progress: bool | None = None) -> list[TranscriptionResult]:
+                    progress: bool | None = None,
+                    hotwords: Hotwords | list[Hotwords | None] | None = None) -> list[TranscriptionResult]:
     """One result per prepared file (see file_result), every segment of every file decoded in
-    shared duration-sorted batches. `batch_context(file_indices)` and `progress` as in
-    decode_features, given the files each forward pass covers."""
+    shared duration-sorted batches. `batch_context(file_indices)`, `progress` and `hotwords`
+    (one, or one per file) as in decode_features, given the files each forward pass covers."""
     owners = [index for index, item in enumerate(files) for _ in item.features]
     context = (lambda rows: batch_context([owners[r] for r in rows])) if batch_context else None
+    per_segment = [hotwords[i] for i in owners] if isinstance(hotwords, list) else hotwords
     outputs = iter(decode_features(base, [f for item in files for f in item.features],
                                    max_seconds_per_batch, language, itn, ban_emo_unknown,
-                                   with_pooled, context, progress))
+                                   with_pooled, context, progress, per_segment))
     return [file_result(item.path, item.segments, item.how, [next(outputs) for _ in item.segments],
                         base.labels)
             for item in files]
@@ -310,8 +351,8 @@ def iter_transcribe_files(base: BaseModel, paths: list[str],
                           itn: str = "woitn", max_segment_seconds: float = MAX_SEGMENT_SECONDS,
                           max_file_seconds: float | None = None, vad_loader=load_vad,
                           pending_seconds: float = 600.0, ban_emo_unknown: bool = False,
-                          with_pooled: bool = False,
-                          keep_going: bool = False) -> Iterator[TranscriptionResult | FileError]:
+                          with_pooled: bool = False, keep_going: bool = False,
+                          hotwords: Hotwords | None = None) -> Iterator[TranscriptionResult | FileError]:
     """One result per audio file, in order: the raw output and its tags and text; a file longer
     than `max_segment_seconds` is cut (Silero VAD, else fixed windows) and decoded per segment,
     with `segments` listing each one and file-level tags weighted by duration. Files are decoded
@@ -319,7 +360,8 @@ def iter_transcribe_files(base: BaseModel, paths: list[str],
     long the files are, and results come out group by group. `max_file_seconds` refuses longer
     files; `vad_loader()` gives the VAD (called on the first long file; None: fixed windows).
     A file that cannot be read (or is too long) raises AudioFileError, or with `keep_going`
-    gives a FileError record in its place and the rest go on."""
+    gives a FileError record in its place and the rest go on. `hotwords`: the text decoded
+    with hotword biasing (svlora.hotwords)."""
     pending: list[PreparedFile | FileError] = []
     pending_total = 0.0
 
@@ -328,7 +370,7 @@ def iter_transcribe_files(base: BaseModel, paths: list[str],
         long_audio = pending_total >= PROGRESS_AUDIO_SECONDS  # minutes to decode on a CPU
         decoded = iter(decode_prepared(base, prepared, max_seconds_per_batch, language, itn,
                                        ban_emo_unknown, with_pooled,
-                                       progress=True if long_audio else None))
+                                       progress=True if long_audio else None, hotwords=hotwords))
         return [next(decoded) if isinstance(item, PreparedFile) else item for item in pending]
 
     for path in paths:

@@ -6,7 +6,8 @@ domain trains the tiny base model. The "clinic" domain is the user's domain: a d
 recording channel (half a ladder step higher), other words, and other emotion habits
 (its neutral speech is quiet and slow, which general-domain habits read as sad), plus a class
 SenseVoice lacks (HESITANT: long pauses between letters) and a `role` per speaker (nurses
-have a brighter voice than patients), both declared in the clinic's labels.yaml.
+have a brighter voice than patients), both declared in the clinic's labels.yaml, and drug-like
+domain terms the general domain never says (its terms.txt).
 Everything is generated from a seed, so the demo needs no download and no licence.
 """
 
@@ -26,6 +27,9 @@ LADDER_LOW_HZ, LADDER_RATIO = 300.0, 1.16
 GENERAL_WORDS = ("the rain is on today stay home kid ride dark road ten year hot tea lake "
                  "any time old story hello")
 CLINIC_WORDS = "pain dose nurse rest meds sleep heart pulse tired spine knee sore hurt dry"
+# The clinic's domain terms: drug-like words the general corpus never contains (its terms.txt;
+# `svlora eval --terms`, `--hotwords`)
+CLINIC_TERMS = ("tramadol", "sertraline", "amiodarone", "atenolol", "methadone")
 
 
 @dataclass(frozen=True)
@@ -68,11 +72,12 @@ class DomainSpec:
     speakers: int
     clips_per_speaker: int
     labels: dict | None = None  # its labels.yaml (prepare --labels); a `role` head: nurse/patient
+    terms: tuple[str, ...] = ()  # domain terms among its words, listed in its terms.txt
 
 
 GENERAL = DomainSpec("general", tuple(GENERAL_WORDS.split()), GENERAL_STYLES, 1.0, 8, 50)
-CLINIC = DomainSpec("clinic", tuple(CLINIC_WORDS.split()), CLINIC_STYLES,
-                    LADDER_RATIO ** 0.5, 10, 30, labels=CLINIC_LABELS)
+CLINIC = DomainSpec("clinic", tuple(CLINIC_WORDS.split()) + CLINIC_TERMS, CLINIC_STYLES,
+                    LADDER_RATIO ** 0.5, 10, 30, labels=CLINIC_LABELS, terms=CLINIC_TERMS)
 
 
 def letter_frequency(letter: str) -> float:
@@ -135,6 +140,8 @@ def generate_domain(spec: DomainSpec, out_dir: str | Path, seed: int) -> Path:
 
         (out / "labels.yaml").write_text(yaml.safe_dump(spec.labels, sort_keys=False),
                                          encoding="utf-8")
+    if spec.terms:
+        (out / "terms.txt").write_text("".join(f"{term}\n" for term in spec.terms), encoding="utf-8")
     return csv_path
 
 

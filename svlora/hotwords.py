@@ -1,0 +1,83 @@
+"""Hotword biasing: the text frames of SenseVoice's CTC output decoded by a prefix beam search
+with a context graph of the user's terms (svlora.context_graph), each term spelt in the model's
+own sentencepiece tokens. The rich tags (the four query frames) are decoded greedily exactly
+as without hotwords, so hotwords never change emotion, event or language."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from svlora.context_graph import ContextGraph
+from svlora.terms import TermList, TermsError, parse_terms, read_terms
+
+DEFAULT_BEAM = 8
+DEFAULT_HOTWORD_SCORE = 2.0  # bonus per matched token, in log-probability units
+MAX_REQUEST_TERMS = 1000     # a request's own `hotwords` field (serve)
+MAX_REQUEST_TERMS_CHARS = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Hotwords:
+    """How one clip's text is decoded: a beam of `beam` prefixes, and with `terms` a bonus of
+    `score` per token of a term being matched (given back if the match does not complete)."""
+
+    beam: int = DEFAULT_BEAM
+    score: float = DEFAULT_HOTWORD_SCORE
+    terms: TermList | None = None
+    graph: ContextGraph | None = None
+
+    def identity(self) -> dict:
+        """What changes the outputs (for caches and run records)."""
+        return {"beam": self.beam, "score": self.score if self.terms else None,
+                "terms_sha256": self.terms.sha256 if self.terms else None,
+                "terms": len(self.terms) if self.terms else 0}
+
+
+def term_phrases(terms: TermList, tokenizer) -> list[list[int]]:
+    """Every spelling of every term as the model's token ids (as written, and lower-cased when
+    that differs: SenseVoice writes English in lower case without ITN). A character the
+    tokenizer does not know is an error naming the line."""
+    processor = tokenizer.sp if getattr(tokenizer, "sp", None) is not None else None
+    unknown = processor.unk_id() if processor is not None else 0
+    phrases = []
+    for term in terms.terms:
+        for spelling in term.spellings:
+            for variant in dict.fromkeys((spelling, spelling.lower())):
+                ids = list(tokenizer.encode(variant))
+                if unknown in ids:
+                    bad = [c for c in variant if unknown in tokenizer.encode(c)]
+                    raise TermsError(f"{terms.source}:{term.line}: {variant!r} has characters the "
+                                     f"model's vocabulary lacks ({' '.join(map(repr, bad[:5]))}); "
+                                     "spell it as the model writes it, or remove the line")
+                phrases.append(ids)
+    return phrases
+
+
+def build_hotwords(tokenizer, terms: TermList | None, score: float = DEFAULT_HOTWORD_SCORE,
+                   beam: int = DEFAULT_BEAM) -> Hotwords:
+    """Hotwords for `terms` (None: a plain beam search) with the model's tokenizer."""
+    if beam < 1:
+        raise TermsError(f"--beam {beam}: use 1 or more")
+    if score < 0:
+        raise TermsError(f"--hotword-score {score:g}: use 0 or more (a bonus per matched token)")
+    graph = ContextGraph(term_phrases(terms, tokenizer), score) if terms else None
+    return Hotwords(beam, score, terms, graph)
+
+
+def load_hotwords(path: str, tokenizer, score: float = DEFAULT_HOTWORD_SCORE,
+                  beam: int = DEFAULT_BEAM) -> Hotwords:
+    """build_hotwords over a terms file (its warnings are on the returned .terms)."""
+    return build_hotwords(tokenizer, read_terms(path), score, beam)
+
+
+def request_hotwords(text: str, tokenizer, score: float, beam: int) -> Hotwords:
+    """A request's own terms (one per line or comma-separated), bounded."""
+    if len(text) > MAX_REQUEST_TERMS_CHARS:
+        raise TermsError(f"hotwords: {len(text):,} characters, more than {MAX_REQUEST_TERMS_CHARS:,}; "
+                         "send fewer terms or start the server with --hotwords FILE")
+    lines = text.replace(",", "\n") if "\n" not in text and "\t" not in text else text
+    terms = parse_terms(lines, "hotwords")
+    if len(terms) > MAX_REQUEST_TERMS:
+        raise TermsError(f"hotwords: {len(terms)} terms, more than {MAX_REQUEST_TERMS}; send fewer "
+                         "or start the server with --hotwords FILE")
+    return build_hotwords(tokenizer, terms, score, beam)
