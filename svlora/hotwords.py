@@ -34,22 +34,23 @@ class Hotwords:
 
 
 def term_phrases(terms: TermList, tokenizer) -> list[list[int]]:
-    """Every spelling of every term as the model's token ids (as written, and lower-cased when
-    that differs: SenseVoice writes English in lower case without ITN). A character the
-    tokenizer does not know is an error naming the line."""
+    """Every spelling of every term as the model's token ids, as written and lower-cased
+    (SenseVoice writes English in lower case without ITN); a variant with characters the
+    tokenizer does not know is left out, a spelling with no known variant is an error naming
+    the line."""
     processor = tokenizer.sp if getattr(tokenizer, "sp", None) is not None else None
     unknown = processor.unk_id() if processor is not None else 0
     phrases = []
     for term in terms.terms:
         for spelling in term.spellings:
-            for variant in dict.fromkeys((spelling, spelling.lower())):
-                ids = list(tokenizer.encode(variant))
-                if unknown in ids:
-                    bad = [c for c in variant if unknown in tokenizer.encode(c)]
-                    raise TermsError(f"{terms.source}:{term.line}: {variant!r} has characters the "
-                                     f"model's vocabulary lacks ({' '.join(map(repr, bad[:5]))}); "
-                                     "spell it as the model writes it, or remove the line")
-                phrases.append(ids)
+            variants = [list(tokenizer.encode(v)) for v in dict.fromkeys((spelling, spelling.lower()))]
+            known = [ids for ids in variants if unknown not in ids]
+            if not known:
+                bad = [c for c in dict.fromkeys(spelling.lower()) if unknown in tokenizer.encode(c)]
+                raise TermsError(f"{terms.source}:{term.line}: {spelling!r} has characters the "
+                                 f"model's vocabulary lacks ({' '.join(map(repr, bad[:5]))}); "
+                                 "spell it as the model writes it, or remove the line")
+            phrases += known
     return phrases
 
 

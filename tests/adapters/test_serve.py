@@ -385,3 +385,34 @@ def test_overload_gets_503_with_retry_after_and_the_lru_bound_evicts(trained_dir
         assert post(url, clip, model="clinic2").status_code == 200
     finally:
         stop(process)
+
+
+def test_request_hotwords_in_a_mixed_batch_equal_load_model_and_keep_the_tags(server, trained_dir):
+    """Requests with and without a `hotwords` field decoded together (one batch window): each
+    equals load_model(hotwords=...) or the plain base, and the tags never differ."""
+    terms_file = trained_dir / "demo" / "clinic" / "terms.txt"
+    terms = ",".join(terms_file.read_text().split())
+    rows = [json.loads(line) for line in (trained_dir / "clinic/test.jsonl").read_text().splitlines()]
+    clips = [Path(r["source"]) for r in rows if set(r["target"].split()) & set(terms.split(","))][:4]
+    tiny = str(trained_dir / "tiny-base")
+    biased = {str(c): r for c, r in zip(clips, load_model(tiny, hotwords=str(terms_file)).transcribe(clips))}
+    plain = {str(c): r for c, r in zip(clips, load_model(tiny).transcribe(clips))}
+    jobs = [(clip, use) for clip in clips for use in (True, False)]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        bodies = list(pool.map(lambda job: post(server, job[0], model="sensevoice-small",
+                                                **({"hotwords": terms} if job[1] else {})).json(), jobs))
+    for (clip, use), body in zip(jobs, bodies):
+        want = (biased if use else plain)[str(clip)]
+        assert (body["text"], body["emotion"]) == (want["text"], want["emotion"])
+        assert body["emotion_probs"] == pytest.approx(plain[str(clip)]["emotion_probs"], abs=1e-6)
+    assert any(biased[str(c)]["text"] != plain[str(c)]["text"] for c in clips)
+
+
+def test_bad_request_hotwords_get_400_naming_the_problem(server, trained_dir):
+    clip = clinic_clips(trained_dir, 1)[0]
+    response = post(server, clip, hotwords="heparin\n<|HAPPY|>")
+    assert response.status_code == 400 and "hotwords:2: <|HAPPY|> is a rich tag" in response.json()["detail"]
+    response = post(server, clip, hotwords=",".join(f"term{i}" for i in range(1001)))
+    assert response.status_code == 400 and "more than 1000" in response.json()["detail"]
+    response = post(server, clip, hotwords="ß-blocker")
+    assert response.status_code == 400 and "vocabulary lacks" in response.json()["detail"]

@@ -178,3 +178,27 @@ def test_ascii_only_shorthand_classes_are_refused_with_the_unicode_spelling(tmp_
     assert main(["rules", "check", str(spelled_out)]) == 0
     rules = load_rules(spelled_out)
     assert apply_rules(rules, "<|zh|><|SAD|><|Speech|><|woitn|>好吧")["fired"] == ["any word"]
+
+
+def test_replace_respects_word_edges_in_spaced_scripts_only():
+    from svlora.postprocess.rules import replace_words
+
+    assert replace_words("kne hurts, knee fine", "kne", "knee") == "knee hurts, knee fine"
+    assert replace_words("我平舱了", "平舱", "平仓") == "我平仓了"
+
+
+def test_term_mining_proposes_safe_replacements_and_the_terms_most_missed():
+    from svlora.postprocess.fit import mine_terms
+    from svlora.terms import parse_terms
+
+    references = ["take heparin now", "heparin again", "more heparin", "the knee", "knee hurts",
+                  "kne is a word"]
+    heard = ["take heprin now", "heprin again", "more hepar in", "the kne", "kne hurts",
+             "kne is a word"]
+    mined = mine_terms(heard, references, ["en"] * 6, parse_terms("heparin\nknee\n", "t"))
+    # 'heprin' is heard twice for heparin and said by nobody: a replacement; 'kne' is a word
+    # one reference really says, so replacing it would break that transcript
+    assert mined["replace"] == [["heprin", "heparin", 2]]
+    assert mined["terms"] == [["heparin", 3, 3], ["knee", 2, 2]]
+    words = mine_terms(heard, references, ["en"] * 6)  # no terms list: every reference word
+    assert ["heprin", "heparin", 2] in words["replace"] and words["terms"][0] == ["heparin", 3, 3]
