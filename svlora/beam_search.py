@@ -99,11 +99,11 @@ def _best(next_b: dict[tuple[int, ...], float], next_nb: dict[tuple[int, ...], f
     """The `beam` best hypotheses by logaddexp(p_b, p_nb) plus context score."""
     hyps = [(prefix, p_b, next_nb.get(prefix, NEG_INF)) for prefix, p_b in next_b.items()]
     hyps.extend((prefix, NEG_INF, p_nb) for prefix, p_nb in next_nb.items() if prefix not in next_b)
+    if len(hyps) <= beam:
+        return hyps
     if context is None:
-        ranked = [(_logaddexp(p_b, p_nb), hyp) for hyp in hyps for _, p_b, p_nb in (hyp,)]
+        def rank(hyp): return _logaddexp(hyp[1], hyp[2])
     else:
-        ranked = [(_logaddexp(p_b, p_nb) + context[hyp[0]][1], hyp) for hyp in hyps for _, p_b, p_nb in (hyp,)]
-    if len(ranked) > beam:
-        ranked.sort(key=lambda pair: pair[0], reverse=True)
-        del ranked[beam:]
-    return [hyp for _, hyp in ranked]
+        def rank(hyp): return _logaddexp(hyp[1], hyp[2]) + context[hyp[0]][1]
+    hyps.sort(key=rank, reverse=True)
+    return hyps[:beam]

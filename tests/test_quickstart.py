@@ -38,9 +38,10 @@ def test_quickstart_runs_every_stage_and_the_adapter_wins_on_the_demo_domain(qui
     summary = json.loads((out / "quickstart.json").read_text())
     for stage in ("make tiny model", "prepare", "A/B eval on the clinic test split"):
         assert stage in summary["stage_seconds"]
-    # the three paths side by side: base, adapter, rules and cascades on each stage 1
+    # the paths side by side: base, adapter, hotwords, rules and cascades on each stage 1
     assert [row["arm"] for row in summary["decision"]] == [
-        "base", "adapter", "base+cascade", "adapter+cascade", "base+rules", "adapter+rules"]
+        "base", "base+hotwords", "adapter", "adapter+hotwords", "base+cascade", "adapter+cascade",
+        "base+rules", "adapter+rules"]
     # the decision table's figures agree with a count made here from the raw outputs
     rows = [json.loads(line) for line in (out / "clinic/test.jsonl").read_text().splitlines()]
     predictions = [json.loads(line) for line in (out / "report/predictions.jsonl").read_text().splitlines()]
@@ -52,5 +53,8 @@ def test_quickstart_runs_every_stage_and_the_adapter_wins_on_the_demo_domain(qui
     # The honest A/B: base trained on "general", adapter on "clinic", scored on clinic test.
     assert decided["adapter"]["error_rate"] < decided["base"]["error_rate"]
     assert decided["adapter"]["emotion_accuracy"] > decided["base"]["emotion_accuracy"]
+    # hotwords raise the base's drug-name recall without making the rest worse (the bar)
+    assert decided["base+hotwords"]["term_recall"] > decided["base"]["term_recall"]
+    assert decided["base+hotwords"]["unbiased_error_rate"] <= decided["base"]["unbiased_error_rate"] + 0.05
     # the transcription stage printed SenseVoice-style outputs for real clips
     assert "<|Speech|><|woitn|>" in quickstart_run["stdout"]

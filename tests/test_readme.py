@@ -17,16 +17,18 @@ def readme_text() -> str:
 
 def quickstart_table(readme: str) -> dict[str, dict[str, float]]:
     """The quickstart's decision table as the README prints it: arm → its quality figures (the
-    three headline ones, HESITANT's recall and the role head's UA, "–" where an arm has none)."""
+    three headline ones, HESITANT's recall, the role head's UA ("–" where an arm has none), the
+    drug names' recall and the error rate outside them)."""
     section = readme.split("### What the quickstart does", 1)[1].split("\n## ", 1)[0]
     rows = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 6 and re.fullmatch(r"[\d.]+", cells[1] or "x"):
+        if len(cells) >= 8 and re.fullmatch(r"[\d.]+", cells[1] or "x"):
             arm = re.sub(r"\s*\(.*\)$", "", cells[0])
             rows[arm] = {"emotion_ua": float(cells[1]), "emotion_accuracy": float(cells[2]),
                          "error_rate": float(cells[3]), "hesitant_recall": float(cells[4]),
-                         "role_ua": None if cells[5] == "–" else float(cells[5])}
+                         "role_ua": None if cells[5] == "–" else float(cells[5]),
+                         "term_recall": float(cells[6]), "unbiased_error_rate": float(cells[7])}
     return rows
 
 

@@ -122,3 +122,19 @@ def test_no_audio_is_a_clear_message(page):
     page.wait_for_selector("#run")
     page.locator("#run").click()
     page.get_by_text("no audio: upload a file or record a clip first").first.wait_for(timeout=30000)
+
+
+def test_hotwords_typed_on_the_page_bias_every_arm_like_load_model(page, trained_dir):
+    terms = trained_dir / "demo" / "clinic" / "terms.txt"
+    tiny = str(trained_dir / "tiny-base")
+    clips = clinic_clips(trained_dir, 60)
+    biased_runtime, plain_runtime = load_model(tiny, hotwords=str(terms)), load_model(tiny)
+    clip = next(c for c in clips if biased_runtime.transcribe([c])[0]["text"]
+                != plain_runtime.transcribe([c])[0]["text"])
+    upload(page, clip)
+    page.locator("#hotwords textarea").fill(terms.read_text())
+    page.locator("#run").click()
+    want = biased_runtime.transcribe([clip])[0]
+    page.wait_for_function("([expected]) => { const t = document.querySelector('#arm0-raw textarea'); "
+                           "return t && t.value === expected; }", arg=[want["raw"]], timeout=60000)
+    assert arm_value(page, 0, "raw") == want["raw"]
