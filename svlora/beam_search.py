@@ -46,22 +46,26 @@ def ctc_prefix_beam_search(top_ids: np.ndarray, top_log_probs: np.ndarray, blank
     skip = math.inf if blank_skip_log_prob is None else blank_skip_log_prob
     logaddexp = _logaddexp
     step = graph.step if graph is not None else None
-    # A prefix's context (state, score) depends on its tokens alone, so it is kept across frames.
-    context: dict[tuple[int, ...], tuple[int, float]] = {(): (ContextGraph.ROOT, 0.0)}
-    hyps: list[tuple[tuple[int, ...], float, float]] = [((), 0.0, NEG_INF)]  # (prefix, p_b, p_nb)
+    # Prefixes are ids in a trie, not token tuples: tuples re-hash their whole length on every
+    # dict lookup. Equal prefixes get the same id, which is what merges them. A prefix's context
+    # (state, score) depends on its tokens alone, so it is stored with its trie node.
+    parents, last_tokens = [-1], [None]
+    context_states, context_scores = [ContextGraph.ROOT], [0.0]
+    trie: dict[tuple[int, int], int] = {}  # (parent prefix, token) -> prefix
+    hyps: list[tuple[int, float, float]] = [(0, 0.0, NEG_INF)]  # (prefix, p_b, p_nb)
 
     for ids, log_probs, blank in frames:
         if blank > skip:
             # Blank as the only candidate: every prefix ends in blank, none merge, the order holds.
             hyps = [(prefix, logaddexp(p_b, p_nb) + blank, NEG_INF) for prefix, p_b, p_nb in hyps]
             continue
-        next_b: dict[tuple[int, ...], float] = {}
-        next_nb: dict[tuple[int, ...], float] = {}
+        next_b: dict[int, float] = {}
+        next_nb: dict[int, float] = {}
         for prefix, p_b, p_nb in hyps:
             total = logaddexp(p_b, p_nb)
             mass = next_b.get(prefix)
             next_b[prefix] = total + blank if mass is None else logaddexp(mass, total + blank)
-            last = prefix[-1] if prefix else None
+            last = last_tokens[prefix]
             for token, log_prob in zip(ids, log_probs):
                 if token == blank_id:
                     continue
@@ -74,36 +78,43 @@ def ctc_prefix_beam_search(top_ids: np.ndarray, top_log_probs: np.ndarray, blank
                     extension = p_b + log_prob
                 else:
                     extension = total + log_prob
-                longer = prefix + (token,)
+                longer = trie.get((prefix, token))
+                if longer is None:
+                    longer = trie[prefix, token] = len(parents)
+                    parents.append(prefix)
+                    last_tokens.append(token)
+                    if step is not None:
+                        bonus, state, _ = step(context_states[prefix], token)
+                        context_states.append(state)
+                        context_scores.append(context_scores[prefix] + bonus)
                 mass = next_nb.get(longer)
                 next_nb[longer] = extension if mass is None else logaddexp(mass, extension)
-                if step is not None and longer not in context:
-                    state, score = context[prefix]
-                    bonus, new_state, _ = step(state, token)
-                    context[longer] = (new_state, score + bonus)
-        hyps = _best(next_b, next_nb, context if step is not None else None, beam)
+        hyps = _best(next_b, next_nb, context_scores if step is not None else None, beam)
 
-    def final_score(hyp: tuple[tuple[int, ...], float, float]) -> float:
+    def final_score(hyp: tuple[int, float, float]) -> float:
         prefix, p_b, p_nb = hyp
         if graph is None:
             return logaddexp(p_b, p_nb)
-        state, score = context[prefix]
-        return logaddexp(p_b, p_nb) + score + graph.finish(state)
+        return logaddexp(p_b, p_nb) + context_scores[prefix] + graph.finish(context_states[prefix])
 
-    return list(max(hyps, key=final_score)[0])
+    prefix = max(hyps, key=final_score)[0]
+    tokens = []
+    while prefix > 0:
+        tokens.append(last_tokens[prefix])
+        prefix = parents[prefix]
+    return tokens[::-1]
 
 
-def _best(next_b: dict[tuple[int, ...], float], next_nb: dict[tuple[int, ...], float],
-          context: dict[tuple[int, ...], tuple[int, float]] | None,
-          beam: int) -> list[tuple[tuple[int, ...], float, float]]:
+def _best(next_b: dict[int, float], next_nb: dict[int, float], context_scores: list[float] | None,
+          beam: int) -> list[tuple[int, float, float]]:
     """The `beam` best hypotheses by logaddexp(p_b, p_nb) plus context score."""
     hyps = [(prefix, p_b, next_nb.get(prefix, NEG_INF)) for prefix, p_b in next_b.items()]
     hyps.extend((prefix, NEG_INF, p_nb) for prefix, p_nb in next_nb.items() if prefix not in next_b)
     if len(hyps) <= beam:
         return hyps
-    if context is None:
+    if context_scores is None:
         def rank(hyp): return _logaddexp(hyp[1], hyp[2])
     else:
-        def rank(hyp): return _logaddexp(hyp[1], hyp[2]) + context[hyp[0]][1]
+        def rank(hyp): return _logaddexp(hyp[1], hyp[2]) + context_scores[hyp[0]]
     hyps.sort(key=rank, reverse=True)
     return hyps[:beam]

@@ -6,9 +6,12 @@ as without hotwords, so hotwords never change emotion, event or language."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from svlora.context_graph import ContextGraph
-from svlora.terms import TermList, TermsError, parse_terms, read_terms
+
+if TYPE_CHECKING:  # svlora.terms needs numpy: the CLI's --help reads the defaults below without it
+    from svlora.terms import TermList
 
 DEFAULT_BEAM = 8
 DEFAULT_HOTWORD_SCORE = 2.0  # bonus per matched token, in log-probability units
@@ -38,6 +41,8 @@ def term_phrases(terms: TermList, tokenizer) -> list[list[int]]:
     (SenseVoice writes English in lower case without ITN); a variant with characters the
     tokenizer does not know is left out, a spelling with no known variant is an error naming
     the line."""
+    from svlora.terms import TermsError
+
     processor = tokenizer.sp if getattr(tokenizer, "sp", None) is not None else None
     unknown = processor.unk_id() if processor is not None else 0
     phrases = []
@@ -57,6 +62,8 @@ def term_phrases(terms: TermList, tokenizer) -> list[list[int]]:
 def build_hotwords(tokenizer, terms: TermList | None, score: float = DEFAULT_HOTWORD_SCORE,
                    beam: int = DEFAULT_BEAM) -> Hotwords:
     """Hotwords for `terms` (None: a plain beam search) with the model's tokenizer."""
+    from svlora.terms import TermsError
+
     if beam < 1:
         raise TermsError(f"--beam {beam}: use 1 or more")
     if score < 0:
@@ -68,11 +75,15 @@ def build_hotwords(tokenizer, terms: TermList | None, score: float = DEFAULT_HOT
 def load_hotwords(path: str, tokenizer, score: float = DEFAULT_HOTWORD_SCORE,
                   beam: int = DEFAULT_BEAM) -> Hotwords:
     """build_hotwords over a terms file (its warnings are on the returned .terms)."""
+    from svlora.terms import read_terms
+
     return build_hotwords(tokenizer, read_terms(path), score, beam)
 
 
 def request_hotwords(text: str, tokenizer, score: float, beam: int) -> Hotwords:
     """A request's own terms (one per line or comma-separated), bounded."""
+    from svlora.terms import TermsError, parse_terms
+
     if len(text) > MAX_REQUEST_TERMS_CHARS:
         raise TermsError(f"hotwords: {len(text):,} characters, more than {MAX_REQUEST_TERMS_CHARS:,}; "
                          "send fewer terms or start the server with --hotwords FILE")
