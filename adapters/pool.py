@@ -16,10 +16,10 @@ from svlora.adapter_format import (ModelLayout, adapter_identity, adapter_labels
 from svlora.decoding import PreparedFile, decode_prepared
 from svlora.errors import AdapterError, SvloraError
 from svlora.hotwords import (DEFAULT_BEAM, DEFAULT_HOTWORD_SCORE, Hotwords, build_hotwords,
-                             load_hotwords, request_hotwords)
+                             request_hotwords)
 from svlora.model import BaseModel, load_base_model, weights_sha256
 from svlora.segments import LazyVad
-from svlora.terms import TermList
+from svlora.terms import TermList, read_terms
 
 BASE_ROW = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
 # Model names go into PEFT's module dicts (no '.'), URLs, logs and Prometheus labels: a small
@@ -99,6 +99,7 @@ class ModelPool:
         for name in [*settings.adapters, *settings.rules, *settings.cascades]:  # before the load
             if problem := name_problem(name):
                 raise SvloraError(problem)
+        terms = read_terms(settings.hotwords) if settings.hotwords else None  # before the load
         self.base: BaseModel = load_base_model(settings.model, device=settings.device)
         self.base_sha256 = weights_sha256(self.base.model_dir)
         self.layout = ModelLayout.of(self.base.model)  # what every adapter is checked against
@@ -109,8 +110,8 @@ class ModelPool:
         self.registry = threading.Condition()   # names, in-flight counts, LRU; unload waits on it
         self.admin_lock = threading.Lock()       # one load/unload at a time, check to register
         self.vad_model = LazyVad()  # Silero VAD, loaded on the first long file
-        self.hotwords = load_hotwords(settings.hotwords, self.base.tokenizer, settings.hotword_score,
-                                      settings.beam) if settings.hotwords else None
+        self.hotwords = build_hotwords(self.base.tokenizer, terms, settings.hotword_score,
+                                       settings.beam) if terms else None
         self.request_graphs: dict[str, Hotwords] = {}  # a few recent requests' own hotwords
         self.graph_lock = threading.Lock()
         # one label schema per server: the base dir's own (a merged export), else the first

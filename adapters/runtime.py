@@ -11,7 +11,8 @@ from svlora.adapter_format import adapter_identity, adapter_labels, attach_adapt
 from svlora.decoding import FileError, TranscriptionResult, iter_transcribe_files
 from svlora.segments import MAX_SEGMENT_SECONDS, LazyVad
 from svlora.errors import AdapterError
-from svlora.hotwords import DEFAULT_BEAM, DEFAULT_HOTWORD_SCORE, Hotwords, load_hotwords
+from svlora.hotwords import DEFAULT_BEAM, DEFAULT_HOTWORD_SCORE, Hotwords, build_hotwords
+from svlora.terms import read_terms
 from svlora.model import BaseModel, load_base_model, quantize_int8, weights_sha256
 
 
@@ -102,6 +103,8 @@ def load_model(model: str, adapter: str | None = None, device: str = "cpu", hub:
     `int8`: merge the adapter, then quantise every Linear layer to int8 (dynamic, CPU): faster,
     outputs may differ slightly (benchmarks/eval_bench.py --int8 reports by how much).
     """
+    # a bad terms file fails before the model loads
+    terms = read_terms(hotwords) if hotwords is not None and not isinstance(hotwords, Hotwords) else None
     base = load_base_model(model, device=device, hub=hub, trust_remote_code=trust_remote_code)
     runtime = SenseVoiceRuntime(base, weights_sha256(base.model_dir))
     if adapter is not None:
@@ -126,8 +129,8 @@ def load_model(model: str, adapter: str | None = None, device: str = "cpu", hub:
         if not fixed:
             runtime.base.use_labels(runtime.cascade.config.label_schema)
     if hotwords is not None:
-        runtime.hotwords = hotwords if isinstance(hotwords, Hotwords) else \
-            load_hotwords(hotwords, base.tokenizer, hotword_score, beam)
+        runtime.hotwords = hotwords if terms is None else \
+            build_hotwords(base.tokenizer, terms, hotword_score, beam)
     if rules:
         from svlora.postprocess import load_rules
         from svlora.recipes.rules import rules_path

@@ -30,7 +30,7 @@ from svlora.eval.scoring import arm_metrics, bootstrap_indices, metric_delta, sc
 from svlora.eval.slices import changed_clips, slice_table
 from svlora.eval.terms import per_term_table
 from svlora.features import FRAME_SECONDS, row_features
-from svlora.hotwords import DEFAULT_BEAM, DEFAULT_HOTWORD_SCORE, load_hotwords
+from svlora.hotwords import DEFAULT_BEAM, DEFAULT_HOTWORD_SCORE, build_hotwords
 from svlora.label_schema import LabelSchema, load_schema, schema_beside
 from svlora.io import (require_output_dir, sha256_file, write_json_atomic, write_jsonl_atomic,
                        write_text_atomic)
@@ -446,11 +446,20 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
     """
     gates = parse_gates(gate, has_adapters=bool(adapters or rules_arms or cascade_arms or hotword_arms),
                         has_general=general is not None, has_terms=terms is not None)
-    term_list = read_terms(terms) if terms else None
+    read: dict[str, object] = {}  # each terms file read (and warned about) once
+
+    def terms_of(path: str):
+        if str(path) not in read:
+            read[str(path)] = read_terms(path)
+        return read[str(path)]
+
+    term_list = terms_of(terms) if terms else None
     stage1_arms = parse_arms(adapters or [])
     extra_arms = parse_hotword_arms(hotword_arms or [], stage1_arms)
     # each stage 1 followed by its hotwords arms: an adapter stays active while they decode
     arms = [a for s in stage1_arms for a in [s, *(h for h in extra_arms if h.stage1 == s.name)]]
+    for arm in extra_arms:  # a bad terms file fails before the model loads
+        terms_of(arm.hotwords)
     # the test set's classes: what every arm is scored on
     schema = load_schema(labels) if labels else schema_beside(data)
     cascades = parse_cascade_arms(cascade_arms or [], stage1_arms, {a.name for a in extra_arms})
@@ -464,7 +473,7 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
     base = load_base_model(model, device=device, hub=hub, trust_remote_code=trust_remote_code)
     base_sha256 = weights_sha256(base.model_dir)
     base.use_labels(schema)
-    biasing = {a.name: load_hotwords(a.hotwords, base.tokenizer, hotword_score, beam)
+    biasing = {a.name: build_hotwords(base.tokenizer, terms_of(a.hotwords), hotword_score, beam)
                for a in extra_arms}
     decoder = ArmDecoder(base, base_sha256,
                          PredictionCache(Path(cache_dir) if cache_dir else out_dir / "cache"),
