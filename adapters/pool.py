@@ -16,7 +16,7 @@ from svlora.adapter_format import (ModelLayout, adapter_identity, adapter_labels
 from svlora.decoding import PreparedFile, decode_prepared
 from svlora.errors import AdapterError, SvloraError
 from svlora.hotwords import (DEFAULT_BEAM, DEFAULT_HOTWORD_SCORE, Hotwords, build_hotwords,
-                             request_hotwords)
+                             check_search_settings, request_hotwords)
 from svlora.model import BaseModel, load_base_model, weights_sha256
 from svlora.segments import LazyVad
 from svlora.terms import TermList, read_terms
@@ -99,6 +99,7 @@ class ModelPool:
         for name in [*settings.adapters, *settings.rules, *settings.cascades]:  # before the load
             if problem := name_problem(name):
                 raise SvloraError(problem)
+        check_search_settings(settings.hotword_score, settings.beam)  # requests' hotwords use them
         terms = read_terms(settings.hotwords) if settings.hotwords else None  # before the load
         self.base: BaseModel = load_base_model(settings.model, device=settings.device)
         self.base_sha256 = weights_sha256(self.base.model_dir)

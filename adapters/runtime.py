@@ -11,7 +11,8 @@ from svlora.adapter_format import adapter_identity, adapter_labels, attach_adapt
 from svlora.decoding import FileError, TranscriptionResult, iter_transcribe_files
 from svlora.segments import MAX_SEGMENT_SECONDS, LazyVad
 from svlora.errors import AdapterError
-from svlora.hotwords import DEFAULT_BEAM, DEFAULT_HOTWORD_SCORE, Hotwords, build_hotwords
+from svlora.hotwords import (DEFAULT_BEAM, DEFAULT_HOTWORD_SCORE, Hotwords, build_hotwords,
+                             check_search_settings)
 from svlora.terms import read_terms
 from svlora.model import BaseModel, load_base_model, quantize_int8, weights_sha256
 
@@ -103,7 +104,8 @@ def load_model(model: str, adapter: str | None = None, device: str = "cpu", hub:
     `int8`: merge the adapter, then quantise every Linear layer to int8 (dynamic, CPU): faster,
     outputs may differ slightly (benchmarks/eval_bench.py --int8 reports by how much).
     """
-    # a bad terms file fails before the model loads
+    # bad search settings or a bad terms file fail before the model loads
+    check_search_settings(hotword_score, beam)
     terms = read_terms(hotwords) if hotwords is not None and not isinstance(hotwords, Hotwords) else None
     base = load_base_model(model, device=device, hub=hub, trust_remote_code=trust_remote_code)
     runtime = SenseVoiceRuntime(base, weights_sha256(base.model_dir))

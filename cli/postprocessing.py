@@ -57,7 +57,13 @@ def run_rules(args) -> None:
     confusions = len([k for k in content["miner"] if k != "terms"])
     print(f"emotion offsets: {offsets}; {confusions} confusion(s) mined; {len(mined['replace'])} "
           f"term replacement(s) and {len(mined['terms'])} often-missed term(s) proposed"
-          f"{f' (list: {args.terms_out})' if args.terms_out else ''}; wrote {args.out}")
+          f"{terms_list_note(args.terms_out, mined)}; wrote {args.out}")
+
+
+def terms_list_note(terms_out: str | None, mined: dict) -> str:
+    if not terms_out:
+        return ""
+    return f" (list: {terms_out})" if mined["terms"] else f" (none: {terms_out} not written)"
 
 
 def run_cascade(args) -> None:

@@ -30,12 +30,12 @@ from svlora.eval.scoring import arm_metrics, bootstrap_indices, metric_delta, sc
 from svlora.eval.slices import changed_clips, slice_table
 from svlora.eval.terms import per_term_table
 from svlora.features import FRAME_SECONDS, row_features
-from svlora.hotwords import DEFAULT_BEAM, DEFAULT_HOTWORD_SCORE, build_hotwords
+from svlora.hotwords import DEFAULT_BEAM, DEFAULT_HOTWORD_SCORE, build_hotwords, check_search_settings
 from svlora.label_schema import LabelSchema, load_schema, schema_beside
 from svlora.io import (require_output_dir, sha256_file, write_json_atomic, write_jsonl_atomic,
                        write_text_atomic)
 from svlora.manifest import ManifestRow, read_manifest
-from svlora.model import BaseModel, load_base_model, weights_sha256
+from svlora.model import BaseModel, load_base_model, log_note, weights_sha256
 from svlora.postprocess import load_cascade
 from svlora.terms import TermScorer, read_terms
 
@@ -453,7 +453,8 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
             read[str(path)] = read_terms(path)
         return read[str(path)]
 
-    term_list = terms_of(terms) if terms else None
+    check_search_settings(hotword_score, beam)
+    term_list = terms_of(terms) if terms is not None else None
     stage1_arms = parse_arms(adapters or [])
     extra_arms = parse_hotword_arms(hotword_arms or [], stage1_arms)
     # each stage 1 followed by its hotwords arms: an adapter stays active while they decode
@@ -503,7 +504,8 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
                       for name, (source, directory) in cascades.items()},
         rules_arms={name: {"stage1": arm.source, "rules": arm.path} for name, arm in post_arms.items()},
         hotword_arms={a.name: {"stage1": a.stage1, "hotwords": str(a.hotwords),
-                               **biasing[a.name].identity()} for a in extra_arms},
+                               **biasing[a.name].identity(),
+                               "warnings": list(terms_of(a.hotwords).warnings)} for a in extra_arms},
         arms=metrics, deltas=deltas, best_arm=best,
         deltas_vs_best={arm: metric_delta(rows, clips[best], arm_clips, indices, schema)
                         for arm, arm_clips in clips.items() if arm != best},
@@ -520,6 +522,10 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
                         "warnings": list(term_list.warnings),
                         "per_term": per_term_table(term_list, {arm: [c.terms for c in arm_clips]
                                                                for arm, arm_clips in clips.items()})}
+        report.terms["absent"] = [e["term"] for e in report.terms["per_term"] if not e["occurrences"]]
+        if report.terms["absent"]:
+            log_note(f"warning: {len(report.terms['absent'])} of {len(term_list)} terms never occur in "
+                     f"{data}: {', '.join(report.terms['absent'][:10])}")
     report.slices = slice_table(rows, clips)
     report.changed_clips = {arm: changed_clips(rows, clips["base"], arm_clips)
                             for arm, arm_clips in clips.items() if arm != "base"}

@@ -80,10 +80,13 @@ def check_gates(gates: list[Gate], deltas: dict[str, dict], retention: dict | No
                                            retention["delta"][arm])
             else:
                 value, metric = gate_value(gate.metric, delta)
-            if value is None:
+            if value is None and metric.removeprefix("general_") not in TERM_METRICS:
                 raise SvloraError(f"gate {gate}: no such metric for arm {arm} (use "
                                   f"{', '.join(GATE_METRICS)})")
-            passed = value >= gate.threshold if gate.operator == ">=" else value <= gate.threshold
+            # a term metric without a value (no term occurs; no hit and no false alarm) fails:
+            # a gate the run cannot evaluate never passes
+            passed = value is not None and (value >= gate.threshold if gate.operator == ">="
+                                            else value <= gate.threshold)
             checks.append({"gate": str(gate), "gated": gate.metric, "operator": gate.operator,
                            "threshold": gate.threshold, "value": value, "metric": metric,
                            "passed": bool(passed)})
@@ -95,6 +98,10 @@ def failure_line(arm: str, check: dict) -> str:
     """A failed gate in one line: the metric as the user wrote it, its change, the threshold,
     and which text metric gave the change when that is another one (an error_rate gate)."""
     measured = check["metric"]
+    if check["value"] is None:
+        return (f"gate failed: {arm}: {check['gated']} has no value (no term of --terms occurs in "
+                "the references, or the arm has no hit and no false alarm) (--gate "
+                f"{check['gate']})")
     via = "" if measured == check["gated"].removeprefix("general_") else f" (its worst: {measured})"
     side = "below" if check["operator"] == ">=" else "above"
     return (f"gate failed: {arm}: {check['gated']} changed by {check['value']:+.4f}{via}, {side} "

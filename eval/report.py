@@ -32,6 +32,10 @@ def _fmt(value, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _signed(value) -> str:
+    return "no value" if value is None else f"{value:+.4f}"
+
+
 def _ci(interval) -> str:
     return "" if not interval else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
 
@@ -186,7 +190,9 @@ def terms_section(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     terms = report.get("terms")
     if not terms:
         return []
-    return [(f"Domain terms: {terms['file']} ({terms['n_terms']} terms; 95% intervals, Δ vs base)",
+    absent = terms.get("absent") or []
+    note = f"; {len(absent)} never in the references: {', '.join(absent[:10])}" if absent else ""
+    return [(f"Domain terms: {terms['file']} ({terms['n_terms']} term(s){note}; 95% intervals, Δ vs base)",
              ["arm"] + [LABELS[m] for m in TERM_METRICS], term_metric_rows(report)),
             ("Per term (most frequent first): recall per arm, misrecognitions",
              ["term", "occurrences", *report["arm_names"], "most common misrecognitions"],
@@ -319,7 +325,7 @@ def render_markdown(report: dict) -> str:
         lines += ["", "## Gates", ""]
         for arm, checks in report["gates"].items():
             for check in checks:
-                lines.append(f"- {arm}: {check['gate']} → {check['value']:+.4f} ({check['metric']}) "
+                lines.append(f"- {arm}: {check['gate']} → {_signed(check['value'])} ({check['metric']}) "
                              f"{'pass' if check['passed'] else 'FAIL'}")
     if report.get("retention"):
         retention = report["retention"]
@@ -474,7 +480,7 @@ def render_html(report: dict, images: dict[str, Path]) -> str:
                      _html_table(["arm"] + [LABELS[m] for m in HEADLINE] + ["McNemar"],
                                  delta_rows(report, "deltas_vs_best"))]
     if report.get("gates"):
-        rows = [[arm, c["gate"], f"{c['value']:+.4f}", "pass" if c["passed"] else "FAIL"]
+        rows = [[arm, c["gate"], _signed(c["value"]), "pass" if c["passed"] else "FAIL"]
                 for arm, checks in report["gates"].items() for c in checks]
         sections += ["<h2>Gates</h2>", _html_table(["arm", "gate", "value", "result"], rows)]
     if report.get("retention"):

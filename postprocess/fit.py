@@ -6,6 +6,7 @@ over-represented in each confusion, so particle rules come from evidence."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -194,6 +195,9 @@ def fit_rules_file(model: str, data: str, out: str, adapter: str | None = None,
     schema = load_schema(labels) if labels else schema_beside(data)
     rows = read_manifest(data, schema)
     term_list = read_terms(terms) if terms else None
+    for path, flag in ((out, "--out"), (terms_out, "--terms-out")):
+        if path and Path(path).is_dir():
+            raise SvloraError(f"{flag} {path}: is a directory; give a file path")
     if not any(row.has_emotion for row in rows) and not any(row.target.strip() for row in rows):
         raise SvloraError(f"{data}: no clip has an emotion label or a transcript; rules fit needs "
                           "labelled clips")
@@ -218,7 +222,7 @@ def fit_rules_file(model: str, data: str, out: str, adapter: str | None = None,
                "'mined term spellings' applies them)\n# and the terms most often missed [[term, "
                "missed, occurrences]] (a --hotwords list).\n")
     write_text_atomic(out, header + yaml.safe_dump(content, allow_unicode=True, sort_keys=False))
-    if terms_out:
-        proposed = content["miner"]["terms"]["terms"]
+    proposed = content["miner"]["terms"]["terms"]
+    if terms_out and proposed:  # an empty list would be no terms file at all
         write_text_atomic(terms_out, "".join(f"{term}\n" for term, _, _ in proposed))
     return content

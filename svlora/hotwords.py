@@ -5,6 +5,7 @@ as without hotwords, so hotwords never change emotion, event or language."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,8 @@ if TYPE_CHECKING:  # svlora.terms needs numpy: the CLI's --help reads the defaul
 
 DEFAULT_BEAM = 8
 DEFAULT_HOTWORD_SCORE = 2.0  # bonus per matched token, in log-probability units
+MAX_BEAM = 64                # prefixes (and candidate tokens per frame): memory grows with both
+MAX_HOTWORD_SCORE = 20.0     # per token; beyond it a term wins against any acoustic evidence
 MAX_REQUEST_TERMS = 1000     # a request's own `hotwords` field (serve)
 MAX_REQUEST_TERMS_CHARS = 64 * 1024
 
@@ -52,7 +55,7 @@ def term_phrases(terms: TermList, tokenizer) -> list[list[int]]:
             known = [ids for ids in variants if unknown not in ids]
             if not known:
                 bad = [c for c in dict.fromkeys(spelling.lower()) if unknown in tokenizer.encode(c)]
-                raise TermsError(f"{terms.source}:{term.line}: {spelling!r} has characters the "
+                raise TermsError(f"{terms.source}:{term.line}: {spelling[:80]!r} has characters the "
                                  f"model's vocabulary lacks ({' '.join(map(repr, bad[:5]))}); "
                                  "spell it as the model writes it, or remove the line")
             phrases += known
@@ -62,14 +65,20 @@ def term_phrases(terms: TermList, tokenizer) -> list[list[int]]:
 def build_hotwords(tokenizer, terms: TermList | None, score: float = DEFAULT_HOTWORD_SCORE,
                    beam: int = DEFAULT_BEAM) -> Hotwords:
     """Hotwords for `terms` (None: a plain beam search) with the model's tokenizer."""
-    from svlora.terms import TermsError
-
-    if beam < 1:
-        raise TermsError(f"--beam {beam}: use 1 or more")
-    if score < 0:
-        raise TermsError(f"--hotword-score {score:g}: use 0 or more (a bonus per matched token)")
+    check_search_settings(score, beam)
     graph = ContextGraph(term_phrases(terms, tokenizer), score) if terms else None
     return Hotwords(beam, score, terms, graph)
+
+
+def check_search_settings(score: float, beam: int) -> None:
+    """--hotword-score and --beam within their bounds (checked whether or not terms are given)."""
+    from svlora.terms import TermsError
+
+    if not 1 <= beam <= MAX_BEAM:
+        raise TermsError(f"--beam {beam}: use 1 to {MAX_BEAM} (prefixes kept per frame)")
+    if not (math.isfinite(score) and 0 <= score <= MAX_HOTWORD_SCORE):
+        raise TermsError(f"--hotword-score {score:g}: use 0 to {MAX_HOTWORD_SCORE:g} (a bonus per "
+                         f"matched token, log-probability units; default {DEFAULT_HOTWORD_SCORE:g})")
 
 
 def load_hotwords(path: str, tokenizer, score: float = DEFAULT_HOTWORD_SCORE,
@@ -87,8 +96,7 @@ def request_hotwords(text: str, tokenizer, score: float, beam: int) -> Hotwords:
     if len(text) > MAX_REQUEST_TERMS_CHARS:
         raise TermsError(f"hotwords: {len(text):,} characters, more than {MAX_REQUEST_TERMS_CHARS:,}; "
                          "send fewer terms or start the server with --hotwords FILE")
-    lines = text.replace(",", "\n") if "\n" not in text and "\t" not in text else text
-    terms = parse_terms(lines, "hotwords")
+    terms = parse_terms(text.replace(",", "\n"), "hotwords")  # commas and newlines both separate
     if len(terms) > MAX_REQUEST_TERMS:
         raise TermsError(f"hotwords: {len(terms)} terms, more than {MAX_REQUEST_TERMS}; send fewer "
                          "or start the server with --hotwords FILE")

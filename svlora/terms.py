@@ -11,7 +11,8 @@ Scoring one clip (score_terms), the protocol the README states:
 - occurrences: leftmost-longest, non-overlapping matches of any spelling (term or alias);
 - alignment: the Levenshtein alignment of reference and hypothesis units (jiwer);
 - a reference occurrence is a hit when the hypothesis units aligned to it (with insertions
-  strictly inside it) spell the same term (any of its spellings);
+  strictly inside it) spell the same term (any of its spellings); a miss records what was heard
+  there, insertions at its edges included (the per-term table and `rules fit` use it);
 - a hypothesis occurrence that overlaps no hit's aligned span is a false alarm;
 - recall = hits / reference occurrences, precision = hits / (hits + false alarms);
 - biased edits: substitutions and deletions of reference units inside an occurrence and
@@ -75,7 +76,13 @@ def spelling_key(spelling: str) -> str:
 def parse_terms(text: str, where: str) -> TermList:
     """A TermList from a terms file's text; `where` names it in messages."""
     terms, warnings, empty, seen = [], [], [], {}
-    for number, line in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
+    # "\n" only (CRLF too): str.splitlines would also split at form feeds and U+2028, shifting
+    # every later line number
+    lines = text.removeprefix("\ufeff").split("\n")
+    if lines[-1] == "":
+        lines.pop()  # what follows the final newline
+    for number, line in enumerate(lines, start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             empty.append(number)
             continue
@@ -84,6 +91,9 @@ def parse_terms(text: str, where: str) -> TermList:
         term, _, alias_field = line.partition("\t")
         if "\t" in alias_field:
             raise TermsError(f"{where}:{number}: more than one TAB; write term<TAB>alias|alias")
+        if "\t" in line and not alias_field.strip():
+            raise TermsError(f"{where}:{number}: a TAB with no alias after it; remove the TAB or "
+                             "write term<TAB>alias|alias")
         aliases = [a.strip() for a in alias_field.split("|")] if alias_field.strip() else []
         spellings = [term.strip(), *aliases]
         for spelling in spellings:
@@ -122,6 +132,8 @@ def check_spelling(spelling: str, where: str, number: int) -> None:
 def read_terms(path: str | Path) -> TermList:
     """A terms file (UTF-8); TermsError names the file and line of anything wrong; its
     warnings (skipped lines, duplicates) go to the "svlora" logger too."""
+    if not str(path).strip():
+        raise TermsError("the terms file path is empty; give a file with one term per line")
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8")
@@ -239,12 +251,13 @@ def score_terms(reference: list[str], hypothesis: list[str], index: TermIndex,
         owner[start:end] = [number] * (end - start)
         heard_positions = sorted([aligned[p] for p in range(start, end) if aligned[p] is not None]
                                  + [h for gap in range(start + 1, end) for h in inserted[gap]])
-        heard = [hypothesis[p] for p in heard_positions]
-        hit = index.spells(heard, term)
+        hit = index.spells([hypothesis[p] for p in heard_positions], term)
         if hit:
             hit_spans.append(set(heard_positions))
-        occurrences.append({"term": index.names[term], "heard": joined_units(heard, language) or DELETED,
-                            "hit": hit})
+        # what a miss was heard as, insertions at its edges too ('am iodarone' for amiodarone)
+        around = heard_positions if hit else sorted(heard_positions + inserted[start] + inserted[end])
+        occurrences.append({"term": index.names[term], "hit": hit,
+                            "heard": joined_units([hypothesis[p] for p in around], language) or DELETED})
     false_alarms = [index.names[term] for start, end, term in index.occurrences(hypothesis)
                     if not any(set(range(start, end)) & span for span in hit_spans)]
     biased = {"ref": sum(o >= 0 for o in owner), "errors": 0}

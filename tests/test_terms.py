@@ -24,6 +24,8 @@ def test_terms_file_comments_aliases_and_warnings_name_their_lines():
     ("heparin\t|hep\n", "t.txt:1: an empty term or alias"),
     ("heparin\n...\n", "t.txt:2: '...' is only punctuation"),
     ("a\tb\tc\n", "t.txt:1: more than one TAB"),
+    ("heparin\ntramadol\t\n", "t.txt:2: a TAB with no alias after it"),
+    ("heparin\fx\n\n<|SAD|>\n", "t.txt:3: <|SAD|> is a rich tag"),  # a form feed is no line break
     ("\n# only a comment\n", "t.txt: no terms"),
 ])
 def test_bad_terms_are_errors_naming_the_line(text, message):
@@ -36,6 +38,27 @@ def test_a_terms_file_that_is_not_utf8_names_its_line(tmp_path):
     path.write_bytes("heparin\ntramadol\nsertralin\xe9\n".encode("latin-1"))
     with pytest.raises(TermsError, match=rf"{path}:3: not UTF-8"):
         read_terms(path)
+
+
+def test_search_settings_and_paths_are_bounded():
+    from svlora.hotwords import check_search_settings
+
+    for score, beam, message in ((2.0, 100_000, "--beam 100000: use 1 to 64"),
+                                 (float("nan"), 8, "--hotword-score nan: use 0 to 20"),
+                                 (1e308, 8, "--hotword-score 1e\\+308: use 0 to 20")):
+        with pytest.raises(TermsError, match=message):
+            check_search_settings(score, beam)
+    with pytest.raises(TermsError, match="the terms file path is empty"):
+        read_terms("")
+
+
+def test_an_undefined_term_metric_fails_its_gate_with_the_reason():
+    from svlora.eval.gates import check_gates, failure_line, parse_gates
+
+    gates = parse_gates("term_recall>=+0.1", has_terms=True)
+    [check] = check_gates(gates, {"hw": {"error_rate": 0.0}}, None)["hw"]
+    assert check["value"] is None and not check["passed"]
+    assert "term_recall has no value (no term of --terms occurs" in failure_line("hw", check)
 
 
 def scorer(text: str) -> TermScorer:
@@ -64,6 +87,9 @@ def test_an_alias_counts_as_the_term_and_a_deletion_is_heard_as_nothing():
     assert terms.score("heparin now", "heparine now", "en")["occurrences"][0]["hit"]
     missed = terms.score("now heparin", "now", "en")["occurrences"][0]
     assert missed == {"term": "heparin", "heard": "(nothing)", "hit": False}
+    # a miss is heard with the insertions at its edges (what a replace rule must match)
+    split = scorer("amiodarone\n").score("nurse amiodarone", "nurse am iodarone", "en")
+    assert split["occurrences"] == [{"term": "amiodarone", "heard": "am iodarone", "hit": False}]
 
 
 def test_chinese_terms_are_scored_in_characters():
