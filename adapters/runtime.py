@@ -33,20 +33,23 @@ class SenseVoiceRuntime:
                    language: str = "auto", itn: str = "woitn",
                    max_segment_seconds: float = MAX_SEGMENT_SECONDS,
                    max_file_seconds: float | None = None,
-                   ban_emo_unknown: bool = False) -> list[TranscriptionResult]:
+                   ban_emo_unknown: bool = False, timestamps: bool = False) -> list[TranscriptionResult]:
         """One result per file (svlora.decoding.TranscriptionResult): path, raw output, text,
         language, emotion and event tags; files longer than `max_segment_seconds` also carry
         `segments` (VAD-cut, each decoded alone). `language_probs`, `emotion_probs`,
         `event_probs`: the decoder's distribution over each tag set (duration-weighted over
-        segments). An unreadable file raises AudioFileError."""
+        segments). `timestamps`: `words` [{word, start, end}] in seconds of the file (and per
+        segment). An unreadable file raises AudioFileError."""
         return list(self.iter_transcribe(paths, max_seconds_per_batch, language, itn,
-                                         max_segment_seconds, max_file_seconds, ban_emo_unknown))
+                                         max_segment_seconds, max_file_seconds, ban_emo_unknown,
+                                         timestamps=timestamps))
 
     def iter_transcribe(self, paths: list[str | Path], max_seconds_per_batch: float | None = None,
                         language: str = "auto", itn: str = "woitn",
                         max_segment_seconds: float = MAX_SEGMENT_SECONDS,
                         max_file_seconds: float | None = None, ban_emo_unknown: bool = False,
-                        keep_going: bool = False) -> Iterator[TranscriptionResult | FileError]:
+                        keep_going: bool = False,
+                        timestamps: bool = False) -> Iterator[TranscriptionResult | FileError]:
         """transcribe's results as they are decoded (about 10 minutes of audio at a time);
         with `keep_going` an unreadable file gives a FileError record and the rest go on."""
         for result in iter_transcribe_files(self.base, [str(p) for p in paths],
@@ -54,7 +57,8 @@ class SenseVoiceRuntime:
                                             max_segment_seconds, max_file_seconds, self.vad_model,
                                             ban_emo_unknown=ban_emo_unknown,
                                             with_pooled=self.cascade is not None,
-                                            keep_going=keep_going, hotwords=self.hotwords):
+                                            keep_going=keep_going, hotwords=self.hotwords,
+                                            timestamps=timestamps):
             if "error" not in result:
                 result = self.apply_cascade(result) if self.cascade is not None else result
                 result = self.apply_rules(result) if self.rules else result

@@ -46,6 +46,8 @@ def register(commands) -> None:
                             help="the language query: auto, zh, en, yue, ja, ko, nospeech, or one "
                             "the adapter's label schema adds (e.g. a dialect)")
     add_hotword_args(transcribe)
+    transcribe.add_argument("--timestamps", action="store_true",
+                            help="word start/end seconds (`words`, with --json; per segment too)")
     transcribe.add_argument("audio", nargs="+")
     transcribe.set_defaults(handler=run_transcribe)
 
@@ -147,7 +149,8 @@ def run_transcribe(args) -> None:
     results = runtime.iter_transcribe(args.audio, language=args.language,
                                       max_segment_seconds=args.segment_seconds,
                                       max_file_seconds=args.max_seconds,
-                                      ban_emo_unknown=args.ban_emo_unknown, keep_going=True)
+                                      ban_emo_unknown=args.ban_emo_unknown, keep_going=True,
+                                      timestamps=args.timestamps)
     with tqdm(total=len(args.audio), desc="transcribing", unit="file", file=sys.stderr,
               disable=len(args.audio) <= PROGRESS_MIN_FILES) as progress:
         for result in results:

@@ -95,6 +95,20 @@ def hotword_ids(log_probs: torch.Tensor, lengths: torch.Tensor,
     return result
 
 
+def clip_words(base: BaseModel, log_probs: torch.Tensor, length: torch.Tensor,
+               ids: list[int]) -> list[dict]:
+    """One clip's words and their seconds: its text tokens (those after the leading tags)
+    aligned to its speech frames."""
+    from svlora.labels import FIRST_SPECIAL_ID
+    from svlora.timestamps import token_spans, word_timings
+
+    tags = next((i for i, token in enumerate(ids) if token < FIRST_SPECIAL_ID), len(ids))
+    text_ids = ids[tags:]
+    spans = token_spans(log_probs[QUERY_FRAMES:int(length)], text_ids)
+    pieces = [base.tokenizer.sp.IdToPiece(token) for token in text_ids]
+    return [w.to_dict() for w in word_timings(pieces, spans)]
+
+
 def duration_batches(lengths: list[int], max_seconds: float) -> list[list[int]]:
     """Indices sorted by length, cut so padded seconds per batch stay within `max_seconds`."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
@@ -135,17 +149,18 @@ class Decoded:
     event_probs: dict[str, float]
     pooled: list[float] | None = None  # mean encoder output over the speech (for a cascade)
     head_probs: dict | None = None     # a cascade's extra heads: {head: {label: probability}}
+    words: list[dict] | None = None    # timestamps: [{word, start, end}] in seconds of the clip
 
     def to_dict(self) -> dict:
         data = {"raw": self.raw, "language_probs": self.language_probs,
                 "emotion_probs": self.emotion_probs, "event_probs": self.event_probs}
-        optional = {"pooled": self.pooled, "head_probs": self.head_probs}
+        optional = {"pooled": self.pooled, "head_probs": self.head_probs, "words": self.words}
         return {**data, **{k: v for k, v in optional.items() if v is not None}}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Decoded":
         return cls(data["raw"], data["language_probs"], data["emotion_probs"], data["event_probs"],
-                   data.get("pooled"), data.get("head_probs"))
+                   data.get("pooled"), data.get("head_probs"), data.get("words"))
 
 
 # output frame of each tag, in SenseVoice's target order
@@ -169,7 +184,8 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
                     itn: str | list[str] = "woitn", ban_emo_unknown: bool = False,
                     with_pooled: bool = False, batch_context=None,
                     progress: bool | None = None,
-                    hotwords: Hotwords | list[Hotwords | None] | None = None) -> list[Decoded]:
+                    hotwords: Hotwords | list[Hotwords | None] | None = None,
+                    timestamps: bool = False) -> list[Decoded]:
     """Greedy outputs ('<|en|><|HAPPY|><|Speech|><|woitn|>text') with tag distributions.
 
     Clips are batched by duration (padded seconds per batch bounded); `itn` may be one value or
@@ -182,7 +198,8 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
     routes each row to its own adapter this way). `progress`: a bar on stderr (default: for
     50 clips or more). `hotwords` (one for all clips, or one or None per clip): the text decoded
     by a prefix beam search biased towards its terms (svlora.hotwords); tags and their
-    distributions are unchanged.
+    distributions are unchanged. `timestamps`: each clip's words with start/end seconds
+    (svlora.timestamps: the decoded text tokens aligned to the CTC posteriors).
     """
     max_seconds_per_batch = max_seconds_per_batch or default_batch_seconds(base.device)
     module = base.model
@@ -217,7 +234,8 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
             ids = biased[row] if biased[row] is not None else greedy[row]
             outputs[index] = Decoded(schema.rename(base.decode(ids)), distributions["language"][row],
                                      distributions["emotion"][row], distributions["event"][row],
-                                     pooled[row])
+                                     pooled[row], words=clip_words(base, log_probs[row], out_lengths[row], ids)
+                                     if timestamps else None)
         bar.update(len(chunk))
     bar.close()
     module.train(was_training)
@@ -264,6 +282,7 @@ class SegmentResult(_Segment, total=False):
     """One segment of a long file: its span (seconds) and its decoding."""
 
     pooled: list[float]  # with_pooled only (a cascade's input)
+    words: list[dict]    # timestamps only: [{word, start, end}] in seconds of the file
     rules_fired: list[str]  # post-processing adds these per segment, as to the file
     stage1_emotion: str | None
     stage1_event: str | None
@@ -281,6 +300,7 @@ class TranscriptionResult(_File, total=False):
     and distributions weighted by segment duration."""
 
     pooled: list[float]
+    words: list[dict]                 # timestamps: [{word, start, end}] in seconds of the file
     segmentation: str                 # how a long file was cut: "vad" or "fixed"
     segments: list[SegmentResult]
     rules_fired: list[str]            # added by a rules file (svlora.postprocess)
@@ -331,7 +351,8 @@ def decode_prepared(base: BaseModel, files: list[PreparedFile], max_seconds_per_
                     language: str = "auto", itn: str = "woitn", ban_emo_unknown: bool = False,
                     with_pooled: bool = False, batch_context=None,
                     progress: bool | None = None,
-                    hotwords: Hotwords | list[Hotwords | None] | None = None) -> list[TranscriptionResult]:
+                    hotwords: Hotwords | list[Hotwords | None] | None = None,
+                    timestamps: bool = False) -> list[TranscriptionResult]:
     """One result per prepared file (see file_result), every segment of every file decoded in
     shared duration-sorted batches. `batch_context(file_indices)`, `progress` and `hotwords`
     (one, or one per file) as in decode_features, given the files each forward pass covers."""
@@ -340,7 +361,7 @@ def decode_prepared(base: BaseModel, files: list[PreparedFile], max_seconds_per_
     per_segment = [hotwords[i] for i in owners] if isinstance(hotwords, list) else hotwords
     outputs = iter(decode_features(base, [f for item in files for f in item.features],
                                    max_seconds_per_batch, language, itn, ban_emo_unknown,
-                                   with_pooled, context, progress, per_segment))
+                                   with_pooled, context, progress, per_segment, timestamps))
     return [file_result(item.path, item.segments, item.how, [next(outputs) for _ in item.segments],
                         base.labels)
             for item in files]
@@ -352,7 +373,8 @@ def iter_transcribe_files(base: BaseModel, paths: list[str],
                           max_file_seconds: float | None = None, vad_loader=load_vad,
                           pending_seconds: float = 600.0, ban_emo_unknown: bool = False,
                           with_pooled: bool = False, keep_going: bool = False,
-                          hotwords: Hotwords | None = None) -> Iterator[TranscriptionResult | FileError]:
+                          hotwords: Hotwords | None = None,
+                          timestamps: bool = False) -> Iterator[TranscriptionResult | FileError]:
     """One result per audio file, in order: the raw output and its tags and text; a file longer
     than `max_segment_seconds` is cut (Silero VAD, else fixed windows) and decoded per segment,
     with `segments` listing each one and file-level tags weighted by duration. Files are decoded
@@ -370,7 +392,8 @@ def iter_transcribe_files(base: BaseModel, paths: list[str],
         long_audio = pending_total >= PROGRESS_AUDIO_SECONDS  # minutes to decode on a CPU
         decoded = iter(decode_prepared(base, prepared, max_seconds_per_batch, language, itn,
                                        ban_emo_unknown, with_pooled,
-                                       progress=True if long_audio else None, hotwords=hotwords))
+                                       progress=True if long_audio else None, hotwords=hotwords,
+                                       timestamps=timestamps))
         return [next(decoded) if isinstance(item, PreparedFile) else item for item in pending]
 
     for path in paths:
@@ -401,10 +424,15 @@ def file_result(path: str, segments: list[Segment], how: str, outputs: list[Deco
     parts = [schema.split(d.raw) for d in outputs]
     rows = [{"start": round(s.start, 3), "end": round(s.end, 3), **d.to_dict(), **part}
             for s, d, part in zip(segments, outputs, parts)]
+    for segment, row in zip(segments, rows):  # words in seconds of the file
+        if row.get("words") is not None:
+            row["words"] = [{**w, "start": round(w["start"] + segment.start, 3),
+                             "end": round(w["end"] + segment.start, 3)} for w in row["words"]]
     weights = [s.seconds for s in segments]
     decisions = {kind: weighted_decision([getattr(d, f"{kind}_probs") for d in outputs], weights)
                  for kind in TAG_FRAMES}
-    return {"path": path, "schema_version": RESULT_SCHEMA_VERSION, **joined_output(rows),
+    words = {"words": [w for row in rows for w in row["words"]]} if outputs[0].words is not None else {}
+    return {"path": path, "schema_version": RESULT_SCHEMA_VERSION, **joined_output(rows), **words,
             **{kind: tag for kind, (_, tag) in decisions.items()},
             "itn": parts[0]["itn"], "segmentation": how, "segments": rows,
             **{f"{kind}_probs": probs for kind, (probs, _) in decisions.items()}}
