@@ -14,6 +14,7 @@ Everything is generated from a seed, so the demo needs no download and no licenc
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,22 +88,36 @@ def letter_frequency(letter: str) -> float:
 def synthesize(text: str, style: EmotionStyle, speaker_pitch: float, harmonic: float,
                channel_shift: float, rng: np.random.Generator) -> np.ndarray:
     """Waveform (float32, 16 kHz) of `text` spoken in the tone language."""
+    return synthesize_timed(text, style, speaker_pitch, harmonic, channel_shift, rng)[0]
+
+
+def synthesize_timed(text: str, style: EmotionStyle, speaker_pitch: float, harmonic: float,
+                     channel_shift: float, rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
+    """The waveform and each word's true span: [{word, start, end}] in seconds, from its first
+    letter's onset to its last letter's end (the pause after it excluded)."""
     letter_seconds, gap_seconds, space_seconds = 0.11 * style.tempo, 0.03 * style.gap, 0.12 * style.tempo
     pieces = [np.zeros(int(0.1 * SAMPLE_RATE))]
-    for character in text:
+    words: list[dict] = []
+    for position, character in enumerate(text):
+        samples = sum(map(len, pieces))
         if character == " ":
             pieces.append(np.zeros(int(space_seconds * SAMPLE_RATE)))
             continue
+        if position == 0 or text[position - 1] == " ":
+            words.append({"word": "", "start": round(samples / SAMPLE_RATE, 4)})
+        words[-1]["word"] += character
         times = np.arange(int(letter_seconds * SAMPLE_RATE)) / SAMPLE_RATE
         frequency = letter_frequency(character) * speaker_pitch * channel_shift * style.pitch
         phase = 2 * np.pi * frequency * times
         tone = np.sin(phase) + harmonic * np.sin(2 * phase) + style.brightness * np.sin(3 * phase)
         envelope = np.minimum(1, np.minimum(times, times[-1] - times) / 0.01)
         tone = tone * envelope + style.roughness * rng.standard_normal(times.size) * envelope
-        pieces += [style.loudness * tone / (1 + harmonic + style.brightness), np.zeros(int(gap_seconds * SAMPLE_RATE))]
+        pieces.append(style.loudness * tone / (1 + harmonic + style.brightness))
+        words[-1]["end"] = round(sum(map(len, pieces)) / SAMPLE_RATE, 4)
+        pieces.append(np.zeros(int(gap_seconds * SAMPLE_RATE)))
     pieces.append(np.zeros(int(0.1 * SAMPLE_RATE)))
     waveform = np.concatenate(pieces) + 0.003 * rng.standard_normal(sum(map(len, pieces)))
-    return waveform.astype(np.float32)
+    return waveform.astype(np.float32), words
 
 
 def generate_domain(spec: DomainSpec, out_dir: str | Path, seed: int) -> Path:
@@ -111,7 +126,7 @@ def generate_domain(spec: DomainSpec, out_dir: str | Path, seed: int) -> Path:
     rng = np.random.default_rng(seed)
     emotions = sorted(spec.styles)
     has_roles = "role" in (spec.labels or {}).get("heads", {})
-    rows = []
+    rows, timings = [], []
     for speaker_index in range(spec.speakers):
         speaker = f"{spec.name}_spk{speaker_index:02d}"
         speaker_pitch = 1 + rng.uniform(-0.03, 0.03)
@@ -124,10 +139,11 @@ def generate_domain(spec: DomainSpec, out_dir: str | Path, seed: int) -> Path:
         for clip_index in range(spec.clips_per_speaker):
             emotion = emotions[clip_index % len(emotions)]
             text = " ".join(rng.choice(spec.words, size=rng.integers(1, 4)))
-            waveform = synthesize(text, spec.styles[emotion], speaker_pitch, harmonic,
-                                  spec.channel_shift, rng)
+            waveform, words = synthesize_timed(text, spec.styles[emotion], speaker_pitch, harmonic,
+                                               spec.channel_shift, rng)
             relative = f"{speaker}/{speaker}_{clip_index:03d}.wav"
             sf.write(out / relative, waveform, SAMPLE_RATE, subtype="PCM_16")
+            timings.append({"audio": relative, "words": words})
             rows.append({"audio": relative, "text": text, "emotion": emotion, "language": "en",
                          "speaker": speaker, **({"role": role} if role else {})})
     csv_path = out / "metadata.csv"
@@ -140,6 +156,8 @@ def generate_domain(spec: DomainSpec, out_dir: str | Path, seed: int) -> Path:
 
         (out / "labels.yaml").write_text(yaml.safe_dump(spec.labels, sort_keys=False),
                                          encoding="utf-8")
+    with open(out / "word_times.jsonl", "w", encoding="utf-8") as handle:  # the timing truth
+        handle.writelines(json.dumps(row) + "\n" for row in timings)
     if spec.terms:
         (out / "terms.txt").write_text("".join(f"{term}\n" for term in spec.terms), encoding="utf-8")
     return csv_path
