@@ -16,7 +16,7 @@ from svlora.adapter_format import (ModelLayout, adapter_identity, adapter_labels
 from svlora.decoding import PreparedFile, decode_prepared
 from svlora.errors import AdapterError, SvloraError
 from svlora.hotwords import (DEFAULT_BEAM, DEFAULT_HOTWORD_SCORE, Hotwords, build_hotwords,
-                             check_search_settings, request_hotwords)
+                             check_search_settings, request_terms)
 from svlora.model import BaseModel, load_base_model, weights_sha256
 from svlora.segments import LazyVad
 from svlora.terms import TermList, read_terms
@@ -341,10 +341,10 @@ class ModelPool:
 
     def cached_request_hotwords(self, terms: str) -> Hotwords:
         if terms not in self.request_graphs:
-            requested = request_hotwords(terms, self.base.tokenizer, self.settings.hotword_score,
-                                         self.settings.beam).terms
+            requested = request_terms(terms)
+            # the server's terms are known good: a spelling error names the request's line
             merged = TermList((self.hotwords.terms.terms if self.hotwords else ()) + requested.terms,
-                              "request")
+                              requested.source)
             while len(self.request_graphs) >= REQUEST_GRAPHS:
                 self.request_graphs.pop(next(iter(self.request_graphs)))
             self.request_graphs[terms] = build_hotwords(self.base.tokenizer, merged,

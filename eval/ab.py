@@ -53,11 +53,6 @@ class Arm:
     hotwords: str | None = None  # a terms file: the text decoded with hotword biasing
     stage1: str | None = None    # a hotwords arm: the base or adapter arm it decodes with
 
-    @property
-    def model(self) -> str:
-        """The arm whose weights decode this one (itself, or a hotwords arm's stage 1)."""
-        return self.stage1 or self.name
-
 
 def check_arm_name(name: str, flag: str, spec: str) -> str:
     if not ARM_NAME.match(name) or name in RESERVED_NAMES:

@@ -174,8 +174,8 @@ def term_metric_rows(report: dict) -> list[list[str]]:
 
 
 def per_term_rows(report: dict, limit: int = 30) -> list[list[str]]:
-    """The most frequent terms: occurrences, recall per arm, the base's and the best arm's
-    commonest misrecognitions."""
+    """The most frequent terms: occurrences, recall per arm, each arm's commonest
+    misrecognitions."""
     rows = []
     for entry in report["terms"]["per_term"][:limit]:
         missed = "; ".join(f"{arm}: " + ", ".join(f"{heard} ×{count}" for heard, count in pairs)

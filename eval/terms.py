@@ -43,12 +43,18 @@ def term_metric_functions(records: list[dict]) -> dict[str, Metric]:
 def per_term_table(terms: TermList, records_by_arm: dict[str, list[dict]], top: int = 3) -> list[dict]:
     """Per term (most frequent first): reference occurrences, recall per arm, and each arm's
     most common misrecognitions [[heard, count], ...]."""
+    by_arm = {}  # arm -> term -> its occurrences (one pass over the records, not one per term)
+    for arm, records in records_by_arm.items():
+        by_arm[arm] = {}
+        for record in records:
+            for occurrence in record["occurrences"]:
+                by_arm[arm].setdefault(occurrence["term"], []).append(occurrence)
     rows = []
     for term in terms.terms:
         row = {"term": term.text, "occurrences": 0, "recall": {}, "misrecognitions": {}}
-        for arm, records in records_by_arm.items():
-            found = [o for r in records for o in r["occurrences"] if o["term"] == term.text]
-            row["occurrences"] = len(found)
+        for arm, occurrences in by_arm.items():
+            found = occurrences.get(term.text, [])
+            row["occurrences"] = len(found)  # the references': the same for every arm
             row["recall"][arm] = sum(o["hit"] for o in found) / len(found) if found else None
             missed = Counter(o["heard"] for o in found if not o["hit"])
             row["misrecognitions"][arm] = [[heard, count] for heard, count in missed.most_common(top)]

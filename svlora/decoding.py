@@ -229,7 +229,7 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
                                                  banned if kind == "emotion" else ())
                          for kind in TAG_FRAMES}
         biased = hotword_ids(log_probs, out_lengths, [per_clip[i] for i in chunk])
-        greedy = greedy_ids(log_probs, out_lengths) if None in biased else biased
+        greedy = greedy_ids(log_probs, out_lengths) if None in biased else []  # rows without hotwords
         for row, index in enumerate(chunk):
             ids = biased[row] if biased[row] is not None else greedy[row]
             outputs[index] = Decoded(schema.rename(base.decode(ids)), distributions["language"][row],

@@ -89,8 +89,8 @@ def load_hotwords(path: str, tokenizer, score: float = DEFAULT_HOTWORD_SCORE,
     return build_hotwords(tokenizer, read_terms(path), score, beam)
 
 
-def request_hotwords(text: str, tokenizer, score: float, beam: int) -> Hotwords:
-    """A request's own terms (one per line or comma-separated), bounded."""
+def request_terms(text: str):
+    """A request's own terms (separated by commas or newlines) as a TermList, bounded."""
     from svlora.terms import TermsError, parse_terms
 
     if len(text) > MAX_REQUEST_TERMS_CHARS:
@@ -100,4 +100,4 @@ def request_hotwords(text: str, tokenizer, score: float, beam: int) -> Hotwords:
     if len(terms) > MAX_REQUEST_TERMS:
         raise TermsError(f"hotwords: {len(terms)} terms, more than {MAX_REQUEST_TERMS}; send fewer "
                          "or start the server with --hotwords FILE")
-    return build_hotwords(tokenizer, terms, score, beam)
+    return terms
