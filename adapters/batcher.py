@@ -30,6 +30,7 @@ class Job:
     with_pooled: bool = False
     route: object = None     # a svlora.adapters.pool.Route: its post-processing runs in the worker
     hotwords: object = None  # the svlora.hotwords.Hotwords it decodes with (None: greedy)
+    timestamps: bool = False  # word timestamps wanted
     future: Future = field(default_factory=Future)
 
     @property

@@ -51,6 +51,10 @@ class ServeSettings:
     hotwords: str | None = None       # a terms file every request is biased towards
     hotword_score: float = DEFAULT_HOTWORD_SCORE
     beam: int = DEFAULT_BEAM
+    subtitle_seconds: float = 7.0     # srt/vtt: no cue longer than this
+    realtime_max_connections: int = 16
+    realtime_max_session_seconds: float = 1800.0
+    realtime_idle_seconds: float = 60.0
 
 
 class Conflict(SvloraError):
@@ -352,15 +356,17 @@ class ModelPool:
         return self.request_graphs[terms]
 
     def decode(self, files: list[PreparedFile], stage1: list[str], language: str, itn: str,
-               with_pooled: bool, hotwords: list[Hotwords | None] | None = None) -> list[dict]:
+               with_pooled: bool, hotwords: list[Hotwords | None] | None = None,
+               timestamps: list[bool] | bool = False) -> list[dict]:
         """One shared decoding of files from several requests, each row with its own adapter
-        (and its own hotwords)."""
+        (and its own hotwords, and word timestamps or not)."""
         with self.model_lock:
             return decode_prepared(self.base, files, self.settings.max_batch_seconds, language, itn,
                                    with_pooled=with_pooled,
                                    batch_context=lambda owners: self.mixed_adapters(
                                        [stage1[i] for i in owners]),
-                                   hotwords=hotwords if hotwords is not None else self.hotwords)
+                                   hotwords=hotwords if hotwords is not None else self.hotwords,
+                                   timestamps=timestamps)
 
     @staticmethod
     def finish(routes: list[Route], results: list[dict]) -> list[dict | Exception]:

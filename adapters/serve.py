@@ -8,65 +8,60 @@ through a bearer-token admin API."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
+from typing import Callable
 
-from fastapi import FastAPI, File, Form, Header, HTTPException, Request, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi import FastAPI, File, Form, Header, HTTPException, Request, UploadFile, WebSocket
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel as Body
+from starlette.background import BackgroundTask
 
 from svlora.adapters.batcher import DynamicBatcher, Job, Overloaded
 from svlora.adapters.metrics import ServeMetrics
 from svlora.adapters.pool import Conflict, ModelPool, ServeSettings
 from svlora.audio import AudioDecodeError
-from svlora.decoding import prepare_file
+from svlora.adapters.realtime import RealtimeSession, Turn, completed_event, to_model_rate
+from svlora.adapters.realtime_socket import Connections, RealtimeLimits, run_session
+from svlora.decoding import PreparedFile, prepare_file, prepare_waveform, result_from_segments
 from svlora.errors import SvloraError
+from svlora.subtitles import FORMATS as SUBTITLE_FORMATS, MAX_LINE_SECONDS, render as render_subtitles
 
-RESPONSE_FORMATS = ("json", "verbose_json", "text", "srt", "vtt")
+RESPONSE_FORMATS = ("json", "verbose_json", "text", *SUBTITLE_FORMATS)
+GRANULARITIES = ("word", "segment")
 TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
+REALTIME_PATH = "/v1/realtime"
+MIN_TURN_SECONDS = 0.1
+WS_MAX_BYTES = 16 * 2**20  # a larger WebSocket message closes the connection (1009)
 ADMIN_TOKEN_ENV = "SVLORA_ADMIN_TOKEN"
 
 __all__ = ["ServeSettings", "ModelPool", "create_app", "serve"]
 
 
-def timestamp(seconds: float, separator: str) -> str:
-    hours, rest = divmod(seconds, 3600)
-    minutes, rest = divmod(rest, 60)
-    return f"{int(hours):02d}:{int(minutes):02d}:{int(rest):02d}{separator}{int(rest % 1 * 1000):03d}"
-
-
 def segments_of(result: dict, duration: float, heads: tuple[str, ...] = ()) -> list[dict]:
-    """Each segment with start, end, text and its own tags, and a cascade's extra heads
-    (one segment for a short file)."""
+    """Each segment with start, end, text and its own tags, and a cascade's extra heads (one
+    segment for a short file). With word timestamps a segment runs from its first word's start
+    to its last word's end (else it is the VAD cut) and keeps its words (for subtitles)."""
     items = result.get("segments") or [{**result, "start": 0.0, "end": duration}]
-    return [{"id": i, "start": s["start"], "end": s["end"], "text": s["text"],
-             "emotion": s.get("emotion"), "event": s.get("event"), "language": s.get("language"),
-             **{head: s[head] for head in heads if head in s}}
-            for i, s in enumerate(items)]
+    rows = []
+    for i, s in enumerate(items):
+        words = s.get("words")
+        start, end = (words[0]["start"], words[-1]["end"]) if words else (s["start"], s["end"])
+        rows.append({"id": i, "start": start, "end": end, "text": s["text"],
+                     "emotion": s.get("emotion"), "event": s.get("event"), "language": s.get("language"),
+                     **{head: s[head] for head in heads if head in s},
+                     **({"words": words} if words is not None else {})})
+    return rows
 
 
-def subtitles(segments: list[dict], kind: str) -> str:
-    separator = "," if kind == "srt" else "."
-    blocks = []
-    for number, segment in enumerate(segments, start=1):
-        span = f"{timestamp(segment['start'], separator)} --> {timestamp(segment['end'], separator)}"
-        blocks.append(f"{number}\n{span}\n{segment['text']}\n" if kind == "srt" else
-                      f"{span}\n{segment['text']}\n")
-    return ("WEBVTT\n\n" if kind == "vtt" else "") + "\n".join(blocks)
-
-
-def response_body(result: dict, duration: float, response_format: str,
-                  heads: tuple[str, ...] = ()) -> Response:
-    """The response in `response_format`; `heads` (the label schema's extra heads, e.g. role)
-    are returned with their probabilities where a cascade predicted them."""
-    text = result["text"]
-    if response_format == "text":
-        return PlainTextResponse(text)
-    if response_format in ("srt", "vtt"):
-        return PlainTextResponse(subtitles(segments_of(result, duration), response_format))
-    body = {"text": text, "emotion": result.get("emotion"), "event": result.get("event"),
+def tags_body(result: dict, heads: tuple[str, ...] = ()) -> dict:
+    """A result's tags and probabilities (and what rules or a cascade added), as json gives."""
+    body = {"emotion": result.get("emotion"), "event": result.get("event"),
             "language": result.get("language"), "raw": result["raw"],
             "emotion_probs": result.get("emotion_probs"), "event_probs": result.get("event_probs"),
             "language_probs": result.get("language_probs")}
@@ -74,10 +69,80 @@ def response_body(result: dict, duration: float, response_format: str,
                 *(name for head in heads for name in (head, f"{head}_probs"))):
         if key in result:
             body[key] = result[key]
+    return body
+
+
+def response_body(result: dict, duration: float, response_format: str, heads: tuple[str, ...] = (),
+                  granularities: tuple[str, ...] = ("segment",),
+                  subtitle_seconds: float = MAX_LINE_SECONDS) -> Response:
+    """The response in `response_format`; `heads` (the label schema's extra heads, e.g. role)
+    are returned with their probabilities where a cascade predicted them; verbose_json has
+    `words` when `granularities` has "word"."""
+    text = result["text"]
+    if response_format == "text":
+        return PlainTextResponse(text)
+    if response_format in SUBTITLE_FORMATS:
+        return PlainTextResponse(render_subtitles(segments_of(result, duration), response_format,
+                                                  subtitle_seconds))
+    body = {"text": text, **tags_body(result, heads)}
     if response_format == "verbose_json":
-        body.update(task="transcribe", duration=round(duration, 3),
-                    segments=segments_of(result, duration, heads))
+        segments = [{k: v for k, v in s.items() if k != "words"} for s in segments_of(result, duration, heads)]
+        body.update(task="transcribe", duration=round(duration, 3), segments=segments)
+        if "word" in granularities:
+            body["words"] = result.get("words", [])
     return JSONResponse(body)
+
+
+def needs_timestamps(response_format: str) -> bool:
+    """verbose_json's segment times and words and subtitle cues come from word timestamps."""
+    return response_format in ("verbose_json", *SUBTITLE_FORMATS)
+
+
+def checked_granularities(values: list[str] | None, response_format: str) -> tuple[str, ...]:
+    granularities = tuple(values or ("segment",))
+    unknown = [g for g in granularities if g not in GRANULARITIES]
+    if unknown:
+        raise HTTPException(400, f"timestamp_granularities[] {unknown[0][:40]!r}: use word and/or segment")
+    if values and response_format != "verbose_json":
+        raise HTTPException(400, "timestamp_granularities[] needs response_format verbose_json")
+    return granularities
+
+
+STREAM_AHEAD = 4  # a streamed file's segments in the batcher at once
+
+
+@dataclass
+class TranscriptionOptions:
+    """A transcription request's form fields."""
+
+    model: str
+    language: str
+    response_format: str
+    use_itn: bool
+    hotwords: str | None
+    stream: bool
+    granularities: list[str] | None
+
+    def checked(self, languages: list[str]) -> tuple[str, ...]:
+        """The timestamp granularities; HTTPException 400 naming a bad field."""
+        if self.response_format not in RESPONSE_FORMATS:
+            raise HTTPException(400, f"response_format {self.response_format[:40]!r}: use one of "
+                                f"{', '.join(RESPONSE_FORMATS)}")
+        if self.stream and self.response_format not in ("json", "text"):
+            raise HTTPException(400, f"stream=true gives text deltas: use response_format json or "
+                                f"text, not {self.response_format}")
+        if self.language not in languages:
+            raise HTTPException(400, f"language {self.language[:40]!r}: use one of {', '.join(languages)}")
+        return checked_granularities(self.granularities, self.response_format)
+
+
+def sse(event: dict) -> str:
+    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+
+
+def segment_event(item: dict, index: int, start: float, end: float, heads: tuple[str, ...]) -> dict:
+    """What a streamed delta says about its segment: span, tags and probabilities."""
+    return {"id": index, "start": start, "end": end, **tags_body(item, heads)}
 
 
 class AdapterLoad(Body):
@@ -95,7 +160,7 @@ def create_app(pool: ModelPool) -> FastAPI:
         cascade (a slow post-processing step must not hold up the event loop)."""
         results = pool.decode([j.prepared for j in jobs], [j.stage1 for j in jobs], jobs[0].language,
                               jobs[0].itn, any(j.with_pooled for j in jobs),
-                              [j.hotwords for j in jobs])
+                              [j.hotwords for j in jobs], [j.timestamps for j in jobs])
         return pool.finish([j.route for j in jobs], results)
 
     batcher = DynamicBatcher(decode_jobs, settings.batch_window_ms, settings.max_batch_requests,
@@ -170,10 +235,12 @@ def create_app(pool: ModelPool) -> FastAPI:
     @app.post(TRANSCRIPTIONS_PATH)
     async def transcriptions(request: Request, file: UploadFile = File(...), model: str = Form(...),
                              language: str = Form("auto"), response_format: str = Form("json"),
-                             use_itn: bool = Form(False), hotwords: str | None = Form(None)):
+                             use_itn: bool = Form(False), hotwords: str | None = Form(None),
+                             stream: bool = Form(False),
+                             granularities: list[str] | None = Form(None, alias="timestamp_granularities[]")):
         request.state.model_label = label = model if model in pool.names() else "unknown"
-        response, seconds = await transcribe_request(file, model, language, response_format, use_itn,
-                                                     hotwords)
+        response, seconds = await transcribe_request(file, TranscriptionOptions(
+            model, language, response_format, use_itn, hotwords, stream, granularities))
         metrics.audio.labels(label).inc(seconds)
         return response
 
@@ -192,18 +259,20 @@ def create_app(pool: ModelPool) -> FastAPI:
                 unreadable = isinstance(error.__cause__, AudioDecodeError)
                 raise HTTPException(400, f"unreadable audio: {reason}" if unreadable else reason) from None
 
-    async def transcribe_request(file: UploadFile, model: str, language: str, response_format: str,
-                                 use_itn: bool, terms: str | None) -> tuple[Response, float]:
-        if response_format not in RESPONSE_FORMATS:
-            raise HTTPException(400, f"response_format {response_format!r}: use one of "
-                                f"{', '.join(RESPONSE_FORMATS)}")
+    async def decoded(job: Job) -> dict:
+        """The job's result from the shared batcher (decoded and post-processed by its worker)."""
         try:
-            hotwords = await asyncio.to_thread(pool.hotwords_for, terms)
+            future = batcher.submit(job)
+        except Overloaded as error:
+            raise HTTPException(503, str(error), headers={"Retry-After": str(error.retry_after)}) from None
+        return await asyncio.wrap_future(future)
+
+    async def transcribe_request(file: UploadFile, options: TranscriptionOptions) -> tuple[Response, float]:
+        granularities = options.checked(pool.base.labels.decode_languages)
+        try:
+            hotwords = await asyncio.to_thread(pool.hotwords_for, options.hotwords)
         except SvloraError as error:  # a bad or oversized `hotwords` field
             raise HTTPException(400, str(error)) from None
-        languages = pool.base.labels.decode_languages
-        if language not in languages:
-            raise HTTPException(400, f"language {language[:40]!r}: use one of {', '.join(languages)}")
         data = await file.read(settings.max_upload_bytes + 1)
         if len(data) > settings.max_upload_bytes:
             limit = f"{settings.max_upload_bytes / 2**20:g}"
@@ -212,23 +281,116 @@ def create_app(pool: ModelPool) -> FastAPI:
         if not data:
             raise HTTPException(400, "empty file")
         try:
-            route = pool.acquire(model)
+            route = pool.acquire(options.model)
         except KeyError:
-            raise HTTPException(404, f"model {model[:80]!r} not found; available: "
+            raise HTTPException(404, f"model {options.model[:80]!r} not found; available: "
                                 f"{', '.join(pool.names())}") from None
+        release = release_once(route)
         try:
             prepared = await asyncio.to_thread(prepare_upload, data, file.filename or "upload")
-            job = Job(prepared, route.stage1, language, "withitn" if use_itn else "woitn",
-                      with_pooled=route.cascade is not None, route=route, hotwords=hotwords)
-            try:
-                future = batcher.submit(job)
-            except Overloaded as error:
-                raise HTTPException(503, str(error), headers={"Retry-After": str(error.retry_after)}) from None
-            result = await asyncio.wrap_future(future)  # decoded and post-processed by the worker
+
+            def job(piece, post_processed: bool = True, timestamps: bool = False) -> Job:
+                return Job(piece, route.stage1, options.language, "withitn" if options.use_itn else "woitn",
+                           with_pooled=route.cascade is not None, route=route if post_processed else None,
+                           hotwords=hotwords, timestamps=timestamps)
+
+            if options.stream:  # the stream releases the model when it ends, or after a disconnect
+                events = stream_events(prepared, route, job, tuple(pool.base.labels.heads), release)
+                return (StreamingResponse(events, media_type="text/event-stream",
+                                          background=BackgroundTask(release)), prepared.seconds)
+            result = await decoded(job(prepared, timestamps=needs_timestamps(options.response_format)))
+        except BaseException:
+            release()
+            raise
+        release()
+        return (response_body(result, prepared.seconds, options.response_format,
+                              tuple(pool.base.labels.heads), granularities, settings.subtitle_seconds),
+                prepared.seconds)
+
+    def release_once(route) -> Callable[[], None]:
+        released = threading.Event()
+
+        def release() -> None:
+            if not released.is_set():
+                released.set()
+                pool.release(route)
+        return release
+
+    async def stream_events(prepared: PreparedFile, route, job, heads: tuple[str, ...], release):
+        """Server-sent events in OpenAI's shape: `transcript.text.delta` per segment as it is
+        decoded (a segment's text after its post-processing, with its tags), then
+        `transcript.text.done` with the whole file's result, which is the non-streamed one: a
+        long file's segments are decoded as separate jobs (a few ahead, sharing the batcher's
+        forward passes) and the file's result assembled from them as decode_prepared does."""
+        tasks: list[asyncio.Future] = []
+        try:
+            if prepared.how == "whole":
+                final = await decoded(job(prepared))
+                yield sse({"type": "transcript.text.delta", "delta": final["text"],
+                           "segment": segment_event(final, 0, 0.0, prepared.seconds, heads)})
+            else:
+                pieces = [PreparedFile(prepared.path, prepared.seconds, [segment], prepared.how, [features])
+                          for segment, features in zip(prepared.segments, prepared.features)]
+                tasks += [asyncio.ensure_future(decoded(job(p, post_processed=False)))
+                          for p in pieces[:STREAM_AHEAD]]
+                rows, said = [], False
+                for index in range(len(pieces)):
+                    if index + STREAM_AHEAD < len(pieces):
+                        tasks.append(asyncio.ensure_future(decoded(job(pieces[index + STREAM_AHEAD],
+                                                                       post_processed=False))))
+                    raw = (await tasks[index])["segments"][0]
+                    rows.append(raw)
+                    [one] = await asyncio.to_thread(pool.finish, [route],
+                                                    [result_from_segments(prepared.path, prepared.how, [raw])])
+                    segment = one["segments"][0]
+                    text = segment["text"]
+                    yield sse({"type": "transcript.text.delta", "delta": (" " if said and text else "") + text,
+                               "segment": segment_event(segment, index, segment["start"], segment["end"], heads)})
+                    said = said or bool(text)
+                [final] = await asyncio.to_thread(pool.finish, [route],
+                                                  [result_from_segments(prepared.path, prepared.how, rows)])
+            if isinstance(final, Exception):
+                raise final
+            yield sse({"type": "transcript.text.done", "text": final["text"], **tags_body(final, heads),
+                       "usage": {"type": "duration", "seconds": round(prepared.seconds, 3)}})
+        except HTTPException as error:  # e.g. the queue filled up mid-file
+            yield sse({"type": "error", "error": {"message": error.detail, "code": error.status_code}})
+        except Exception as error:  # noqa: BLE001 — the client hears it; the server goes on
+            yield sse({"type": "error", "error": {"message": f"{type(error).__name__}: {error}", "code": 500}})
+        finally:
+            for task in tasks:
+                task.cancel()
+            release()
+
+    connections = Connections(settings.realtime_max_connections)
+    limits = RealtimeLimits(settings.realtime_max_connections, settings.realtime_max_session_seconds,
+                            settings.realtime_idle_seconds)
+    heads = tuple(pool.base.labels.heads)
+
+    async def transcribe_turn(turn: Turn) -> dict:
+        """A committed realtime turn through the same path as an upload: resampled as a file
+        of its audio would be, cut when long, decoded in the shared batcher."""
+        if turn.samples.size < turn.rate * MIN_TURN_SECONDS:
+            raise ValueError(f"{turn.samples.size / turn.rate * 1000:.0f} ms of audio is too short "
+                             f"to transcribe (at least {MIN_TURN_SECONDS * 1000:.0f} ms)")
+        route = pool.acquire(turn.model)  # KeyError: unloaded since the session chose it
+        try:
+            waveform = await asyncio.to_thread(to_model_rate, turn.samples, turn.rate)
+            prepared = await asyncio.to_thread(prepare_waveform, pool.base, waveform, turn.item_id,
+                                               vad_loader=pool.vad_model)
+            result = await decoded(Job(prepared, route.stage1, turn.language, "woitn",
+                                       with_pooled=route.cascade is not None, route=route,
+                                       hotwords=pool.hotwords))
         finally:
             pool.release(route)
-        return (response_body(result, prepared.seconds, response_format, tuple(pool.base.labels.heads)),
-                prepared.seconds)
+        label = turn.model if turn.model in pool.names() else "unknown"
+        metrics.audio.labels(label).inc(prepared.seconds)
+        return completed_event(turn, result, heads)
+
+    @app.websocket(REALTIME_PATH)
+    async def realtime(websocket: WebSocket, intent: str | None = None) -> None:
+        make = lambda: RealtimeSession(settings.base_name, pool.names, pool.base.labels.decode_languages)  # noqa: E731
+        await run_session(websocket, intent, make, transcribe_turn, limits, connections)
 
     return app
 
@@ -236,4 +398,5 @@ def create_app(pool: ModelPool) -> FastAPI:
 def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(ModelPool(settings)), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(ModelPool(settings)), host=host, port=port, log_level="warning",
+                ws_max_size=WS_MAX_BYTES)

@@ -64,6 +64,14 @@ def register(commands) -> None:
     served.add_argument("--max-batch", type=int, default=32, help="requests decoded together at most")
     served.add_argument("--max-queue", type=int, default=64,
                         help="requests waiting or decoding; beyond it: 503 with Retry-After")
+    served.add_argument("--subtitle-seconds", type=float, default=7.0,
+                        help="srt/vtt: no cue longer than this (cut at word boundaries)")
+    served.add_argument("--realtime-max-connections", type=int, default=16,
+                        help="/v1/realtime: WebSocket sessions at once; more are refused")
+    served.add_argument("--realtime-max-session-seconds", type=float, default=1800.0,
+                        help="/v1/realtime: a session is closed after this long (OpenAI's: 30 min)")
+    served.add_argument("--realtime-idle-seconds", type=float, default=60.0,
+                        help="/v1/realtime: a session silent (no client event) this long is closed")
     served.set_defaults(handler=run_serve)
 
     demo = commands.add_parser("demo", help="a Gradio A/B page: one clip, every arm side by side")
@@ -171,7 +179,10 @@ def run_serve(args) -> None:
     settings = arm_settings(
         args, max_upload_bytes=int(args.max_upload_mb * 2**20), adapter_root=args.adapter_root,
         admin_token=args.admin_token, max_adapters=args.max_adapters,
-        batch_window_ms=args.batch_window_ms, max_batch_requests=args.max_batch, max_queue=args.max_queue)
+        batch_window_ms=args.batch_window_ms, max_batch_requests=args.max_batch, max_queue=args.max_queue,
+        subtitle_seconds=args.subtitle_seconds, realtime_max_connections=args.realtime_max_connections,
+        realtime_max_session_seconds=args.realtime_max_session_seconds,
+        realtime_idle_seconds=args.realtime_idle_seconds)
     print(f"serving {args.name}, {len(settings.adapters)} adapter(s), "
           f"{len(settings.rules) + len(settings.cascades)} pipeline(s) on "
           f"http://{args.host}:{args.port}", flush=True)

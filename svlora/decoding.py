@@ -8,6 +8,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TypedDict
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -185,7 +186,7 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
                     with_pooled: bool = False, batch_context=None,
                     progress: bool | None = None,
                     hotwords: Hotwords | list[Hotwords | None] | None = None,
-                    timestamps: bool = False) -> list[Decoded]:
+                    timestamps: bool | list[bool] = False) -> list[Decoded]:
     """Greedy outputs ('<|en|><|HAPPY|><|Speech|><|woitn|>text') with tag distributions.
 
     Clips are batched by duration (padded seconds per batch bounded); `itn` may be one value or
@@ -198,8 +199,9 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
     routes each row to its own adapter this way). `progress`: a bar on stderr (default: for
     50 clips or more). `hotwords` (one for all clips, or one or None per clip): the text decoded
     by a prefix beam search biased towards its terms (svlora.hotwords); tags and their
-    distributions are unchanged. `timestamps`: each clip's words with start/end seconds
-    (svlora.timestamps: the decoded text tokens aligned to the CTC posteriors).
+    distributions are unchanged. `timestamps` (for all clips, or one per clip): each clip's words
+    with start/end seconds (svlora.timestamps: the decoded text tokens aligned to the CTC
+    posteriors).
     """
     max_seconds_per_batch = max_seconds_per_batch or default_batch_seconds(base.device)
     module = base.model
@@ -207,6 +209,7 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
     module.eval()
     itns = [itn] * len(features) if isinstance(itn, str) else list(itn)
     per_clip = hotwords if isinstance(hotwords, list) else [hotwords] * len(features)
+    timed = timestamps if isinstance(timestamps, list) else [timestamps] * len(features)
     outputs: list[Decoded | None] = [None] * len(features)
     use_bf16 = decoding_precision(base.device) == "bf16"
     schema = base.labels
@@ -235,7 +238,7 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
             outputs[index] = Decoded(schema.rename(base.decode(ids)), distributions["language"][row],
                                      distributions["emotion"][row], distributions["event"][row],
                                      pooled[row], words=clip_words(base, log_probs[row], out_lengths[row], ids)
-                                     if timestamps else None)
+                                     if timed[index] else None)
         bar.update(len(chunk))
     bar.close()
     module.train(was_training)
@@ -340,11 +343,18 @@ def prepare_file(base: BaseModel, path: str, max_segment_seconds: float = MAX_SE
     if max_file_seconds is not None and seconds > max_file_seconds:
         raise AudioFileError(str(path), f"{seconds:.1f} s is longer than --max-seconds "
                              f"{max_file_seconds:g}; raise the limit or cut the file")
+    return prepare_waveform(base, waveform, str(path), max_segment_seconds, vad_loader)
+
+
+def prepare_waveform(base: BaseModel, waveform: np.ndarray, path: str,
+                     max_segment_seconds: float = MAX_SEGMENT_SECONDS, vad_loader=load_vad) -> PreparedFile:
+    """16 kHz samples (a file's, or a realtime turn's) cut and featurised as prepare_file does."""
+    seconds = waveform.size / TARGET_RATE
     vad = vad_loader() if seconds > max_segment_seconds else None
     segments, how = speech_segments(waveform, max_segment_seconds, vad)
     features = [base.features(waveform[int(s.start * TARGET_RATE):int(s.end * TARGET_RATE)])
                 for s in segments]
-    return PreparedFile(str(path), seconds, segments, how, features)
+    return PreparedFile(path, seconds, segments, how, features)
 
 
 def decode_prepared(base: BaseModel, files: list[PreparedFile], max_seconds_per_batch: float | None = None,
@@ -352,16 +362,18 @@ def decode_prepared(base: BaseModel, files: list[PreparedFile], max_seconds_per_
                     with_pooled: bool = False, batch_context=None,
                     progress: bool | None = None,
                     hotwords: Hotwords | list[Hotwords | None] | None = None,
-                    timestamps: bool = False) -> list[TranscriptionResult]:
+                    timestamps: bool | list[bool] = False) -> list[TranscriptionResult]:
     """One result per prepared file (see file_result), every segment of every file decoded in
-    shared duration-sorted batches. `batch_context(file_indices)`, `progress` and `hotwords`
-    (one, or one per file) as in decode_features, given the files each forward pass covers."""
+    shared duration-sorted batches. `batch_context(file_indices)`, `progress`, `hotwords` and
+    `timestamps` (one, or one per file) as in decode_features, given the files each forward
+    pass covers."""
     owners = [index for index, item in enumerate(files) for _ in item.features]
     context = (lambda rows: batch_context([owners[r] for r in rows])) if batch_context else None
     per_segment = [hotwords[i] for i in owners] if isinstance(hotwords, list) else hotwords
+    timed = [timestamps[i] for i in owners] if isinstance(timestamps, list) else timestamps
     outputs = iter(decode_features(base, [f for item in files for f in item.features],
                                    max_seconds_per_batch, language, itn, ban_emo_unknown,
-                                   with_pooled, context, progress, per_segment, timestamps))
+                                   with_pooled, context, progress, per_segment, timed))
     return [file_result(item.path, item.segments, item.how, [next(outputs) for _ in item.segments],
                         base.labels)
             for item in files]
@@ -421,20 +433,30 @@ def file_result(path: str, segments: list[Segment], how: str, outputs: list[Deco
     if how == "whole":
         return {"path": path, "schema_version": RESULT_SCHEMA_VERSION, **outputs[0].to_dict(),
                 **schema.split(outputs[0].raw)}
-    parts = [schema.split(d.raw) for d in outputs]
-    rows = [{"start": round(s.start, 3), "end": round(s.end, 3), **d.to_dict(), **part}
-            for s, d, part in zip(segments, outputs, parts)]
-    for segment, row in zip(segments, rows):  # words in seconds of the file
+    return result_from_segments(path, how, segment_rows(segments, outputs, schema))
+
+
+def segment_rows(segments: list[Segment], outputs: list[Decoded], schema: LabelSchema) -> list[SegmentResult]:
+    """Each segment's result: its span and decoding, words in seconds of the file."""
+    rows = [{"start": round(s.start, 3), "end": round(s.end, 3), **d.to_dict(), **schema.split(d.raw)}
+            for s, d in zip(segments, outputs)]
+    for segment, row in zip(segments, rows):
         if row.get("words") is not None:
             row["words"] = [{**w, "start": round(w["start"] + segment.start, 3),
                              "end": round(w["end"] + segment.start, 3)} for w in row["words"]]
-    weights = [s.seconds for s in segments]
-    decisions = {kind: weighted_decision([getattr(d, f"{kind}_probs") for d in outputs], weights)
+    return rows
+
+
+def result_from_segments(path: str, how: str, rows: list[SegmentResult]) -> TranscriptionResult:
+    """A long file's result from its segments' (file_result; a stream assembles it this way
+    from segments decoded one by one)."""
+    weights = [row["end"] - row["start"] for row in rows]
+    decisions = {kind: weighted_decision([row[f"{kind}_probs"] for row in rows], weights)
                  for kind in TAG_FRAMES}
-    words = {"words": [w for row in rows for w in row["words"]]} if outputs[0].words is not None else {}
+    words = {"words": [w for row in rows for w in row["words"]]} if "words" in rows[0] else {}
     return {"path": path, "schema_version": RESULT_SCHEMA_VERSION, **joined_output(rows), **words,
             **{kind: tag for kind, (_, tag) in decisions.items()},
-            "itn": parts[0]["itn"], "segmentation": how, "segments": rows,
+            "itn": rows[0]["itn"], "segmentation": how, "segments": rows,
             **{f"{kind}_probs": probs for kind, (probs, _) in decisions.items()}}
 
 
