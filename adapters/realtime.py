@@ -284,6 +284,7 @@ class RealtimeSession:
         if self.speech_item is None:  # silence: keep only what a turn's prefix padding may need
             keep = self.samples_at(detection["prefix_padding_ms"] + 100)
             drop = max(0, self.buffer.size - keep)
+            drop -= (self.buffer_start + drop) % (self.rate // 1000)  # the buffer starts on a ms
             self.buffer, self.buffer_start = self.buffer[drop:], self.buffer_start + drop
         return events, turns
 
@@ -297,8 +298,8 @@ class RealtimeSession:
         self.speech_item = None
         if self.detector is not None:
             self.detector.reset()
-        start_ms = self.ms(self.buffer_start)
-        return self.commit_span(item, start_ms, self.ms(self.received))
+        events, turn = self.commit_span(item, self.ms(self.buffer_start), self.ms(self.received))
+        return events, [turn]
 
     def commit_span(self, item: str, start_ms: int, end_ms: int) -> tuple[list[dict], Turn]:
         """The buffer's audio from start_ms to end_ms as a turn; the buffer keeps what follows."""
