@@ -49,6 +49,9 @@ def register(commands) -> None:
     for column in ("audio", "text", "emotion", "speaker", "language"):
         prep.add_argument(f"--{column}-column", default=column, help=f"hf: the {column} column")
     prep.add_argument("--hf-split", help="hf: which split of a DatasetDict")
+    prep.add_argument("--word-times", metavar="JSONL",
+                      help="reference word timings ({audio, words: [{word, start, end}]} per line, "
+                      "audio relative to the file): eval then reports timestamp error")
     prep.add_argument("--max-rejected", metavar="N|P%",
                       help="exit 1 (after writing the manifests and rejected.csv) when more than "
                       "N rows, or P%% of the rows read, are rejected (default: no limit)")
@@ -93,7 +96,7 @@ def run_prepare(args) -> None:
         label_map=load_label_map(args.label_map, labels),
         language=args.language, event=args.event, itn=args.itn, transcripts=args.transcripts,
         encoding=args.encoding, workers=args.workers, features_model=args.features,
-        feature_cache=args.feature_cache, no_emotion=args.no_emotion,
+        feature_cache=args.feature_cache, no_emotion=args.no_emotion, word_times=args.word_times,
         hf=HfColumns(audio=args.audio_column, text=args.text_column, emotion=args.emotion_column,
                      speaker=args.speaker_column, language=args.language_column,
                      split=args.hf_split),

@@ -57,6 +57,17 @@ def decision_summary(report: dict) -> str:
     return "\n".join(lines)
 
 
+def timing_line(report) -> str:
+    """The word-timestamp error of base and adapter against the generator's true word times."""
+    parts = []
+    for arm in ("base", "adapter"):
+        t = report["timing"][arm]
+        parts.append(f"{arm} start/end median {t['start_median_ms']:.0f}/{t['end_median_ms']:.0f} ms, "
+                     f"{t['within_100ms']:.0%} within 100 ms ({t['matched_words']} words)"
+                     if t["matched_words"] else f"{arm}: no word matched")
+    return "word timestamps vs the true times: " + "; ".join(parts)
+
+
 def run_quickstart(out: str | Path = "svlora-quickstart", seed: int = 0) -> dict:
     """Run every stage under `out` (its previous quickstart outputs are replaced)."""
     from svlora.adapters import export_adapter, load_model
@@ -82,9 +93,10 @@ def run_quickstart(out: str | Path = "svlora-quickstart", seed: int = 0) -> dict
         for name in ("general", "clinic"):  # the clinic declares its own labels (HESITANT, role)
             labels_yaml = corpora[name].parent / "labels.yaml"
             labels = load_schema(labels_yaml) if labels_yaml.is_file() else DEFAULT_SCHEMA
-            report = prepare_corpus(PrepareOptions(input=str(corpora[name]), out=str(root / name),
-                                                   format="csv", split_by="speaker", val=0.1, test=0.2,
-                                                   seed=seed, labels=labels))
+            report = prepare_corpus(PrepareOptions(  # the generator's true word times: timing error
+                input=str(corpora[name]), out=str(root / name), format="csv", split_by="speaker",
+                val=0.1, test=0.2, seed=seed, labels=labels,
+                word_times=str(corpora[name].parent / "word_times.jsonl")))
             print(f"[{name}] " + summary(report))
 
     def run_recipe(name: str, model: Path, data: str, run_dir: str):
@@ -117,6 +129,7 @@ def run_quickstart(out: str | Path = "svlora-quickstart", seed: int = 0) -> dict
                           terms=terms)
         print(verdict(report))
         print(decision_summary(report))
+        print(timing_line(report))
     with stage("export adapter package and merged model", timings):
         export_adapter(str(root / "tiny-base"), str(adapter), str(root / "export" / "adapter"),
                        overwrite=True)
@@ -133,7 +146,7 @@ def run_quickstart(out: str | Path = "svlora-quickstart", seed: int = 0) -> dict
                     "total_seconds": round(sum(timings.values()), 1),
                     "report": {arm: {k: report[arm][k] for k in ("n", "cer", "emotion_accuracy")}
                                for arm in ("base", "adapter", "delta")},
-                    "decision": report["decision"]}
+                    "decision": report["decision"], "timing": report["timing"]}
     write_json_atomic(root / "quickstart.json", summary_data)
     print("\n" + json.dumps(summary_data["report"], indent=2))
     print(f"\nA/B report: {root / 'report' / 'report.html'} (and report.md, report.json, "

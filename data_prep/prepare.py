@@ -51,6 +51,7 @@ class PrepareOptions:
     feature_cache: str | None = None   # default OUT/features
     no_emotion: bool = False  # a text-only corpus: rows without emotion kept (emo_target null)
     labels: LabelSchema = DEFAULT_SCHEMA  # --labels: the classes rows may carry
+    word_times: str | None = None  # JSONL of {audio, words}: reference word timings for eval
 
 
 def load_label_map(path: str | None, labels: LabelSchema = DEFAULT_SCHEMA) -> dict[str, str]:
@@ -255,6 +256,46 @@ def feature_job(options: PrepareOptions) -> FeatureJob | None:
     return FeatureJob(cache, frontend_config(resolve_model_dir(options.features_model)))
 
 
+def read_word_times(path: str) -> dict[str, tuple[str, list]]:
+    """--word-times: each line {"audio": path (relative to the file's folder), "words":
+    [{word, start, end}, ...]} → {resolved audio path: (file:line, words)}; the words are
+    checked against the clip's length when the row is accepted."""
+    from svlora.manifest import iter_json_objects
+    from svlora.timestamps import checked_word_timings
+
+    source = Path(path)
+    if not source.is_file():
+        raise ManifestError(f"--word-times {path}: not found")
+    found: dict[str, tuple[str, list]] = {}
+    for where, data in iter_json_objects(source):
+        if not isinstance(data.get("audio"), str) or "words" not in data:
+            raise ManifestError(f"{where}: expected {{\"audio\": path, \"words\": [...]}}")
+        audio = str((source.parent / data["audio"]).resolve())
+        if audio in found:
+            raise ManifestError(f"{where}: {data['audio']} already has word times ({found[audio][0]})")
+        try:
+            found[audio] = (where, checked_word_timings(data["words"], None, where))
+        except ValueError as error:
+            raise ManifestError(str(error)) from None
+    return found
+
+
+def attach_word_times(rows: list[ManifestRow], word_times: dict[str, tuple[str, list]]) -> dict:
+    """Each row's reference words (checked against its length); what matched, for the report."""
+    from svlora.timestamps import checked_word_timings
+
+    used = set()
+    for row in rows:
+        if row.source in word_times:
+            where, words = word_times[row.source]
+            try:
+                row.words = checked_word_timings(words, row.audio_seconds, where)
+            except ValueError as error:
+                raise ManifestError(str(error)) from None
+            used.add(row.source)
+    return {"rows_with_word_times": len(used), "unmatched_entries": len(word_times) - len(used)}
+
+
 def validate_options(options: PrepareOptions) -> None:
     if options.itn not in ("withitn", "woitn"):
         raise SvloraError(f"--itn {options.itn!r}: use withitn or woitn")
@@ -287,6 +328,7 @@ def prepare_corpus(options: PrepareOptions) -> dict:
     refuse_overwriting_input(options)
     require_output_dir(options.out)
     inputs, columns = read_rows(options)
+    word_times = read_word_times(options.word_times) if options.word_times else None
     # folder and presets walk directories; the symlinked ones they skip are named here
     link_warnings = linked_dirs(Path(options.input)) if options.format in ("folder", *PRESETS) else []
     if "language" not in columns and options.language is None:
@@ -333,6 +375,7 @@ def prepare_corpus(options: PrepareOptions) -> dict:
             emo_target=tags["emotion"], event_target=tags["event"],
             with_or_wo_itn=f"<|{tags['itn']}|>", speaker=row.speaker, heads=tags["heads"]))
         content[key] = report.content_sha256
+    timing = attach_word_times(rows, word_times) if word_times is not None else None
 
     split_by, keys_of = split_keys(options.split_by, rows)
     out = Path(options.out)
@@ -360,10 +403,13 @@ def prepare_corpus(options: PrepareOptions) -> dict:
                     "labels": options.labels.to_dict()},
         "rows_read": len(inputs), "rows_accepted": len(rows), "rows_rejected": len(rejected),
         "emotion_counts": emotion_counts(rows),
-        "warnings": link_warnings + imbalance_warnings(rows),
+        "warnings": link_warnings + imbalance_warnings(rows) + (
+            [f"--word-times: {timing['unmatched_entries']} entries match no accepted row (a rejected "
+             "row's, or audio not in the input)"] if timing and timing["unmatched_entries"] else []),
         "splits": {name: counts(split) for name, split in splits.items()},
         "leakage": leakage(splits, content),
         "rejected_by_reason": {reason: len(items) for reason, items in sorted(reasons.items())},
+        **({"word_times": {"file": options.word_times, **timing}} if timing is not None else {}),
         "rejected": [{k: v for k, v in r.items() if k != "fields"} for r in rejected],
     }
     if not options.labels.is_default:  # train, eval, rules and cascades read it from here

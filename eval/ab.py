@@ -38,6 +38,7 @@ from svlora.manifest import ManifestRow, read_manifest
 from svlora.model import BaseModel, load_base_model, log_note, weights_sha256
 from svlora.postprocess import load_cascade
 from svlora.terms import TermScorer, read_terms
+from svlora.timestamps import timing_summary
 
 DECODING_VERSION = 4  # bump when decoding or the cache layout changes (stale entries are never read)
 
@@ -148,8 +149,9 @@ class ArmDecoder:
     def __init__(self, base: BaseModel, base_sha256: str, cache: PredictionCache,
                  max_seconds: float, feature_cache: str | None, allow_base_mismatch: bool,
                  ban_emo_unknown: bool = False, with_pooled: bool = False,
-                 hotwords: dict | None = None):
+                 hotwords: dict | None = None, timestamps: bool = False):
         self.base, self.base_sha256, self.cache = base, base_sha256, cache
+        self.timestamps = timestamps  # word times (the references have some)
         self.hotwords = hotwords or {}  # arm name -> svlora.hotwords.Hotwords
         self.ban_emo_unknown = ban_emo_unknown
         self.with_pooled = with_pooled  # keep pooled encoder outputs (a cascade arm needs them)
@@ -174,6 +176,8 @@ class ArmDecoder:
                     "ban_emo_unknown": self.ban_emo_unknown, "pooled": self.with_pooled}
         if arm.name in self.hotwords:
             settings["hotwords"] = self.hotwords[arm.name].identity()
+        if self.timestamps:
+            settings["timestamps"] = True
         if not self.base.labels.is_default:  # it bans tags, names spare tokens, shapes the probs
             settings["labels"] = self.base.labels.to_dict()
         return settings
@@ -212,7 +216,7 @@ class ArmDecoder:
                                       float("inf"), itn=itns[batch[0]],  # one batch, as planned
                                       ban_emo_unknown=self.ban_emo_unknown,
                                       with_pooled=self.with_pooled,
-                                      hotwords=self.hotwords.get(arm.name))
+                                      hotwords=self.hotwords.get(arm.name), timestamps=self.timestamps)
             entries[key] = {"seconds": round(time.perf_counter() - started, 4),
                             "outputs": [d.to_dict() for d in decoded]}
             self.cache.store(key, entries[key])
@@ -333,7 +337,8 @@ def with_cascade(cascade, decoded: list[Decoded], schema: LabelSchema) -> list[D
                "text": schema.split(d.raw)["text"]} for d in decoded]
     return [Decoded(change["raw"], d.language_probs, change["emotion_probs"],
                     change.get("event_probs", d.event_probs),
-                    head_probs={h: change[f"{h}_probs"] for h in cascade.config.heads} or None)
+                    head_probs={h: change[f"{h}_probs"] for h in cascade.config.heads} or None,
+                    words=d.words)
             for d, change in zip(decoded, cascade.redecide(stage1))]
 
 
@@ -346,7 +351,7 @@ def with_rules(rules, decoded: list[Decoded], rows: list[ManifestRow]) -> list[D
         applied = apply_rules(rules, d.raw, d.emotion_probs, row.audio_seconds)
         result.append(Decoded(applied["raw"], d.language_probs,
                               applied["emotion_probs"] or d.emotion_probs, d.event_probs,
-                              head_probs=d.head_probs))
+                              head_probs=d.head_probs, words=d.words))  # rules leave the times
     return result
 
 
@@ -363,7 +368,7 @@ def score_manifest(rows: list[ManifestRow], decoded_by_arm: dict[str, list[Decod
                    resamples: int, seed: int, schema: LabelSchema,
                    terms: TermScorer | None = None) -> tuple[dict, dict, dict]:
     """(clips by arm, metrics by arm, deltas vs base by arm); term metrics with `terms`."""
-    clips = {arm: [score_clip(row, d.raw, d.emotion_probs, schema, d.head_probs, terms)
+    clips = {arm: [score_clip(row, d.raw, d.emotion_probs, schema, d.head_probs, terms, d.words)
                    for row, d in zip(rows, decoded)]
              for arm, decoded in decoded_by_arm.items()}
     indices = bootstrap_indices(len(rows), resamples, seed)
@@ -475,7 +480,7 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
                          PredictionCache(Path(cache_dir) if cache_dir else out_dir / "cache"),
                          max_seconds_per_batch or default_batch_seconds(base.device), feature_cache,
                          allow_base_mismatch, ban_emo_unknown, with_pooled=bool(cascades),
-                         hotwords=biasing)
+                         hotwords=biasing, timestamps=any(row.words is not None for row in rows))
     raw, raw_general = {}, {}
     for arm in arms:  # base first: adapters are layered onto the same module afterwards
         decoder.activate(arm)
@@ -521,6 +526,8 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
         if report.terms["absent"]:
             log_note(f"warning: {len(report.terms['absent'])} of {len(term_list)} terms never occur in "
                      f"{data}: {', '.join(report.terms['absent'][:10])}")
+    timed = {arm: timing_summary([c.timing for c in arm_clips]) for arm, arm_clips in clips.items()}
+    report.timing = timed if any(timed.values()) else None
     report.slices = slice_table(rows, clips)
     report.changed_clips = {arm: changed_clips(rows, clips["base"], arm_clips)
                             for arm, arm_clips in clips.items() if arm != "base"}

@@ -39,17 +39,18 @@ class ScoredClip:
     event_correct: bool
     heads: dict | None = None         # a cascade's extra heads: {head: predicted label}
     terms: dict | None = None         # with --terms: svlora.eval.terms.score_terms' record
+    timing: dict | None = None        # reference word times: svlora.timestamps.timing_errors' record
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        for optional in ("heads", "terms"):
+        for optional in ("heads", "terms", "timing"):
             if data[optional] is None:
                 del data[optional]
         return data
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "<clip>") -> "ScoredClip":
-        return cls(**_known_fields(cls, data, where, frozenset({"heads", "terms"})))
+        return cls(**_known_fields(cls, data, where, frozenset({"heads", "terms", "timing"})))
 
 
 def _known_fields(cls, data: dict, where: str, optional: frozenset = frozenset()) -> dict:
@@ -91,6 +92,7 @@ class EvalReport(Mapping):
     labels: dict = field(default_factory=dict)  # the label schema scored (LabelSchema.to_dict)
     hotword_arms: dict[str, dict] = field(default_factory=dict)  # name -> {stage1, hotwords, ...}
     terms: dict | None = None         # with --terms: {file, sha256, n_terms, per_term}
+    timing: dict | None = None        # references with word times: {arm: timing_summary}
 
     @property
     def adapter_arm(self) -> str | None:
@@ -108,7 +110,7 @@ class EvalReport(Mapping):
         data = {"schema": REPORT_SCHEMA, "schema_version": REPORT_VERSION,
                 "version": REPORT_VERSION,  # the first format's name for schema_version
                 **{f.name: getattr(self, f.name) for f in fields(self)}, **self.aliases()}
-        for optional in ("retention", "terms"):
+        for optional in ("retention", "terms", "timing"):
             if data[optional] is None:
                 del data[optional]
         return data
@@ -128,7 +130,7 @@ class EvalReport(Mapping):
     # the mapping view: report.json's keys
     def __getitem__(self, key: str):
         if key in {f.name for f in fields(self)}:
-            if key in ("retention", "terms") and getattr(self, key) is None:
+            if key in ("retention", "terms", "timing") and getattr(self, key) is None:
                 raise KeyError(key)
             return getattr(self, key)
         if key in ("schema", "schema_version", "version"):

@@ -285,6 +285,28 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(row) + " |" for row in rows)]
 
 
+TIMING_HEADER = ["arm", "words matched", "start |error| mean / median (ms)",
+                 "end |error| mean / median (ms)", "start and end within 100 ms"]
+TIMING_NOTE = ("Words are matched in order where the decoded spelling equals the reference's "
+               "(normalised); a misrecognised word has no timing error. Times are the decoder's: "
+               "rules and cascade arms keep their stage 1's.")
+
+
+def timing_rows(report) -> list[list[str]]:
+    rows = []
+    for arm in report["arm_names"]:
+        t = report["timing"].get(arm)
+        if not t:
+            continue
+        if not t["matched_words"]:
+            rows.append([arm, f"0 of {t['reference_words']}", "–", "–", "–"])
+            continue
+        rows.append([arm, f"{t['matched_words']} of {t['reference_words']}",
+                     f"{t['start_mean_ms']:.0f} / {t['start_median_ms']:.0f}",
+                     f"{t['end_mean_ms']:.0f} / {t['end_median_ms']:.0f}", f"{t['within_100ms']:.1%}"])
+    return rows
+
+
 def render_markdown(report: dict) -> str:
     first, *per_arm = verdict_lines(report)
     lines = [f"# A/B report: {report['data']}", "", first, "", *(f"- {line}" for line in per_arm),
@@ -312,6 +334,10 @@ def render_markdown(report: dict) -> str:
         lines += ["", f"## {title}", "", *markdown_table(header, rows)]
     if report.get("terms"):
         lines += ["", TERMS_NOTE]
+    if report.get("timing"):
+        lines += ["", "## Word timestamps (against the references' word times)", ""]
+        lines += markdown_table(TIMING_HEADER, timing_rows(report))
+        lines += ["", TIMING_NOTE]
     if report.get("deltas"):
         lines += ["", "## Change against base", ""]
         lines += markdown_table(["arm"] + [LABELS[m] for m in HEADLINE]
@@ -470,6 +496,9 @@ def render_html(report: dict, images: dict[str, Path]) -> str:
         sections += [f"<h2>{html.escape(title)}</h2>", _html_table(header, rows)]
     if report.get("terms"):
         sections.append(f"<p>{html.escape(TERMS_NOTE)}</p>")
+    if report.get("timing"):
+        sections += ["<h2>Word timestamps</h2>", _html_table(TIMING_HEADER, timing_rows(report)),
+                     f"<p>{html.escape(TIMING_NOTE)}</p>"]
     if report.get("deltas"):
         sections += ["<h2>Change against base (paired; * p &lt; 0.05)</h2>",
                      _html_table(["arm"] + [LABELS[m] for m in HEADLINE] + ["McNemar"],

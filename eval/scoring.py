@@ -22,6 +22,7 @@ from svlora.eval.records import ScoredClip
 from svlora.eval.terms import TERM_METRICS, term_metric_functions
 from svlora.terms import TermScorer
 from svlora.metrics import text_edits
+from svlora.timestamps import timing_errors
 
 NO_EMOTION = "(none)"  # column for outputs that carry no emotion tag
 HEADLINE = ("error_rate", "cer", "wer", "empty_rate", "emotion_accuracy", "emotion_ua",
@@ -32,11 +33,12 @@ LOWER_IS_BETTER = set(TEXT_METRICS) | {"biased_error_rate", "unbiased_error_rate
 
 def score_clip(row: ManifestRow, raw_output: str, emotion_probs: dict | None = None,
                schema: LabelSchema = DEFAULT_SCHEMA, head_probs: dict | None = None,
-               terms: TermScorer | None = None) -> ScoredClip:
+               terms: TermScorer | None = None, word_times: list[dict] | None = None) -> ScoredClip:
     """One clip's prediction: tags parsed by `schema`, normalised texts and edit counts; with
     the decoder's emotion distribution, the probability of the decoded emotion (its
     confidence); with a cascade's `head_probs` ({head: {label: p}}), each head's argmax;
-    with `terms`, the clip's term record (svlora.eval.terms.score_terms)."""
+    with `terms`, the clip's term record (svlora.eval.terms.score_terms); with the decoder's
+    `word_times` and reference word times in the row, their timing errors (svlora.timestamps)."""
     parts = schema.split(raw_output)
     language = row.text_language.strip("<|>")
     edits = text_edits(row.target, parts["text"], language)
@@ -53,7 +55,9 @@ def score_clip(row: ManifestRow, raw_output: str, emotion_probs: dict | None = N
         language_correct=parts["language"] == row.text_language,
         event_correct=parts["event"] == row.event_target,
         heads={name: max(p, key=p.get) for name, p in head_probs.items()} if head_probs else None,
-        terms=terms.score(row.target, parts["text"], language) if terms else None)
+        terms=terms.score(row.target, parts["text"], language) if terms else None,
+        timing=timing_errors(row.words, word_times, language)
+        if row.words is not None and word_times is not None else None)
 
 
 def emotion_order(labels, order=DEFAULT_SCHEMA.emotion) -> list[str]:

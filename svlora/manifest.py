@@ -15,9 +15,10 @@ from svlora.labels import ITN_TAGS
 FRAMES_PER_SECOND = 100  # source_len counts 10 ms fbank frames
 FIELD_TYPES = {"key": str, "source": str, "source_len": int, "target": str, "target_len": int,
                "text_language": str, "emo_target": (str, type(None)), "event_target": str,
-               "with_or_wo_itn": str, "speaker": (str, type(None)), "heads": (dict, type(None))}
-TYPE_NAMES = {str: "a string", int: "an integer", type(None): "null", dict: "an object"}
-OPTIONAL_FIELDS = {"speaker", "heads"}
+               "with_or_wo_itn": str, "speaker": (str, type(None)), "heads": (dict, type(None)),
+               "words": (list, type(None))}
+TYPE_NAMES = {str: "a string", int: "an integer", type(None): "null", dict: "an object", list: "a list"}
+OPTIONAL_FIELDS = {"speaker", "heads", "words"}
 
 
 @dataclass
@@ -35,6 +36,7 @@ class ManifestRow:
     with_or_wo_itn: str
     speaker: str | None = None
     heads: dict[str, str] | None = None  # the schema's extra per-clip labels, e.g. {"role": "nurse"}
+    words: list[dict] | None = None  # reference word times [{word, start, end}] (s), for eval
 
     @property
     def audio_seconds(self) -> float:
@@ -99,6 +101,13 @@ class ManifestRow:
             raise ManifestError(f"{where}: source_len must be a positive integer")
         if not self.target.strip():
             raise ManifestError(f"{where}: target (the transcript) is empty")
+        if self.words is not None:
+            from svlora.timestamps import checked_word_timings
+
+            try:
+                self.words = checked_word_timings(self.words, self.audio_seconds, where)
+            except ValueError as error:
+                raise ManifestError(str(error)) from None
 
 
 def read_manifest(path: str | Path, schema: LabelSchema | None = None) -> list[ManifestRow]:

@@ -77,3 +77,78 @@ def word_timings(pieces: list[str], spans: list[tuple[int, int]], offset_seconds
                 word[2] = end
     return [WordTiming(text, offset_seconds + first * FRAME_SECONDS, offset_seconds + last * FRAME_SECONDS)
             for text, first, last in words if text]
+
+
+TIMING_TOLERANCE_SECONDS = 0.1
+
+
+def timing_errors(reference: list[dict], hypothesis: list[dict], language: str | None) -> dict:
+    """How far the hypothesis' word times are from the reference's: words are matched in order
+    where their normalised spellings agree (difflib's longest matching blocks over the two word
+    sequences); each matched word gives its signed start and end error (hypothesis − reference,
+    seconds). Unmatched words (misrecognised, missing, inserted) carry no timing error."""
+    from difflib import SequenceMatcher
+
+    from svlora.metrics import normalize_text
+
+    def spelled(words: list[dict]) -> list[str]:
+        return [normalize_text(w["word"], language) for w in words]
+
+    ours, theirs = spelled(hypothesis), spelled(reference)
+    matcher = SequenceMatcher(None, theirs, ours, autojunk=False)
+    pairs = [(reference[block.a + k], hypothesis[block.b + k])
+             for block in matcher.get_matching_blocks() for k in range(block.size) if theirs[block.a + k]]
+    return {"reference_words": len(reference), "matched": len(pairs),
+            "start_errors": [round(h["start"] - r["start"], 4) for r, h in pairs],
+            "end_errors": [round(h["end"] - r["end"], 4) for r, h in pairs]}
+
+
+def timing_summary(records: list[dict]) -> dict | None:
+    """Pooled over clips' timing_errors records: mean and median absolute start and end error
+    (milliseconds), the share of matched words whose start and end both lie within 100 ms,
+    and how many reference words were matched; None without any reference timings."""
+    import numpy as np
+
+    records = [r for r in records if r is not None]
+    if not records:
+        return None
+    starts = np.abs([e for r in records for e in r["start_errors"]])
+    ends = np.abs([e for r in records for e in r["end_errors"]])
+    total = sum(r["reference_words"] for r in records)
+    summary = {"clips": len(records), "reference_words": total, "matched_words": int(starts.size),
+               "matched_share": round(starts.size / total, 4) if total else None}
+    if not starts.size:
+        return summary
+    within = (starts <= TIMING_TOLERANCE_SECONDS + 1e-9) & (ends <= TIMING_TOLERANCE_SECONDS + 1e-9)
+    return {**summary, "start_mean_ms": round(float(starts.mean()) * 1000, 1),
+            "start_median_ms": round(float(np.median(starts)) * 1000, 1),
+            "end_mean_ms": round(float(ends.mean()) * 1000, 1),
+            "end_median_ms": round(float(np.median(ends)) * 1000, 1),
+            "within_100ms": round(float(within.mean()), 4)}
+
+
+def checked_word_timings(words, seconds: float | None, where: str) -> list[dict]:
+    """A manifest's or a word-times file's reference words [{word, start, end}] (seconds of the
+    clip): each a non-empty word with 0 <= start <= end (<= the clip's length, with a frame's
+    slack), starts in order; ValueError naming `where` and the word."""
+    if not isinstance(words, list):
+        raise ValueError(f"{where}: words must be a list of {{word, start, end}}")
+    checked, previous = [], 0.0
+    for index, word in enumerate(words):
+        place = f"{where}: words[{index}]"
+        if not isinstance(word, dict) or set(word) < {"word", "start", "end"}:
+            raise ValueError(f"{place} must be an object with word, start and end")
+        text, start, end = word["word"], word["start"], word["end"]
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{place}: word must be a non-empty string")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (start, end)):
+            raise ValueError(f"{place} ({text!r}): start and end must be numbers (seconds)")
+        if not 0 <= start <= end or (seconds is not None and end > seconds + FRAME_SECONDS):
+            raise ValueError(f"{place} ({text!r}): needs 0 <= start <= end <= the clip's "
+                             f"{seconds if seconds is not None else '?'} s; got {start}-{end}")
+        if start < previous:
+            raise ValueError(f"{place} ({text!r}) starts at {start} s, before the word before it "
+                             f"({previous} s): words must be in order")
+        previous = start
+        checked.append({"word": text, "start": float(start), "end": float(end)})
+    return checked
