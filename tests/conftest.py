@@ -122,7 +122,8 @@ def trained_dir(tmp_path_factory, request) -> Path:
     for name in ("general", "clinic"):
         labels = ["--labels", str(corpora[name].parent / "labels.yaml")] if name == "clinic" else []
         step(f"prepare {name}", "prepare", str(corpora[name]), "--format", "csv", "--out",
-             str(root / name), "--split-by", "speaker", "--val", "0.1", "--test", "0.2", *labels)
+             str(root / name), "--split-by", "speaker", "--val", "0.1", "--test", "0.2", *labels,
+             "--word-times", str(corpora[name].parent / "word_times.jsonl"))
 
     def train(recipe: str, model: Path, data: str, run_dir: str) -> None:
         step(f"train {recipe}", "train", recipe, f"model={model}", f"out={root / run_dir}",
