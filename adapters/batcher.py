@@ -91,6 +91,16 @@ class DynamicBatcher:
                 self.decode_group(list(group))
 
     def decode_group(self, group: list[Job]) -> None:
+        live = []
+        for job in group:  # a job its client gave up on (cancelled) before it started is skipped
+            if job.future.set_running_or_notify_cancel():
+                live.append(job)
+            else:
+                with self.lock:
+                    self.pending -= 1
+        if not live:
+            return
+        group = live
         try:
             results = self.decode(group)
         except Exception as error:  # each waiting request gets the error, the worker lives on

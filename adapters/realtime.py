@@ -25,6 +25,16 @@ MAX_EVENT_BYTES = 1 << 20         # one client event (OpenAI allows 15 MiB; 1 Mi
 MAX_BUFFER_SECONDS = 120.0        # audio not yet committed; past it the append is refused
 DEFAULT_TURN_DETECTION = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
                           "silence_duration_ms": 500}
+END_PAD_MS = 200                  # a turn's audio runs this far past where its speech stopped
+SPECULATE_AFTER_MS = 250          # a silence this long starts decoding the turn, in case it ends
+
+
+def speculation_ms(silence_ms: int) -> int:
+    """How long a silence starts a speculative decoding: early enough to save most of the
+    wait for the turn's end, late enough to skip the pauses between words."""
+    return max(END_PAD_MS, min(SPECULATE_AFTER_MS, silence_ms - 2 * VAD_WINDOW * 1000 // TARGET_RATE))
+
+
 TURN_DETECTION_BOUNDS = {"threshold": (0.0, 1.0), "prefix_padding_ms": (0, 2000),
                          "silence_duration_ms": (100, 5000)}
 
@@ -105,27 +115,40 @@ class SileroTurns:
                                     min_silence_duration_ms=silence_ms, speech_pad_ms=0)
         self.resampler = soxr.ResampleStream(rate, TARGET_RATE, 1, dtype="float32") if rate != TARGET_RATE else None
         self.pending = np.zeros(0, np.float32)
+        self.pause_after = speculation_ms(silence_ms) * TARGET_RATE // 1000
+        self.paused = False
 
     def feed(self, samples: np.ndarray) -> list[tuple[str, int]]:
-        """("start" | "end", ms) changes found in this chunk; an end is placed where it was
-        decided (after the silence), as OpenAI's audio_end_ms is."""
+        """(kind, ms) changes found in this chunk: "start" of speech; "pause" once a silence has
+        lasted speculation_ms (ms: where the speech stopped), "resume" if speech comes back
+        before the end; "end", placed where it was decided (after silence_duration_ms, as
+        OpenAI's audio_end_ms is)."""
         import torch
 
         if self.resampler is not None:
             samples = self.resampler.resample_chunk(samples)
         self.pending = np.concatenate([self.pending, samples])
-        changes = []
+        changes, vad = [], self.iterator
         while self.pending.size >= VAD_WINDOW:
             window, self.pending = self.pending[:VAD_WINDOW], self.pending[VAD_WINDOW:]
-            change = self.iterator(torch.from_numpy(window.copy()))
+            change = vad(torch.from_numpy(window.copy()))
             if change:
                 kind = "start" if "start" in change else "end"
-                at = change["start"] if kind == "start" else self.iterator.current_sample
+                at = change["start"] if kind == "start" else vad.current_sample
                 changes.append((kind, int(at * 1000 // TARGET_RATE)))
+                self.paused = False
+            elif vad.triggered and vad.temp_end and not self.paused \
+                    and vad.current_sample - vad.temp_end >= self.pause_after:
+                self.paused = True  # where the speech stopped: the end's own reckoning
+                changes.append(("pause", int((vad.temp_end - VAD_WINDOW) * 1000 // TARGET_RATE)))
+            elif self.paused and not vad.temp_end:
+                self.paused = False
+                changes.append(("resume", int(vad.current_sample * 1000 // TARGET_RATE)))
         return changes
 
     def reset(self) -> None:
         self.iterator.reset_states()
+        self.paused = False
 
 
 # ---- the session -----------------------------------------------------------------------------
@@ -142,6 +165,10 @@ class Turn:
     end_ms: int
     model: str
     language: str
+
+    @property
+    def span(self) -> tuple[int, int]:
+        return self.start_ms, self.end_ms
 
 
 @dataclass
@@ -174,6 +201,11 @@ class RealtimeSession:
         self.received = 0         # samples of the session's audio so far
         self.speech_item: str | None = None
         self.speech_start_ms = 0
+        self.pause_ms: int | None = None   # where the speech under way stopped, if it has
+        # speculation: turns worth decoding before their end is confirmed, and the items whose
+        # speculative turn is void (speech came back); the socket layer drains both
+        self.speculative: list[Turn] = []
+        self.abandoned: list[str] = []
         self.last_item: str | None = None
         self.items = itertools.count()
 
@@ -236,7 +268,9 @@ class RealtimeSession:
         if config.turn_detection != self.config.turn_detection or \
                 config.input_audio_format != self.config.input_audio_format:
             self.detector = None  # remade on the next append with the new settings
-            self.speech_item = None
+            if self.speech_item is not None and self.pause_ms is not None:
+                self.abandoned.append(self.speech_item)
+            self.speech_item, self.pause_ms = None, None
         self.config = config
         return {"type": "transcription_session.updated", "event_id": new_id("event"),
                 "session": {"id": self.id, **config.to_dict()}}
@@ -250,7 +284,10 @@ class RealtimeSession:
             data = base64.b64decode(audio, validate=True)
         except (binascii.Error, ValueError):
             raise ClientError("invalid_audio", "`audio` is not valid base64", "audio") from None
-        samples = decoded_samples(data, self.config.input_audio_format)
+        return self.add_samples(decoded_samples(data, self.config.input_audio_format))
+
+    def add_samples(self, samples: np.ndarray) -> tuple[list[dict], list[Turn]]:
+        """Audio already decoded to float32 at the session's input rate (the demo's microphone)."""
         if (self.buffer.size + samples.size) / self.rate > self.max_buffer_seconds:
             raise ClientError("buffer_full", f"more than {self.max_buffer_seconds:g} s of audio not "
                               "committed; this chunk was refused: commit (or let the VAD end the turn) "
@@ -271,16 +308,27 @@ class RealtimeSession:
             if kind == "start" and self.speech_item is None:
                 self.speech_item = new_id("item")
                 self.speech_start_ms = max(at_ms - detection["prefix_padding_ms"], self.ms(self.buffer_start))
+                self.pause_ms = None
                 events.append({"type": "input_audio_buffer.speech_started", "event_id": new_id("event"),
                                "audio_start_ms": self.speech_start_ms, "item_id": self.speech_item})
+            elif kind == "pause" and self.speech_item is not None:
+                self.pause_ms = at_ms
+                self.speculative.append(self.turn_between(self.speech_item, self.speech_start_ms,
+                                                          self.turn_end(at_ms)))
+            elif kind == "resume" and self.speech_item is not None and self.pause_ms is not None:
+                self.pause_ms = None
+                self.abandoned.append(self.speech_item)
             elif kind == "end" and self.speech_item is not None:
                 end_ms = min(at_ms, self.ms(self.received))
                 events.append({"type": "input_audio_buffer.speech_stopped", "event_id": new_id("event"),
                                "audio_end_ms": end_ms, "item_id": self.speech_item})
-                more_events, turn = self.commit_span(self.speech_item, self.speech_start_ms, end_ms)
+                speech_end = self.pause_ms if self.pause_ms is not None else \
+                    max(self.speech_start_ms, end_ms - detection["silence_duration_ms"])
+                more_events, turn = self.commit_span(self.speech_item, self.speech_start_ms,
+                                                     self.turn_end(speech_end))
                 events += more_events
                 turns.append(turn)
-                self.speech_item = None
+                self.speech_item, self.pause_ms = None, None
         if self.speech_item is None:  # silence: keep only what a turn's prefix padding may need
             keep = self.samples_at(detection["prefix_padding_ms"] + 100)
             drop = max(0, self.buffer.size - keep)
@@ -295,18 +343,34 @@ class RealtimeSession:
             raise ClientError("input_audio_buffer_commit_empty", "the audio buffer is empty; append "
                               "audio before committing")
         item = self.speech_item or new_id("item")
-        self.speech_item = None
+        if self.pause_ms is not None:
+            self.abandoned.append(item)  # the whole buffer, not the speculated span
+        self.speech_item, self.pause_ms = None, None
         if self.detector is not None:
             self.detector.reset()
         events, turn = self.commit_span(item, self.ms(self.buffer_start), self.ms(self.received))
         return events, [turn]
 
-    def commit_span(self, item: str, start_ms: int, end_ms: int) -> tuple[list[dict], Turn]:
-        """The buffer's audio from start_ms to end_ms as a turn; the buffer keeps what follows."""
+    def turn_end(self, speech_end_ms: int) -> int:
+        """A turn's audio ends END_PAD_MS after its speech (never past what was received)."""
+        return min(speech_end_ms + END_PAD_MS, self.ms(self.received))
+
+    def turn_between(self, item: str, start_ms: int, end_ms: int) -> Turn:
         first = max(0, self.samples_at(start_ms) - self.buffer_start)
         last = max(first, self.samples_at(end_ms) - self.buffer_start)
-        turn = Turn(item, self.last_item, self.buffer[first:last].copy(), self.rate, start_ms, end_ms,
+        return Turn(item, self.last_item, self.buffer[first:last].copy(), self.rate, start_ms, end_ms,
                     self.config.model, self.config.language)
+
+    def take_speculation(self) -> tuple[list[Turn], list[str]]:
+        """Turns to decode ahead of their end, and items whose speculation is void."""
+        speculative, abandoned = self.speculative, self.abandoned
+        self.speculative, self.abandoned = [], []
+        return speculative, abandoned
+
+    def commit_span(self, item: str, start_ms: int, end_ms: int) -> tuple[list[dict], Turn]:
+        """The buffer's audio from start_ms to end_ms as a turn; the buffer keeps what follows."""
+        turn = self.turn_between(item, start_ms, end_ms)
+        last = max(0, self.samples_at(end_ms) - self.buffer_start)
         self.buffer, self.buffer_start = self.buffer[last:], self.buffer_start + last
         committed = {"type": "input_audio_buffer.committed", "event_id": new_id("event"),
                      "previous_item_id": self.last_item, "item_id": item}
@@ -316,7 +380,9 @@ class RealtimeSession:
     def clear(self) -> list[dict]:
         self.buffer_start += self.buffer.size
         self.buffer = np.zeros(0, np.float32)
-        self.speech_item = None
+        if self.speech_item is not None and self.pause_ms is not None:
+            self.abandoned.append(self.speech_item)
+        self.speech_item, self.pause_ms = None, None
         if self.detector is not None:
             self.detector.reset()
         return [{"type": "input_audio_buffer.cleared", "event_id": new_id("event")}]

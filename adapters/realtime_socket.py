@@ -1,6 +1,7 @@
 """The WebSocket side of `/v1/realtime?intent=transcription`: one RealtimeSession per
 connection, its client events read in order (a turn detector's audio steps in a worker thread),
-each committed turn transcribed concurrently through the server's batcher, every refusal an
+each committed turn transcribed concurrently through the server's batcher (begun early when a
+silence looks like the turn's end: when it is, the transcript is ready sooner), every refusal an
 `error` event (the session goes on), and the server's limits: sessions at once, session length,
 idle time, event size."""
 
@@ -66,6 +67,7 @@ async def run_session(websocket: WebSocket, intent: str | None, make_session, tr
                             "server's --realtime-max-connections); retry later", TRY_AGAIN_LATER)
     session: RealtimeSession = make_session()
     turns: set[asyncio.Task] = set()
+    ahead: dict[str, tuple[tuple[int, int], asyncio.Task]] = {}  # item → (span, its speculative decoding)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limits.max_session_seconds
     try:
@@ -83,17 +85,17 @@ async def run_session(websocket: WebSocket, intent: str | None, make_session, tr
                 return await refuse("session_expired" if expired else "idle_timeout", reason, NORMAL)
             if message["type"] == "websocket.disconnect":
                 return
-            await handle_message(message, session, send, transcribe, turns)
+            await handle_message(message, session, send, transcribe, turns, ahead)
     except WebSocketDisconnect:
         return
     finally:
         connections.give_back()
-        for task in turns:
+        for task in [*turns, *(task for _, task in ahead.values())]:
             task.cancel()
 
 
 async def handle_message(message: dict, session: RealtimeSession, send, transcribe,
-                         turns: set[asyncio.Task]) -> None:
+                         turns: set[asyncio.Task], ahead: dict) -> None:
     text = message.get("text")
     if text is None:
         return await send(error_event(ClientError("invalid_event", "binary frames are not events: send "
@@ -114,16 +116,28 @@ async def handle_message(message: dict, session: RealtimeSession, send, transcri
         return await send(error_event(error, client_id if isinstance(client_id, str) else None))
     for server_event in events:
         await send(server_event)
+    speculative, abandoned = session.take_speculation()
+    for item in abandoned:  # speech came back: that decoding is void (skipped if not started)
+        if item in ahead:
+            ahead.pop(item)[1].cancel()
+    for turn in speculative:  # a silence long enough to be the end: decode now, confirm later
+        ahead[turn.item_id] = (turn.span, asyncio.create_task(transcribe(turn)))
     for turn in committed:
-        task = asyncio.create_task(answer_turn(turn, send, transcribe))
+        early = ahead.pop(turn.item_id, None)
+        if early is not None and early[0] != turn.span:
+            early[1].cancel()
+            early = None
+        decoding = early[1] if early is not None else asyncio.create_task(transcribe(turn))
+        task = asyncio.create_task(answer_turn(turn, send, decoding))
         turns.add(task)
         task.add_done_callback(turns.discard)
 
 
-async def answer_turn(turn: Turn, send, transcribe) -> None:
-    """The turn's delta (its whole transcript) and completed events, or a failed event."""
+async def answer_turn(turn: Turn, send, decoding: asyncio.Task) -> None:
+    """The turn's delta (its whole transcript) and completed events once `decoding` (begun
+    when the turn was committed, or earlier on speculation) gives them, or a failed event."""
     try:
-        completed = await transcribe(turn)
+        completed = await decoding
     except asyncio.CancelledError:
         raise
     except Exception as error:  # noqa: BLE001 — the client hears why; the session goes on

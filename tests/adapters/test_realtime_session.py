@@ -20,10 +20,10 @@ class EnergyTurns:
     """A turn detector for the session's bookkeeping tests: speech is any 10 ms frame above an
     amplitude, an end is `silence_ms` of quiet (Silero's own behaviour is tested below)."""
 
-    def __init__(self, rate, threshold, silence_ms):
-        self.rate, self.silence_ms = rate, silence_ms
+    def __init__(self, rate, threshold, silence_ms, pause_ms=None):
+        self.rate, self.silence_ms, self.pause_ms = rate, silence_ms, pause_ms
         self.position = self.quiet_since = 0
-        self.speaking = False
+        self.speaking = self.paused = False
 
     def feed(self, samples):
         changes, frame = [], self.rate // 100
@@ -34,11 +34,17 @@ class EnergyTurns:
                 self.speaking = True
                 changes.append(("start", ms))
             if loud:
+                if self.paused:
+                    self.paused = False
+                    changes.append(("resume", ms))
                 self.quiet_since = None
             elif self.speaking:
                 self.quiet_since = ms if self.quiet_since is None else self.quiet_since
+                if self.pause_ms and not self.paused and ms + 10 - self.quiet_since >= self.pause_ms:
+                    self.paused = True
+                    changes.append(("pause", self.quiet_since))
                 if ms + 10 - self.quiet_since >= self.silence_ms:
-                    self.speaking = False
+                    self.speaking = self.paused = False
                     changes.append(("end", ms + 10))
         self.position += samples.size
         return changes
@@ -102,10 +108,12 @@ def test_turns_are_cut_where_speech_starts_and_stops_with_the_prefix_padding():
     events, turns = append(s, audio)
     kinds = [e["type"].rsplit(".", 1)[-1] for e in events]
     assert kinds == ["speech_started", "speech_stopped", "committed"] * 2
-    assert [(t.start_ms, t.end_ms) for t in turns] == [(700, 2700), (2900, 4500)]
+    # a turn ends END_PAD_MS (200) after its speech; speech_stopped says when that was decided
+    assert [(t.start_ms, t.end_ms) for t in turns] == [(700, 2400), (2900, 4200)]
     assert [e["audio_start_ms"] for e in events if "audio_start_ms" in e] == [700, 2900]
+    assert [e["audio_end_ms"] for e in events if "audio_end_ms" in e] == [2700, 4500]
     # a turn is exactly the session's audio between its start and end
-    assert np.array_equal(turns[0].samples, decoded_samples(base64.b64decode(pcm16(audio)), "pcm16")[16800:64800])
+    assert np.array_equal(turns[0].samples, decoded_samples(base64.b64decode(pcm16(audio)), "pcm16")[16800:57600])
     assert turns[1].previous_item_id == turns[0].item_id == events[2]["item_id"]
 
 
@@ -186,3 +194,21 @@ def test_silero_state_is_per_session(tmp_path):
         for index, (detector, stream) in enumerate(zip(detectors, streams)):
             together[index] += detector.feed(stream[start:start + 2400])
     assert together == alone
+
+
+def test_a_long_enough_silence_speculates_the_turn_a_resumed_one_voids_it():
+    s = RealtimeSession("base", lambda: MODELS, ["auto"],
+                        detector=lambda rate, threshold, silence: EnergyTurns(rate, threshold, silence, 250))
+    audio = np.concatenate([quiet(0.5), tone(1.0), quiet(0.3), tone(0.5), quiet(1.0)])
+    _, turns = append(s, audio[:int(1.75 * 24000)])  # 250 ms into the inner pause
+    speculative, abandoned = s.take_speculation()
+    assert [t.span for t in speculative] == [(200, 1700)] and abandoned == [] and turns == []
+    _, turns = append(s, audio[int(1.75 * 24000):int(2.5 * 24000)])  # speech again, then 200 ms quiet
+    speculative, abandoned = s.take_speculation()
+    assert speculative == [] and abandoned == [s.speech_item] and turns == []
+    events, [turn] = append(s, audio[int(2.5 * 24000):])
+    speculative, abandoned = s.take_speculation()
+    # the speculated span is the committed turn's: the socket layer keeps that decoding
+    assert [t.span for t in speculative] == [turn.span] == [(200, 2500)] and abandoned == []
+    assert np.array_equal(speculative[0].samples, turn.samples)
+    assert [e["type"] for e in events][-2:] == ["input_audio_buffer.speech_stopped", "input_audio_buffer.committed"]
