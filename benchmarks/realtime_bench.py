@@ -80,7 +80,7 @@ def realtime_speaker(url: str, audio: np.ndarray, latencies: list, errors: list)
         json.loads(ws.recv())
         started = time.perf_counter()
         done = threading.Event()
-        expected = []
+        expected, decided = [], {}
 
         def receive() -> None:
             last = time.perf_counter()
@@ -93,10 +93,12 @@ def realtime_speaker(url: str, audio: np.ndarray, latencies: list, errors: list)
                         return
                     continue
                 last = time.perf_counter()
-                if event["type"] == "input_audio_buffer.committed":
+                if event["type"] == "input_audio_buffer.speech_stopped":  # where the end was decided
+                    decided[event["item_id"]] = event["audio_end_ms"] / 1000
+                elif event["type"] == "input_audio_buffer.committed":
                     expected.append(event["item_id"])
                 elif event["type"].endswith(".completed"):
-                    latencies.append(time.perf_counter() - sent_at(started, event["audio_end_ms"] / 1000))
+                    latencies.append(time.perf_counter() - sent_at(started, decided[event["item_id"]]))
                     expected.remove(event["item_id"])
                 elif event["type"] in ("error", "conversation.item.input_audio_transcription.failed"):
                     errors.append(event)
