@@ -14,6 +14,7 @@ from pathlib import Path
 from svlora.batch.inputs import list_inputs
 from svlora.batch.shards import (FORMATS, MANIFEST, claim_output, finished, job_identity, plan_shards,
                                  write_shard)
+from svlora.cluster import start_ray
 from svlora.errors import SvloraError
 from svlora.io import write_json_atomic
 
@@ -95,21 +96,6 @@ def job_settings(options: BatchOptions) -> dict:
             **{k: v for k, v in options.extra.items() if k != "device"}}
 
 
-def start_ray(address: str | None, workers: int, gpus: float):
-    try:
-        import ray
-    except ImportError:
-        raise SvloraError("svlora batch runs on Ray: pip install 'svlora[ray]'") from None
-    import logging
-
-    if address is None:  # a local Ray on this machine's cores (and GPUs)
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=False)
-    else:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    return ray
-
-
 def run_batch(options: BatchOptions, progress: bool = True) -> dict:
     """Transcribe every input into OUT's shards (skipping shards an earlier run finished);
     returns (and writes) the job's manifest."""
@@ -137,7 +123,7 @@ def run_batch(options: BatchOptions, progress: bool = True) -> dict:
 def run_shards(options: BatchOptions, todo: list, out: Path, progress: bool) -> None:
     from tqdm import tqdm
 
-    ray = start_ray(options.ray, options.workers, options.gpus_per_worker)
+    ray = start_ray(options.ray)
     try:
         import ray.data
 
@@ -161,14 +147,29 @@ def run_shards(options: BatchOptions, todo: list, out: Path, progress: bool) -> 
         total = sum(len(s.paths) for s in todo)
         started, audio = time.perf_counter(), 0.0
         bar = tqdm(total=total, desc="batch", unit="file", disable=not progress)
-        for row in results.iter_rows():
-            audio += row["audio_seconds"]
-            bar.update(row["files"])
-            hours = (time.perf_counter() - started) / 3600
-            bar.set_postfix_str(f"{audio / 3600 / hours:.1f} audio-h/h" if hours else "")
-        bar.close()
+        try:
+            for row in results.iter_rows():
+                audio += row["audio_seconds"]
+                bar.update(row["files"])
+                hours = (time.perf_counter() - started) / 3600
+                bar.set_postfix_str(f"{audio / 3600 / hours:.1f} audio-h/h" if hours else "")
+        except Exception as error:  # a worker's failure, wrapped by Ray: one line, the cause's
+            raise SvloraError(worker_failure(error)) from None
+        finally:
+            bar.close()
     finally:
         ray.shutdown()
+
+
+def worker_failure(error: Exception) -> str:
+    """The reason inside a Ray task error (an SvloraError's message when a worker raised one);
+    the shards finished before it stay, and a rerun resumes after them."""
+    import re
+
+    text = str(error)
+    ours = re.findall(r"SvloraError: ([^\n]+)", text)
+    reason = ours[-1] if ours else next((line for line in text.splitlines() if line.strip()), type(error).__name__)
+    return f"{reason} (finished shards are kept: the same command resumes)"
 
 
 def write_manifest(out: Path, manifest: dict, shards: list, fmt: str) -> dict:

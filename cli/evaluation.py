@@ -42,6 +42,10 @@ def register(commands) -> None:
     evaluate.add_argument("--max-seconds", type=float, default=None,
                           help="refuse clips longer than this (default: any length)")
     evaluate.add_argument("--cache-dir", help="prediction cache (default OUT/cache)")
+    evaluate.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                          help="decode each arm's batches on Ray actors: a local Ray, or a cluster "
+                          "(auto, or its address); the outputs are the local ones (pip install 'svlora[ray]')")
+    evaluate.add_argument("--ray-workers", type=int, default=2, help="with --ray: actors (one model each)")
     evaluate.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     evaluate.set_defaults(handler=run_eval)
@@ -61,7 +65,7 @@ def run_eval(args) -> int:
                       ban_emo_unknown=args.ban_emo_unknown, rules_arms=args.rules_arm,
                       cascade_arms=args.cascade_arm, labels=args.labels, terms=args.terms,
                       hotword_arms=args.hotwords_arm, hotword_score=args.hotword_score,
-                      beam=args.beam)
+                      beam=args.beam, ray=args.ray, ray_workers=args.ray_workers)
     print(verdict(report))
     print(f"report: {args.out}/report.html (report.md, report.json, predictions.jsonl, confusion*.png)")
     if not report.gates_passed:

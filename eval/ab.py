@@ -149,8 +149,9 @@ class ArmDecoder:
     def __init__(self, base: BaseModel, base_sha256: str, cache: PredictionCache,
                  max_seconds: float, feature_cache: str | None, allow_base_mismatch: bool,
                  ban_emo_unknown: bool = False, with_pooled: bool = False,
-                 hotwords: dict | None = None, timestamps: bool = False):
+                 hotwords: dict | None = None, timestamps: bool = False, remote: dict | None = None):
         self.base, self.base_sha256, self.cache = base, base_sha256, cache
+        self.remote = remote  # --ray: {ray, model, model_kwargs, workers}: batches decoded on actors
         self.timestamps = timestamps  # word times (the references have some)
         self.hotwords = hotwords or {}  # arm name -> svlora.hotwords.Hotwords
         self.ban_emo_unknown = ban_emo_unknown
@@ -207,6 +208,10 @@ class ArmDecoder:
                 for batch in planned_batches(rows, itns, self.max_seconds)]
         entries = {key: self.cache.load(key, len(batch)) for key, batch in plan}
         todo = [(key, batch) for key, batch in plan if entries[key] is None]
+        if self.remote is not None and todo:
+            self.decode_remotely(arm, [(key, [rows[i] for i in batch], itns[batch[0]]) for key, batch in todo],
+                                 entries)
+            todo = []
         self.load_features([rows[i] for _, batch in todo for i in batch], Path(manifest).name)
         progress = tqdm(total=sum(len(b) for _, b in todo), desc=f"decoding {arm.name}",
                         unit="clip", leave=False, disable=not todo)
@@ -228,6 +233,19 @@ class ArmDecoder:
                 outputs[index] = Decoded.from_dict(output)
         self.seconds.setdefault(arm.name, round(sum(e["seconds"] for e in entries.values()), 4))
         return outputs
+
+    def decode_remotely(self, arm: Arm, batches: list[tuple[str, list, str]], entries: dict) -> None:
+        """--ray: the planned batches on Ray actors (svlora.eval.distributed), cached as local ones."""
+        from svlora.eval.distributed import decode_on_ray
+
+        options = {"ban_emo_unknown": self.ban_emo_unknown, "with_pooled": self.with_pooled,
+                   "hotwords": self.hotwords.get(arm.name), "timestamps": self.timestamps}
+        decoded = decode_on_ray(self.remote["ray"], self.remote["model"], self.remote["model_kwargs"], arm.adapter,
+                                self.base.labels.to_dict(), self.allow_base_mismatch, self.feature_cache,
+                                [(rows, itn) for _, rows, itn in batches], options, self.remote["workers"])
+        for (key, _, _), entry in zip(batches, decoded):
+            entries[key] = entry
+            self.cache.store(key, entry)
 
 
 @dataclass(frozen=True)
@@ -435,7 +453,8 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
              ban_emo_unknown: bool = False, rules_arms: list[str] | None = None,
              cascade_arms: list[str] | None = None, labels: str | None = None,
              terms: str | None = None, hotword_arms: list[str] | None = None,
-             hotword_score: float = DEFAULT_HOTWORD_SCORE, beam: int = DEFAULT_BEAM) -> EvalReport:
+             hotword_score: float = DEFAULT_HOTWORD_SCORE, beam: int = DEFAULT_BEAM,
+             ray: str | None = None, ray_workers: int = 2) -> EvalReport:
     """Score every arm on every clip of `data` (and `general`); write and return the report.
 
     `rules_arms` ('NAME=ARM:RULES.yaml') add arms that apply a rules file to another arm's
@@ -443,6 +462,8 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
     `hotword_arms` ('NAME=ARM:TERMS.txt') decode ARM again with hotword biasing (`beam`,
     `hotword_score`). `terms` (a terms file) adds term recall/precision/F1 and biased/unbiased
     error rates. `labels` (a labels.json or YAML) overrides the schema found beside `data`.
+    `ray` ("local", "auto" or a cluster address): each arm's batches are decoded on
+    `ray_workers` Ray actors instead of here (the same batches and outputs; scoring stays here).
     """
     gates = parse_gates(gate, has_adapters=bool(adapters or rules_arms or cascade_arms or hotword_arms),
                         has_general=general is not None, has_terms=terms is not None)
@@ -476,11 +497,33 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
     base.use_labels(schema)
     biasing = {a.name: build_hotwords(base.tokenizer, terms_of(a.hotwords), hotword_score, beam)
                for a in extra_arms}
+    remote = None
+    if ray is not None:
+        from svlora.cluster import start_ray
+
+        remote = {"ray": start_ray(None if ray == "local" else ray), "model": model, "workers": ray_workers,
+                  "model_kwargs": {"device": device, "hub": hub, "trust_remote_code": trust_remote_code}}
+    try:
+        return evaluate_arms(model, data, out_dir, base, base_sha256, schema, arms, extra_arms, cascades,
+                             post_arms, rows, general, general_rows, gates, term_list, terms, terms_of,
+                             biasing, cache_dir, max_seconds_per_batch, feature_cache, allow_base_mismatch,
+                             ban_emo_unknown, resamples, seed, remote)
+    finally:
+        if remote is not None:
+            remote["ray"].shutdown()
+
+
+def evaluate_arms(model, data, out_dir, base, base_sha256, schema, arms, extra_arms, cascades, post_arms,
+                  rows, general, general_rows, gates, term_list, terms, terms_of, biasing, cache_dir,
+                  max_seconds_per_batch, feature_cache, allow_base_mismatch, ban_emo_unknown, resamples,
+                  seed, remote) -> EvalReport:
+    """evaluate's decoding and scoring, once its inputs are checked and the model is loaded."""
     decoder = ArmDecoder(base, base_sha256,
                          PredictionCache(Path(cache_dir) if cache_dir else out_dir / "cache"),
                          max_seconds_per_batch or default_batch_seconds(base.device), feature_cache,
                          allow_base_mismatch, ban_emo_unknown, with_pooled=bool(cascades),
-                         hotwords=biasing, timestamps=any(row.words is not None for row in rows))
+                         hotwords=biasing, timestamps=any(row.words is not None for row in rows),
+                         remote=remote)
     raw, raw_general = {}, {}
     for arm in arms:  # base first: adapters are layered onto the same module afterwards
         decoder.activate(arm)
