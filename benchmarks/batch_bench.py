@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--device", default="cpu", help="cuda: transcribe on the GPU, batch workers with one GPU each")
     args = parser.parse_args()
     import soundfile as sf
 
@@ -60,17 +61,18 @@ def main() -> None:
             Path(work) / "model", spec=full_size_spec() if args.full_size else None)
         listing = Path(work) / "paths.txt"
         listing.write_text("\n".join(str(c) for c in clips) + "\n")
-        print(machine_line("cpu"))
+        print(machine_line(args.device))
         print(f"{len(clips)} files, {hours * 60:.1f} audio-minutes; model "
               f"{'full-size (random init)' if args.full_size else args.model or 'tiny (random init)'}")
         sides = {"svlora transcribe (one process)": lambda: [*cli, "transcribe", "--model", str(model),
-                                                             "--device", "cpu", "--json", *map(str, clips)]}
+                                                             "--device", args.device, "--json", *map(str, clips)]}
         for workers in args.workers:
             def batch(workers=workers):
                 out = Path(work) / f"out-{workers}"
                 shutil.rmtree(out, ignore_errors=True)
                 return [*cli, "batch", str(listing), "--out", str(out), "--model", str(model),
-                        "--workers", str(workers), "--shard-size", "16"]
+                        "--workers", str(workers), "--shard-size", "16",
+                        *(["--gpus-per-worker", "1"] if args.device.startswith("cuda") else [])]
             sides[f"svlora batch --workers {workers}"] = batch
         results = {}
         for name, command in sides.items():

@@ -177,6 +177,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of real speech clips")
     parser.add_argument("--threads", type=int, default=2, help="the server's torch threads")
+    parser.add_argument("--device", default="cpu", help="the server's device (cuda on a GPU machine)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     clips = sorted(args.data.rglob("*.flac")) + sorted(args.data.rglob("*.wav")) if args.data.is_dir() else []
@@ -189,8 +190,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         model_dir = Path(args.model) if args.model else make_tiny_model(
             Path(work) / "model", spec=full_size_spec() if args.full_size else None)
-        process, url = start_server(model_dir, [], [], args.threads)
-        print(machine_line("cpu"))
+        process, url = start_server(model_dir, [], ["--device", args.device], args.threads)
+        print(machine_line(args.device))
         print(f"model {'full-size (random init)' if args.full_size else args.model or 'tiny (random init)'}; "
               f"{args.utterances} turns per speaker, {CHUNK_SECONDS * 1000:.0f} ms chunks at real time, "
               f"silence_duration_ms {SILENCE_MS}")
@@ -218,7 +219,7 @@ def main() -> None:
             process.terminate()
             process.wait(timeout=30)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "realtime_bench.json").write_text(json.dumps({"machine": machine_line("cpu"), "results": results},
+    (args.out / "realtime_bench.json").write_text(json.dumps({"machine": machine_line(args.device), "results": results},
                                                              indent=2))
     plot(results, args.out / "realtime_bench.png")
     print(f"wrote {args.out / 'realtime_bench.json'} and {args.out / 'realtime_bench.png'}")
