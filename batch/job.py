@@ -35,7 +35,7 @@ class BatchOptions:
     gpus_per_worker: float = 0.0
     ray: str | None = None          # None: a local Ray; "auto" or an address: join that cluster
     format: str = "jsonl"
-    shard_size: int = 32
+    shard_size: int = 64
     fail_fast: bool = False
     max_seconds: float | None = None  # files longer than this become error records
     extra: dict = field(default_factory=dict)  # load_model's other keywords (hub, device, ...)

@@ -71,7 +71,7 @@ def main() -> None:
                 out = Path(work) / f"out-{workers}"
                 shutil.rmtree(out, ignore_errors=True)
                 return [*cli, "batch", str(listing), "--out", str(out), "--model", str(model),
-                        "--workers", str(workers), "--shard-size", "16",
+                        "--workers", str(workers),
                         *(["--gpus-per-worker", "1"] if args.device.startswith("cuda") else [])]
             sides[f"svlora batch --workers {workers}"] = batch
         results = {}

@@ -27,7 +27,7 @@ def register(commands) -> None:
                        help="join a running cluster (auto: the one `ray start` made here); "
                        "default: a local Ray on this machine")
     batch.add_argument("--format", default="jsonl", choices=["jsonl", "parquet"])
-    batch.add_argument("--shard-size", type=int, default=32, help="files per shard (the unit of resume)")
+    batch.add_argument("--shard-size", type=int, default=64, help="files per shard (the unit of resume)")
     batch.add_argument("--fail-fast", action="store_true",
                        help="stop at the first unreadable file (default: an error record, go on)")
     batch.set_defaults(handler=run_batch_command)
