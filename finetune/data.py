@@ -73,29 +73,62 @@ def make_batches(examples: list[Example], max_seconds: float, rng: random.Random
 
 def spec_augment(features: torch.Tensor, lengths: torch.Tensor, settings: AugmentSettings,
                  generator: torch.Generator) -> torch.Tensor:
-    """Zero random mel bands (the same bins in every stacked LFR frame) and time spans."""
-    features = features.clone()
+    """Zero random mel bands (the same bins in every stacked LFR frame) and time spans.
+
+    The widths and starts are drawn on the CPU from `generator` (a few numbers per clip, so a
+    step's masks are a function of its seed on any device); the masks are built and applied
+    where `features` are, so GPU features never travel to the host. `lengths`: a CPU tensor.
+    """
     batch, frames, dim = features.shape
-    stacked = dim // MEL_BINS
+    stacked, device = dim // MEL_BINS, features.device
+    lengths = lengths.to("cpu", torch.long)
+    band_width = torch.randint(0, settings.freq_width + 1, (batch, settings.freq_masks), generator=generator)
+    band_start = (torch.rand((batch, settings.freq_masks), generator=generator)
+                  * (MEL_BINS - band_width + 1)).long()
+    span_width = torch.minimum(
+        torch.randint(0, settings.time_width + 1, (batch, settings.time_masks), generator=generator),
+        (lengths // 5)[:, None])
+    span_start = (torch.rand((batch, settings.time_masks), generator=generator)
+                  * (lengths[:, None] - span_width + 1).clamp_min(1)).long()
+    bands = spans_mask(band_start, band_width, MEL_BINS, device)   # [B, 80]
+    spans = spans_mask(span_start, span_width, frames, device)     # [B, T]
+    masked = bands[:, None, None, :] | spans[:, :, None, None]
     view = features.view(batch, frames, stacked, MEL_BINS)
-    for b in range(batch):
-        for _ in range(settings.freq_masks):
-            width = int(torch.randint(0, settings.freq_width + 1, (1,), generator=generator))
-            start = int(torch.randint(0, MEL_BINS - width + 1, (1,), generator=generator))
-            view[b, :, :, start:start + width] = 0
-        length = int(lengths[b])
-        for _ in range(settings.time_masks):
-            width = min(int(torch.randint(0, settings.time_width + 1, (1,), generator=generator)),
-                        max(0, length // 5))
-            start = int(torch.randint(0, max(1, length - width + 1), (1,), generator=generator))
-            view[b, start:start + width] = 0
-    return features
+    return torch.where(masked, torch.zeros((), dtype=features.dtype, device=device), view).view(batch, frames, dim)
 
 
-def collate(batch: list[Example], device: torch.device) -> dict:
+def spans_mask(starts: torch.Tensor, widths: torch.Tensor, size: int, device) -> torch.Tensor:
+    """[B, size] True inside any of each row's [start, start + width) spans."""
+    positions = torch.arange(size, device=device)
+    starts, ends = starts.to(device, non_blocking=True), (starts + widths).to(device, non_blocking=True)
+    inside = (positions >= starts[..., None]) & (positions < ends[..., None])
+    return inside.any(dim=1)
+
+
+def padded_to_bucket(frames: int, bucket: int) -> int:
+    """`frames` rounded up to a multiple of `bucket` (0: unchanged): compiled shapes repeat."""
+    return frames if bucket <= 0 else -(-frames // bucket) * bucket
+
+
+def collate(batch: list[Example], device: torch.device, bucket_frames: int = 0) -> dict:
+    """Padded features and targets on `device`; on a GPU through pinned memory with
+    non-blocking copies (the copy overlaps the previous step's kernels)."""
     features, lengths = pad_features([e.features for e in batch])
+    extra = padded_to_bucket(features.shape[1], bucket_frames) - features.shape[1]
+    if extra:
+        features = torch.nn.functional.pad(features, (0, 0, 0, extra))
     targets = torch.nn.utils.rnn.pad_sequence([e.target_ids for e in batch], batch_first=True,
                                               padding_value=-1)
     target_lengths = torch.tensor([len(e.target_ids) for e in batch], dtype=torch.int32)
-    return {"speech": features.to(device), "speech_lengths": lengths.to(device),
-            "text": targets.to(device), "text_lengths": target_lengths.to(device)}
+    pin = device.type == "cuda"
+
+    def moved(tensor: torch.Tensor) -> torch.Tensor:
+        return (tensor.pin_memory() if pin else tensor).to(device, non_blocking=pin)
+
+    return {"speech": moved(features), "speech_lengths": moved(lengths), "text": moved(targets),
+            "text_lengths": moved(target_lengths)}
+
+
+def clip_frames(batch: list[Example]) -> torch.Tensor:
+    """The clips' feature lengths as a CPU tensor (SpecAugment's bounds, read without a sync)."""
+    return torch.tensor([e.features.shape[0] for e in batch])

@@ -28,6 +28,32 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def resolve_base_dtype(setting: str, precision: str, device: torch.device) -> str:
+    """'bf16' or 'fp32' for the frozen weights: auto keeps them in bf16 when the step runs in
+    bf16 on a GPU, so autocast finds them already cast instead of copying each one per step."""
+    if setting == "auto":
+        return "bf16" if precision == "bf16" and device.type == "cuda" else "fp32"
+    return setting
+
+
+STORED_IN_BF16 = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Embedding)
+
+
+def store_frozen_in_bf16(model: torch.nn.Module) -> int:
+    """Cast the frozen weights of linear, convolution and embedding layers to bf16 (what bf16
+    autocast would cast them to on every forward); trainable weights (LoRA, modules_to_save)
+    and normalisation layers stay fp32. Returns the number of tensors cast."""
+    cast = 0
+    for module in model.modules():
+        if not isinstance(module, STORED_IN_BF16):
+            continue
+        for parameter in module.parameters(recurse=False):
+            if not parameter.requires_grad and parameter.dtype == torch.float32:
+                parameter.data = parameter.data.to(torch.bfloat16)
+                cast += 1
+    return cast
+
+
 def encoder_blocks(sensevoice: torch.nn.Module) -> list[torch.nn.Module]:
     encoder = sensevoice.encoder
     return [*encoder.encoders0, *encoder.encoders, *encoder.tp_encoders]

@@ -77,7 +77,14 @@ class TrainSettings:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on a bf16 GPU, else fp32) | fp32 | bf16
-    gradient_checkpointing: bool = True  # recompute encoder blocks in backward: less memory
+    # recompute encoder blocks in backward (less memory, ~30% more compute); auto: only when a
+    # step of the largest batch without it would pass max_memory_gb (measured at start)
+    gradient_checkpointing: bool | str = "auto"
+    grad_accum_steps: int = 1      # batches per optimizer step (one big batch's gradient)
+    base_dtype: str = "auto"       # frozen weights: auto (bf16 when training in bf16 on a GPU) | fp32 | bf16
+    compile: bool = False          # torch.compile the model; padded lengths bucketed so shapes repeat
+    compile_backend: str = "inductor"
+    compile_bucket_frames: int = 50  # with compile: pad each batch to a multiple of this (60 ms frames)
     select_metric: str = "val_loss"  # val_loss | val_cer | val_emotion_accuracy
     early_stopping_patience: int = 0  # stop after this many evals without a better metric; 0: off
     retention_guard: float = 0.01  # a checkpoint is "best" only if retention CER rose ≤ this
@@ -89,6 +96,7 @@ class LoggingSettings:
     tensorboard: bool = False  # OUT/tensorboard event files
     wandb: bool = False        # offline unless WANDB_MODE says otherwise; `wandb sync` later
     wandb_project: str = "svlora"
+    every: int = 10            # steps between reads of loss/grad norm from the device (no sync in between)
 
 
 @dataclass
@@ -126,6 +134,15 @@ class Recipe:
                 "train.checkpoint_every zero or positive")
         require(self.train.precision in ("auto", "fp32", "bf16"),
                 f"train.precision={self.train.precision!r}; use auto, fp32 or bf16")
+        require(self.train.gradient_checkpointing in (True, False, "auto"),
+                f"train.gradient_checkpointing={self.train.gradient_checkpointing!r}; use true, false or auto")
+        require(self.train.base_dtype in ("auto", "fp32", "bf16"),
+                f"train.base_dtype={self.train.base_dtype!r}; use auto, fp32 or bf16")
+        require(self.train.base_dtype != "bf16" or self.train.precision == "bf16",
+                "train.base_dtype=bf16 needs train.precision=bf16 (bf16 weights run under bf16 autocast)")
+        require(self.train.grad_accum_steps >= 1 and self.logging.every >= 1
+                and self.train.compile_bucket_frames >= 0,
+                "train.grad_accum_steps and logging.every must be ≥ 1, train.compile_bucket_frames ≥ 0")
         require(self.optim.schedule in ("cosine", "linear", "constant"),
                 f"optim.schedule={self.optim.schedule!r}; use cosine, linear or constant")
         require(0 <= self.data.replay_ratio < 1, "data.replay_ratio must be in [0, 1)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import nullcontext
 import random
 import shutil
 import time
@@ -21,13 +22,14 @@ from svlora.adapter_format import replace_dir, save_adapter
 from svlora.decoding import transcribe_features
 from svlora.errors import SvloraError
 from svlora.finetune.checkpoint import load_checkpoint, save_checkpoint
-from svlora.finetune.data import (Example, build_examples, collate, epoch_examples, make_batches,
-                                  spec_augment)
+from svlora.finetune.data import (Example, build_examples, clip_frames, collate, epoch_examples,
+                                  make_batches, spec_augment)
 from svlora.finetune.lora import (attach_lora, check_trainable, settings_for_labels,
                                   trainable_summary)
-from svlora.finetune.memory import (PeakMemory, autocast, enable_gradient_checkpointing,
-                                    resolve_precision, worst_case_batch)
-from svlora.finetune.objective import SenseVoiceObjective, loss_parts
+from svlora.finetune.memory import (GIB, PeakMemory, autocast, enable_gradient_checkpointing,
+                                    resolve_base_dtype, resolve_precision, store_frozen_in_bf16,
+                                    worst_case_batch)
+from svlora.finetune.objective import SenseVoiceObjective
 from svlora.finetune.recipe import Recipe
 from svlora.finetune.run_log import MetricsLog, plot_curves, write_run_info
 from svlora.io import require_output_dir, write_text_atomic
@@ -100,14 +102,14 @@ def validate(base: BaseModel, objective: SenseVoiceObjective, examples: list[Exa
 
 def validation_loss(objective: SenseVoiceObjective, examples: list[Example], recipe: Recipe,
                     device: torch.device, precision: str) -> dict:
-    total_loss, total_clips = 0.0, 0
+    total_loss, total_clips = torch.zeros((), device=device), 0
     for batch in make_batches(examples, recipe.data.max_seconds_per_batch, rng=None):
         inputs = collate(batch, device)
         with autocast(device, precision):
             loss, _ = objective(**inputs)
-        total_loss += float(loss) * len(batch)
+        total_loss += loss.float() * len(batch)
         total_clips += len(batch)
-    return {"val_loss": total_loss / max(1, total_clips)}
+    return {"val_loss": float(total_loss) / max(1, total_clips)}  # one read for all batches
 
 
 def require_finite_validation(record: dict, recipe: Recipe) -> None:
@@ -136,11 +138,12 @@ def seed_everything(seed: int) -> None:
 def planned_steps(recipe: Recipe, examples: list[Example], replay: list[Example],
                   world_size: int = 1) -> int:
     """train.max_steps, or train.epochs passes over the training batches when epochs > 0.
-    Each step consumes one batch per process, so an epoch is batches / processes steps."""
+    Each step consumes grad_accum_steps batches per process, so an epoch is
+    batches / (processes x accumulation) steps."""
     if recipe.train.epochs <= 0:
         return recipe.train.max_steps
     batches = epoch_batches(recipe, examples, replay, epoch=0, world_size=world_size)
-    return recipe.train.epochs * len(batches) // world_size
+    return recipe.train.epochs * len(batches) // (world_size * recipe.train.grad_accum_steps)
 
 
 def epoch_batches(recipe: Recipe, examples: list[Example], replay: list[Example], epoch: int,
@@ -150,16 +153,22 @@ def epoch_batches(recipe: Recipe, examples: list[Example], replay: list[Example]
     clips = epoch_examples(examples, replay, recipe.data.replay_ratio,
                            recipe.data.balance_emotions, rng)
     batches = make_batches(clips, recipe.data.max_seconds_per_batch, rng)
-    usable = len(batches) - len(batches) % world_size  # every rank steps on every step
+    per_step = world_size * recipe.train.grad_accum_steps
+    usable = len(batches) - len(batches) % per_step  # every rank steps on every step
     if usable == 0:
-        raise SvloraError(f"{len(batches)} batch(es) per epoch cannot feed {world_size} processes")
+        raise SvloraError(f"{len(batches)} batch(es) per epoch cannot feed {world_size} process(es) "
+                          f"x train.grad_accum_steps={recipe.train.grad_accum_steps}; lower "
+                          "grad_accum_steps or data.max_seconds_per_batch")
     return batches[:usable]
 
 
-def build_objective(base: BaseModel, recipe: Recipe,
-                    device: torch.device) -> tuple[SenseVoiceObjective, torch.nn.Module, dict]:
+def build_objective(base: BaseModel, recipe: Recipe, device: torch.device,
+                    precision: str | None = None) -> tuple[SenseVoiceObjective, torch.nn.Module, dict]:
     """The loss module over the recipe's trainable model (LoRA attached and policed, or every
-    weight), with gradient checkpointing if asked; also the trainable model and its counts."""
+    weight), frozen weights in bf16 when train.base_dtype resolves so, gradient checkpointing if
+    set to true (auto is decided by `decide_checkpointing`), the encoder compiled if asked; also
+    the trainable model and its counts."""
+    precision = precision or resolve_precision(recipe.train.precision, device)
     # The recipe's `augment` is the only augmentation: FunASR's own SpecAugLFR (declared in
     # SenseVoiceSmall's config.yaml) would otherwise run inside `encode` on every training step.
     base.model.specaug = None
@@ -173,11 +182,56 @@ def build_objective(base: BaseModel, recipe: Recipe,
     else:
         model = base.model
         summary = trainable_summary(model)
-    if recipe.train.gradient_checkpointing:
+    summary["base_dtype"] = resolve_base_dtype(recipe.train.base_dtype, precision, device)
+    if summary["base_dtype"] == "bf16":
+        store_frozen_in_bf16(base.model)
+    if recipe.train.gradient_checkpointing is True:
         enable_gradient_checkpointing(base.model)
+    if recipe.train.compile:
+        base.model.encoder.compile(backend=recipe.train.compile_backend)
     objective = SenseVoiceObjective(model, base.model, recipe.loss.ctc_weight,
                                     recipe.loss.rich_weight).to(device)
     return objective, model, summary
+
+
+def step_peak_gib(objective: SenseVoiceObjective, batch: dict, device: torch.device,
+                  precision: str) -> float:
+    """Peak memory of one forward/backward on `batch` plus AdamW's two fp32 moments of the
+    trainable weights (not yet allocated at this point); RNG state and gradients untouched."""
+    trainable = [p for p in objective.parameters() if p.requires_grad]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+            PeakMemory(device) as peak:
+        with autocast(device, precision):
+            loss, _ = objective(batch["speech"], batch["speech_lengths"], batch["text"],
+                                batch["text_lengths"])
+        loss.backward()
+    for parameter in trainable:
+        parameter.grad = None
+    return peak.gib + 2 * sum(p.numel() * 4 for p in trainable) / GIB
+
+
+def decide_checkpointing(objective: SenseVoiceObjective, base: BaseModel, recipe: Recipe, rows,
+                         device: torch.device, precision: str, log=print) -> bool:
+    """train.gradient_checkpointing=auto: measure a step of the largest batch the recipe can
+    make without checkpointing; turn it on only if that would pass train.max_memory_gb (or
+    runs out of memory). True/false are taken as set."""
+    setting = recipe.train.gradient_checkpointing
+    if setting != "auto":
+        return bool(setting)
+    batch = worst_case_batch(rows, recipe.data.max_seconds_per_batch, device)
+    objective.train()
+    try:
+        peak = step_peak_gib(objective, batch, device, precision)
+    except torch.OutOfMemoryError:
+        peak = math.inf
+        objective.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+    needed = peak > recipe.train.max_memory_gb
+    if needed:
+        enable_gradient_checkpointing(base.model)
+    log(f"gradient checkpointing: {'on' if needed else 'off'} (auto: a {batch['seconds']:.0f} s "
+        f"batch without it peaks at {peak:.2f} GiB, limit {recipe.train.max_memory_gb} GiB)")
+    return needed
 
 
 def training_labels(recipe: Recipe) -> LabelSchema:
@@ -285,10 +339,13 @@ def run_training(recipe: Recipe, accelerator, resume: bool, log) -> TrainResult:
     retention = build_examples(base, manifests["retention"], "retention features",
                                cache) if recipe.data.retention else []
 
-    objective, trainable_model, summary = build_objective(base, recipe, device)
+    objective, trainable_model, summary = build_objective(base, recipe, device, precision)
     log(f"trainable parameters: {summary['trainable']:,} of {summary['total']:,} "
         f"({100 * summary['trainable'] / summary['total']:.2f}%), mode={recipe.mode}, "
-        f"precision={precision}, processes={accelerator.num_processes}")
+        f"precision={precision}, frozen weights {summary['base_dtype']}, "
+        f"processes={accelerator.num_processes}")
+    checkpointing = decide_checkpointing(objective, base, recipe, manifests["train"], device,
+                                         precision, log if main else (lambda _: None))
     if summary.get("added_for_new_labels"):
         log(f"label schema has new classes ({', '.join(t[2:-2] for t in labels.new_tags())}): "
             f"also training {', '.join(summary['added_for_new_labels'])} (lora.modules_to_save)")
@@ -313,6 +370,9 @@ def run_training(recipe: Recipe, accelerator, resume: bool, log) -> TrainResult:
     objective, optimizer = accelerator.prepare(objective, optimizer)
     if main:
         write_run_info(out, recipe, {"device": str(device), "precision": precision,
+                                     "base_dtype": summary["base_dtype"],
+                                     "gradient_checkpointing": checkpointing,
+                                     "grad_accum_steps": recipe.train.grad_accum_steps,
                                      "processes": accelerator.num_processes,
                                      "base_sha256": base_sha256, "total_steps": total_steps,
                                      "trainable_parameters": summary["trainable"],
@@ -324,25 +384,42 @@ def run_training(recipe: Recipe, accelerator, resume: bool, log) -> TrainResult:
     checkpoint_every = recipe.train.checkpoint_every or recipe.train.eval_every
     batches = epoch_batches(recipe, train_examples, replay, state["epoch"], accelerator.num_processes)
     objective.train()
+    pending = PendingSteps()
+    per_step = accelerator.num_processes * recipe.train.grad_accum_steps
     try:
         with tqdm(total=total_steps, initial=state["step"], desc="training", unit="step",
                   disable=not main) as progress:
+
+            def read_back() -> list[dict]:
+                """The pending steps' figures, read from the device at once; a non-finite loss
+                stops the run naming its step's clips, before anything after it is saved."""
+                records = pending.read(recipe)
+                if records:
+                    progress.set_postfix(loss=f"{records[-1]['loss']:.3f}")
+                return records
+
             while state["step"] < total_steps:
                 if state["batch_index"] >= len(batches):
                     state["epoch"] += 1
                     state["batch_index"] = 0
                     batches = epoch_batches(recipe, train_examples, replay, state["epoch"],
                                             accelerator.num_processes)
-                batch = batches[state["batch_index"] + accelerator.process_index]
-                state["batch_index"] += accelerator.num_processes
+                first = state["batch_index"] + accelerator.process_index
+                micro_batches = batches[first:first + per_step:accelerator.num_processes]
+                state["batch_index"] += per_step
                 state["step"] += 1
                 step = state["step"]
-                record = train_step(objective, optimizer, scheduler, parameters, batch, recipe,
-                                    device, precision, accelerator, step)
-                record["elapsed_s"] = round(time.time() - started, 2)
+                pending.add(train_step(objective, optimizer, scheduler, parameters, micro_batches,
+                                       recipe, device, precision, accelerator, step),
+                            elapsed_s=round(time.time() - started, 2))
                 progress.update(1)
-                progress.set_postfix(loss=f"{record['loss']:.3f}")
-                if step % recipe.train.eval_every == 0 or step == total_steps:
+                evaluate_now = step % recipe.train.eval_every == 0 or step == total_steps
+                save_now = step % checkpoint_every == 0 or step == total_steps
+                if not (evaluate_now or save_now or step % recipe.logging.every == 0):
+                    continue
+                records = read_back()
+                if evaluate_now:
+                    record = records[-1]
                     record.update(validate(base, accelerator.unwrap_model(objective), val_examples,
                                            retention, recipe, device, precision))
                     require_finite_validation(record, recipe)
@@ -354,8 +431,9 @@ def run_training(recipe: Recipe, accelerator, resume: bool, log) -> TrainResult:
                                                              "val_emotion_accuracy", "retention_cer")
                             if k in record))
                 if main:
-                    metrics_log.write(record)
-                if main and (step % checkpoint_every == 0 or step == total_steps or stopped_early):
+                    for record in records:
+                        metrics_log.write(record)
+                if main and (save_now or stopped_early):
                     save_checkpoint(out, accelerator.unwrap_model(objective), {
                         **state, "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict()})
@@ -374,30 +452,84 @@ def run_training(recipe: Recipe, accelerator, resume: bool, log) -> TrainResult:
                        model=trainable_model, stopped_early=stopped_early, is_main_process=main)
 
 
-def train_step(objective, optimizer, scheduler, parameters, batch, recipe: Recipe,
-               device: torch.device, precision: str, accelerator, step: int) -> dict:
-    """One optimizer step on one batch; a non-finite loss stops the run naming the clips."""
-    inputs = collate(batch, device)
-    if recipe.augment.specaugment:
-        generator = torch.Generator().manual_seed(recipe.train.seed * 7919 + step)
-        inputs["speech"] = spec_augment(inputs["speech"].cpu(), inputs["speech_lengths"].cpu(),
-                                        recipe.augment, generator).to(device)
-    with autocast(device, precision):
-        loss, parts = objective(**inputs)
-    if not torch.isfinite(loss):
-        raise SvloraError(f"step {step}: loss is {loss.item()}; batch clips: "
-                          f"{', '.join(e.row.key for e in batch)}; the last good checkpoint is "
-                          f"in {recipe.out}/checkpoint; lower optim.lr or check these clips")
+@dataclass
+class StepFigures:
+    """One optimizer step's figures, still on the device (reading them would wait for the GPU)."""
+
+    step: int
+    values: torch.Tensor        # [loss, loss_ctc, loss_rich, rich_accuracy, grad_norm]
+    clips_all_ranks: torch.Tensor | int
+    host: dict                  # what the host already knows: lr, clips, replay clips
+    clip_keys: list[str]
+
+
+FIGURE_NAMES = ("loss", "loss_ctc", "loss_rich", "rich_accuracy", "grad_norm")
+
+
+class PendingSteps:
+    """Steps not yet read back: read every logging.every steps (and before a validation or a
+    checkpoint) in one device→host copy."""
+
+    def __init__(self):
+        self.steps: list[tuple[StepFigures, dict]] = []
+
+    def add(self, figures: StepFigures, **extra) -> None:
+        self.steps.append((figures, extra))
+
+    def read(self, recipe: Recipe) -> list[dict]:
+        if not self.steps:
+            return []
+        stacked = torch.stack([f.values for f, _ in self.steps]).float().cpu().tolist()
+        clips = [int(f.clips_all_ranks) for f, _ in self.steps]
+        records = []
+        for (figures, extra), values, all_clips in zip(self.steps, stacked, clips):
+            if not math.isfinite(values[0]):
+                self.steps = []
+                raise SvloraError(f"step {figures.step}: loss is {values[0]}; batch clips: "
+                                  f"{', '.join(figures.clip_keys)}; the last good checkpoint is in "
+                                  f"{recipe.out}/checkpoint; lower optim.lr or check these clips")
+            records.append({"step": figures.step, **dict(zip(FIGURE_NAMES, values)),
+                            **figures.host, "clips_all_ranks": all_clips, **extra})
+        self.steps = []
+        return records
+
+
+def train_step(objective, optimizer, scheduler, parameters, micro_batches: list[list[Example]],
+               recipe: Recipe, device: torch.device, precision: str, accelerator,
+               step: int) -> StepFigures:
+    """One optimizer step over `micro_batches` (train.grad_accum_steps of them): each
+    micro-batch's loss weighted by its share of the step's clips, so the gradient is the one
+    big batch's (the loss is a mean over clips). Nothing is read back from the device."""
+    total_clips = sum(len(batch) for batch in micro_batches)
+    bucket = recipe.train.compile_bucket_frames if recipe.train.compile else 0
+    generator = torch.Generator().manual_seed(recipe.train.seed * 7919 + step)
     optimizer.zero_grad(set_to_none=True)
-    accelerator.backward(loss)
+    values = None
+    for index, batch in enumerate(micro_batches):
+        inputs = collate(batch, device, bucket)
+        if recipe.augment.specaugment:
+            inputs["speech"] = spec_augment(inputs["speech"], clip_frames(batch), recipe.augment,
+                                            generator)
+        weight = len(batch) / total_clips
+        last = index == len(micro_batches) - 1
+        with nullcontext() if last else accelerator.no_sync(objective):
+            with autocast(device, precision):
+                loss, parts = objective(**inputs)
+            accelerator.backward(loss * weight if len(micro_batches) > 1 else loss)
+        figures = torch.cat([loss.detach().float()[None], parts]) * weight
+        values = figures if values is None else values + figures
     grad_norm = accelerator.clip_grad_norm_(parameters, recipe.optim.grad_clip)
     optimizer.step()
     scheduler.step()
     # clips stepped on by every process together: proof that each rank trained
-    all_clips = accelerator.reduce(torch.tensor(len(batch), device=device), reduction="sum")
-    return {"step": step, "loss": loss.item(), **loss_parts(parts), "grad_norm": float(grad_norm),
-            "lr": scheduler.get_last_lr()[0], "clips": len(batch), "clips_all_ranks": int(all_clips),
-            "replay_clips": sum(e.replay for e in batch)}
+    all_clips = (accelerator.reduce(torch.tensor(total_clips, device=device), reduction="sum")
+                 if accelerator.num_processes > 1 else total_clips)
+    clips = [e for batch in micro_batches for e in batch]
+    return StepFigures(step, torch.cat([values, torch.as_tensor(grad_norm, device=values.device,
+                                                                 dtype=torch.float32).reshape(1)]),
+                       all_clips, {"lr": scheduler.get_last_lr()[0], "clips": total_clips,
+                                   "replay_clips": sum(e.replay for e in clips)},
+                       [e.row.key for e in clips])
 
 
 def consider_best(record: dict, state: dict, recipe: Recipe, trainable_model, base: BaseModel,
@@ -444,11 +576,12 @@ def preflight(recipe: Recipe, log=print) -> dict:
     base = load_base_model(recipe.model, device=str(device), hub=recipe.hub,
                            trust_remote_code=recipe.trust_remote_code)
     base.use_labels(training_labels(recipe))
-    objective, _, summary = build_objective(base, recipe, device)
+    objective, _, summary = build_objective(base, recipe, device, precision)
+    rows = read_manifest(recipe.data.train)
+    checkpointing = decide_checkpointing(objective, base, recipe, rows, device, precision, log)
     optimizer = torch.optim.AdamW([p for p in objective.parameters() if p.requires_grad],
                                   lr=recipe.optim.lr)
-    batch = worst_case_batch(read_manifest(recipe.data.train), recipe.data.max_seconds_per_batch,
-                             device)
+    batch = worst_case_batch(rows, recipe.data.max_seconds_per_batch, device)
     objective.train()
     with PeakMemory(device) as peak:
         started = time.time()
@@ -463,7 +596,7 @@ def preflight(recipe: Recipe, log=print) -> dict:
     result = {"peak_gib": round(peak.gib, 3), "memory": peak.kind, "batch_clips": batch["clips"],
               "batch_audio_seconds": round(batch["seconds"], 1), "step_seconds": round(seconds, 3),
               "precision": precision, "device": str(device),
-              "gradient_checkpointing": recipe.train.gradient_checkpointing,
+              "gradient_checkpointing": checkpointing, "base_dtype": summary["base_dtype"],
               "trainable_parameters": summary["trainable"], "limit_gib": recipe.train.max_memory_gb}
     log(f"preflight: {batch['clips']} clips x {batch['seconds'] / batch['clips']:.1f}s "
         f"({batch['seconds']:.0f}s padded audio), {precision}, one step {seconds:.2f}s, "

@@ -134,9 +134,13 @@ def default_batch_seconds(device: torch.device) -> float:
     return 240.0 if device.type == "cuda" else 60.0
 
 
-def decoding_precision(device: torch.device) -> str:
-    """bf16 on GPUs that have it, else fp32: what transcribe_features runs in."""
-    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+def decoding_precision(device: torch.device, module: torch.nn.Module | None = None) -> str:
+    """bf16 on GPUs that have it (or for a model whose weights are stored in bf16, e.g. by
+    training's train.base_dtype), else fp32: what transcribe_features runs in."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    stored_bf16 = module is not None and any(p.dtype == torch.bfloat16 for p in module.parameters())
+    return "bf16" if stored_bf16 else "fp32"
 
 
 @dataclass
@@ -211,7 +215,7 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
     per_clip = hotwords if isinstance(hotwords, list) else [hotwords] * len(features)
     timed = timestamps if isinstance(timestamps, list) else [timestamps] * len(features)
     outputs: list[Decoded | None] = [None] * len(features)
-    use_bf16 = decoding_precision(base.device) == "bf16"
+    use_bf16 = decoding_precision(base.device, module) == "bf16"
     schema = base.labels
     banned = (EMO_UNKNOWN,) if ban_emo_unknown and EMO_UNKNOWN in schema.emotion else ()
     banned_ids = schema.banned_ids() + [schema.emotion[tag] for tag in banned]

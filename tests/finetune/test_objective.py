@@ -1,6 +1,7 @@
 """The training objective against FunASR's own SenseVoiceSmall.forward, and augmentation that
 obeys the recipe (FunASR's SpecAugLFR never runs behind the recipe's back)."""
 
+import pytest
 import torch
 
 from svlora.finetune import load_recipe
@@ -40,6 +41,7 @@ def test_objective_equals_funasr_forward_loss(tiny_model_dir, clinic_manifests):
     assert torch.allclose(ours, funasr_loss, rtol=1e-5), (float(ours), float(funasr_loss))
     assert torch.allclose(parts[0], stats["loss_ctc"], rtol=1e-5)
     assert torch.allclose(parts[1], stats["loss_rich"], rtol=1e-5)
+    assert float(parts[2]) == pytest.approx(stats["acc_rich"], abs=1e-6)
 
 
 def count_funasr_specaug_calls(base):
