@@ -57,11 +57,15 @@ def pooled_speech(encoder_out: torch.Tensor, lengths: torch.Tensor) -> list[list
 
 
 def greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor, blank_id: int = 0) -> list[list[int]]:
-    best = log_probs.argmax(dim=-1)
+    """CTC greedy decoding: the best token per frame, repeats merged, blanks dropped. The best
+    ids come to the host in one copy per batch (not one read per token)."""
+    best = log_probs.argmax(dim=-1).cpu().numpy()
     sequences = []
-    for row, length in zip(best, lengths.tolist()):
-        collapsed = torch.unique_consecutive(row[:length])
-        sequences.append([int(t) for t in collapsed if int(t) != blank_id])
+    for row, length in zip(best, lengths.cpu().tolist()):
+        row = row[:length]
+        keep = np.ones(len(row), dtype=bool)
+        keep[1:] = row[1:] != row[:-1]
+        sequences.append([int(t) for t in row[keep] if t != blank_id])
     return sequences
 
 

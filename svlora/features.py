@@ -8,6 +8,7 @@ from tqdm import tqdm
 from svlora.audio import AudioDecodeError, load_audio
 from svlora.errors import ManifestError
 from svlora.feature_cache import FeatureCache
+from svlora.frontend import batch_features
 from svlora.io import sha256_file
 from svlora.manifest import ManifestRow
 from svlora.model import BaseModel
@@ -18,6 +19,8 @@ def row_features(base: BaseModel, rows: list[ManifestRow], desc: str = "features
     """Frontend features of every row's audio, in row order; with `cache_dir`, read from (and
     added to) the feature cache of this model's frontend instead of decoding audio."""
     cache = FeatureCache(cache_dir, base.frontend) if cache_dir else None
+    if base.device.type == "cuda" and not cache:
+        return gpu_row_features(base, rows, desc)
     features = []
     for row in tqdm(rows, desc=desc, unit="clip", leave=False):
         try:
@@ -31,6 +34,28 @@ def row_features(base: BaseModel, rows: list[ManifestRow], desc: str = "features
         except (AudioDecodeError, FileNotFoundError) as error:
             raise ManifestError(f"clip {row.key} ({row.source}): {error}; fix or remove the row "
                                 "(svlora prepare reports such rows)") from error
+    return features
+
+
+GPU_FRONTEND_CLIPS = 32  # clips per batched frontend call on a GPU
+
+
+def gpu_row_features(base: BaseModel, rows: list[ManifestRow], desc: str) -> list[torch.Tensor]:
+    """row_features on a GPU: audio decoded on the CPU, fbank/LFR/CMVN for 32 clips at once on
+    the GPU (svlora.frontend.batch_features), features back in one copy per clip group."""
+    features = []
+    for start in tqdm(range(0, len(rows), GPU_FRONTEND_CLIPS), desc=desc, unit="group", leave=False):
+        group = rows[start:start + GPU_FRONTEND_CLIPS]
+        audio = []
+        for row in group:
+            try:
+                audio.append(load_audio(row.source))
+            except (AudioDecodeError, FileNotFoundError) as error:
+                raise ManifestError(f"clip {row.key} ({row.source}): {error}; fix or remove the row "
+                                    "(svlora prepare reports such rows)") from error
+        computed = batch_features(audio, base.frontend, base.device)
+        sizes = [f.shape[0] for f in computed]
+        features += list(torch.cat(computed).cpu().split(sizes)) if computed else []
     return features
 
 

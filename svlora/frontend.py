@@ -124,26 +124,37 @@ def window_function(kind: str, length: int) -> torch.Tensor:
     return values.float()
 
 
-def kaldi_fbank(waveform: torch.Tensor, config: FrontendConfig) -> torch.Tensor:
-    """Log mel filterbank [frames, n_mels] as Kaldi computes it (no dither, no energy)."""
+def windowed_frames(waveform: torch.Tensor, config: FrontendConfig) -> torch.Tensor:
+    """Kaldi's frames of one clip [frames, frame_size]: DC removed, pre-emphasised, windowed."""
     samples = waveform.numel()
     frame_ms = min(config.frame_length, samples / config.fs * 1000)
     frame_size = int(config.fs * frame_ms * 0.001)
     shift = int(config.fs * config.frame_shift * 0.001)
     if samples < frame_size or frame_size == 0:
-        return torch.zeros((0, config.n_mels))
+        return torch.zeros((0, max(frame_size, 1)), device=waveform.device)
     if not config.snip_edges:
         raise ModelError("snip_edges=False frontends are not supported")
     # float32 throughout, as kaldi-native-fbank computes
     frames = waveform.float().unfold(0, frame_size, shift)
     frames = frames - frames.mean(dim=1, keepdim=True)
     previous = torch.cat((frames[:, :1], frames[:, :-1]), dim=1)
-    frames = (frames - PREEMPHASIS * previous) * window_function(config.window, frame_size)
-    fft_size = 1 << (frame_size - 1).bit_length()
+    return (frames - PREEMPHASIS * previous) * window_function(config.window, frame_size).to(frames.device)
+
+
+def log_mel(frames: torch.Tensor, config: FrontendConfig) -> torch.Tensor:
+    """Log mel energies [frames, n_mels] of windowed frames (one FFT for all of them)."""
+    if frames.shape[0] == 0:
+        return torch.zeros((0, config.n_mels), device=frames.device)
+    fft_size = 1 << (frames.shape[1] - 1).bit_length()
     spectrum = torch.fft.rfft(frames, n=fft_size)
     power = (spectrum * spectrum.conj()).real  # |X|^2; fastest form on CPU
-    energies = power @ mel_banks(config.n_mels, fft_size, config.fs)
+    energies = power @ mel_banks(config.n_mels, fft_size, config.fs).to(frames.device)
     return energies.clamp_min(torch.finfo(torch.float32).eps).log()
+
+
+def kaldi_fbank(waveform: torch.Tensor, config: FrontendConfig) -> torch.Tensor:
+    """Log mel filterbank [frames, n_mels] as Kaldi computes it (no dither, no energy)."""
+    return log_mel(windowed_frames(waveform, config), config)
 
 
 def low_frame_rate(features: torch.Tensor, m: int, n: int) -> torch.Tensor:
@@ -161,14 +172,36 @@ def low_frame_rate(features: torch.Tensor, m: int, n: int) -> torch.Tensor:
     return padded.unfold(0, m, n)[:output_frames].transpose(1, 2).reshape(output_frames, -1)
 
 
-def compute_features(samples: np.ndarray, config: FrontendConfig) -> torch.Tensor:
-    """fbank → LFR → CMVN features [frames, n_mels * lfr_m] of a 16 kHz mono float clip."""
-    waveform = torch.as_tensor(samples, dtype=torch.float32)
+def compute_features(samples: np.ndarray, config: FrontendConfig,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+    """fbank → LFR → CMVN features [frames, n_mels * lfr_m] of a 16 kHz mono float clip,
+    computed on `device` (and left there)."""
+    return batch_features([samples], config, device)[0]
+
+
+def batch_features(clips: list[np.ndarray], config: FrontendConfig,
+                   device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """compute_features of several clips with one FFT and one mel matmul over all their
+    frames, on `device` (a GPU decodes this way: the audio goes over once, as float32 samples).
+    Each clip's features equal its own compute_features up to float rounding."""
+    waveforms = [torch.as_tensor(np.asarray(c, dtype=np.float32)).to(device) for c in clips]
     if config.upsacle_samples:
-        waveform = waveform * (1 << 15)
-    features = low_frame_rate(kaldi_fbank(waveform, config), config.lfr_m, config.lfr_n)
-    if config.cmvn_tensors is not None:
-        dim = features.shape[1]
-        shift, scale = config.cmvn_tensors
-        features = (features + shift[:dim]) * scale[:dim]
-    return features.float().contiguous()
+        waveforms = [w * (1 << 15) for w in waveforms]
+    framed = [windowed_frames(w, config) for w in waveforms]
+    sizes = {f.shape[1] for f in framed if f.shape[0]}
+    if len(sizes) > 1:  # clips shorter than one frame use a shorter frame, as Kaldi does
+        mels = [log_mel(f, config) for f in framed]
+    else:
+        mels = list(log_mel(torch.cat([f for f in framed if f.shape[0]] or framed), config)
+                    .split([f.shape[0] for f in framed if f.shape[0]] or [0]))
+        mels = [mels.pop(0) if f.shape[0] else torch.zeros((0, config.n_mels), device=f.device)
+                for f in framed]
+    outputs = []
+    for mel in mels:
+        features = low_frame_rate(mel, config.lfr_m, config.lfr_n)
+        if config.cmvn_tensors is not None:
+            dim = features.shape[1]
+            shift, scale = (t.to(features.device) for t in config.cmvn_tensors)
+            features = (features + shift[:dim]) * scale[:dim]
+        outputs.append(features.float().contiguous())
+    return outputs

@@ -5,7 +5,8 @@ import pytest
 import torch
 import yaml
 
-from svlora.frontend import compute_features, frontend_config, kaldi_fbank
+from svlora.decoding import greedy_ids
+from svlora.frontend import batch_features, compute_features, frontend_config, kaldi_fbank
 from svlora.model import stdout_to_stderr
 
 
@@ -52,3 +53,29 @@ def test_fingerprint_changes_with_any_setting(tiny_model_dir):
     changed = [dataclasses.replace(config, n_mels=64), dataclasses.replace(config, lfr_n=3),
                dataclasses.replace(config, cmvn_scale=[1.0] * 560)]
     assert len({config.fingerprint, *(c.fingerprint for c in changed)}) == 4
+
+
+def test_batched_frontend_equals_funasr_per_clip(funasr_frontend, tiny_model_dir):
+    """The frontend a GPU decodes with (all clips' frames in one FFT, on the decoding device):
+    each clip's features equal FunASR's WavFrontend (kaldi-native-fbank) within the same 1e-3."""
+    config = frontend_config(tiny_model_dir)
+    clips = [speech_like(seconds, seed) for seed, seconds in enumerate((0.3, 2.37, 1.0, 7.0))]
+    batched = batch_features(clips, config, device="cpu")
+    for clip, ours in zip(clips, batched):
+        expected, _ = funasr_frontend(torch.from_numpy(clip)[None], [clip.size])
+        assert ours.shape == expected[0].shape
+        assert torch.allclose(ours, expected[0], atol=1e-3, rtol=1e-4)
+    short = speech_like(0.02, 9)  # shorter than a 25 ms frame: its own frame size, as Kaldi's
+    expected, _ = funasr_frontend(torch.from_numpy(short)[None], [short.size])
+    assert torch.allclose(batch_features([clips[0], short], config)[1], expected[0], atol=1e-3, rtol=1e-4)
+
+
+def test_greedy_ids_merge_repeats_and_drop_blanks_as_ctc_does():
+    generator = torch.Generator().manual_seed(0)
+    log_probs = torch.randn(3, 40, 6, generator=generator).log_softmax(-1)
+    log_probs[:, ::3, 0] += 5  # plenty of blanks between tokens
+    lengths = torch.tensor([40, 17, 1])
+    for row, length, ids in zip(log_probs, lengths, greedy_ids(log_probs, lengths)):
+        best = row[:length].argmax(-1).tolist()
+        merged = [t for i, t in enumerate(best) if i == 0 or t != best[i - 1]]
+        assert ids == [t for t in merged if t != 0]
