@@ -90,6 +90,43 @@ def quality(outputs: list[dict], rows: list[dict]) -> str:
     return f"  CER {cer:.4f}, emotion accuracy {accuracy:.4f}"
 
 
+class FunasrPrecision:
+    """How FunASR ran: its own fp32, its `bf16=True` (the whole model cast), or — where its
+    SenseVoice cannot take bf16 weights with fp32 features — its fp32 model under bf16 autocast."""
+
+    def __init__(self, label: str, autocast_device: str | None = None):
+        self.label, self.autocast_device = label, autocast_device
+
+    def __call__(self):
+        from contextlib import nullcontext
+        if self.autocast_device is None:
+            return nullcontext()
+        return torch.autocast(self.autocast_device, dtype=torch.bfloat16)
+
+
+def funasr_at(AutoModel, model_dir, args, precision: str, files):
+    """FunASR's AutoModel at svlora's precision, at its best available way of running it."""
+    from svlora.model import quiet_funasr_logging, stdout_to_stderr
+
+    def build(**extra):
+        with stdout_to_stderr(), quiet_funasr_logging():
+            return AutoModel(model=model_dir, device=args.device, disable_update=True,
+                             disable_pbar=True, log_level="ERROR", ncpu=args.threads,
+                             frontend_conf={"dither": 0.0}, **extra)
+
+    if precision != "bf16":
+        return build(), FunasrPrecision("fp32")
+    model = build(bf16=True)
+    try:
+        with stdout_to_stderr(), quiet_funasr_logging():
+            model.generate(input=files[:2], batch_size=2)
+        return model, FunasrPrecision("bf16 (bf16=True)")
+    except RuntimeError as error:
+        print(f"FunASR bf16=True failed ({str(error).splitlines()[0][:80]}); timing its fp32 model "
+              "under bf16 autocast instead")
+        return build(), FunasrPrecision("bf16 autocast", args.device.split(":")[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="a folder of audio files")
@@ -131,7 +168,9 @@ def main() -> None:
             profile_svlora(runtime, files, args.max_seconds_per_batch)
         timing, ours = timed(lambda: runtime.transcribe(files, args.max_seconds_per_batch),
                              args.repeats)
-        results["svlora fp32 (duration-sorted batches)"] = (timing, ours)
+        from svlora.decoding import decoding_precision
+        precision = decoding_precision(torch.device(args.device))
+        results[f"svlora {precision} (duration-sorted batches)"] = (timing, ours)
         if args.int8:
             quantized = load_model(model_dir, device=args.device, int8=True)
             timing, ours_int8 = timed(lambda: quantized.transcribe(files, args.max_seconds_per_batch),
@@ -139,20 +178,18 @@ def main() -> None:
             results["svlora int8 (dynamic quantisation, opt-in)"] = (timing, ours_int8)
 
         AutoModel = import_automodel()
-        with stdout_to_stderr(), quiet_funasr_logging():
-            funasr_model = AutoModel(model=model_dir, device=args.device, disable_update=True,
-                                     disable_pbar=True, log_level="ERROR", ncpu=args.threads,
-                                     frontend_conf={"dither": 0.0})
+        funasr_model, how = funasr_at(AutoModel, model_dir, args, precision, files)
         torch.set_num_threads(args.threads)
         for size in (int(s) for s in args.batch_sizes.split(",")):
-            with stdout_to_stderr(), quiet_funasr_logging():
+            with stdout_to_stderr(), quiet_funasr_logging(), how():
                 timing, theirs = timed(lambda: funasr_model.generate(input=files, batch_size=size),
                                        args.repeats)
-            results[f"funasr AutoModel.generate batch_size={size}"] = (timing, theirs)
+            results[f"funasr AutoModel.generate {how.label} batch_size={size}"] = (timing, theirs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     reference = [o["raw"] for o in ours]
+    print(f"precision: svlora {precision}; FunASR {how.label}")
     for name, (timing, outputs) in results.items():
         raws = [o.get("raw", o.get("text")) for o in outputs]
         extra = f"  identical to svlora fp32 on {sum(a == b for a, b in zip(raws, reference))}/{len(files)}"

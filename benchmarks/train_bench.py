@@ -161,13 +161,14 @@ def svlora_arm(model_dir: Path, manifest: Path, plan, device, precision, lora_r,
     recipe = Recipe(model=str(model_dir))
     recipe.lora.r, recipe.lora.alpha = lora_r, 2 * lora_r
     recipe.train.gradient_checkpointing = checkpointing
-    objective, _, _ = build_objective(base, recipe, device)
+    recipe.train.precision = precision  # base_dtype auto: frozen weights in bf16 on a bf16 GPU
+    objective, _, _ = build_objective(base, recipe, device, precision)
     examples = build_examples(base, read_manifest(manifest), "features")
     batches = [{**collate([examples[i] for i in indices], device),
                 "audio_seconds": sum(examples[i].row.audio_seconds for i in indices)}
                for indices in plan]
     parameters = [p for p in objective.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=1e-4)
+    optimizer = torch.optim.AdamW(parameters, lr=1e-4, fused=device.type == "cuda")  # as svlora train
     objective.train()
 
     def step(batch):

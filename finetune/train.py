@@ -350,8 +350,10 @@ def run_training(recipe: Recipe, accelerator, resume: bool, log) -> TrainResult:
         log(f"label schema has new classes ({', '.join(t[2:-2] for t in labels.new_tags())}): "
             f"also training {', '.join(summary['added_for_new_labels'])} (lora.modules_to_save)")
     parameters = [p for p in objective.parameters() if p.requires_grad]
+    # fused on a GPU: one kernel for all weights, its step counters stay on the device (the
+    # for-each AdamW reads each one back to the host every step)
     optimizer = torch.optim.AdamW(parameters, lr=recipe.optim.lr,
-                                  weight_decay=recipe.optim.weight_decay)
+                                  weight_decay=recipe.optim.weight_decay, fused=device.type == "cuda")
     total_steps = planned_steps(recipe, train_examples, replay, accelerator.num_processes)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(
         step, recipe.optim.warmup_steps, total_steps, recipe.optim.schedule,
