@@ -27,14 +27,26 @@ def row_features(base: BaseModel, rows: list[ManifestRow], desc: str = "features
             digest = sha256_file(row.source) if cache else ""
             cached = cache.load(digest) if cache else None
             if cached is None:
-                cached = base.features(load_audio(row.source))
+                cached = base.features(row_audio(row))
                 if cache:
                     cache.store(digest, cached)
             features.append(cached)
-        except (AudioDecodeError, FileNotFoundError) as error:
-            raise ManifestError(f"clip {row.key} ({row.source}): {error}; fix or remove the row "
-                                "(svlora prepare reports such rows)") from error
+        except FileNotFoundError as error:
+            raise unreadable(row, error) from error
     return features
+
+
+def unreadable(row: ManifestRow, error: Exception) -> ManifestError:
+    return ManifestError(f"clip {row.key} ({row.source}): {error}; fix or remove the row "
+                         "(svlora prepare reports such rows)")
+
+
+def row_audio(row: ManifestRow):
+    """The row's audio, or a ManifestError naming the row."""
+    try:
+        return load_audio(row.source)
+    except (AudioDecodeError, FileNotFoundError) as error:
+        raise unreadable(row, error) from error
 
 
 GPU_FRONTEND_CLIPS = 32  # clips per batched frontend call on a GPU
@@ -46,14 +58,7 @@ def gpu_row_features(base: BaseModel, rows: list[ManifestRow], desc: str) -> lis
     features = []
     for start in tqdm(range(0, len(rows), GPU_FRONTEND_CLIPS), desc=desc, unit="group", leave=False):
         group = rows[start:start + GPU_FRONTEND_CLIPS]
-        audio = []
-        for row in group:
-            try:
-                audio.append(load_audio(row.source))
-            except (AudioDecodeError, FileNotFoundError) as error:
-                raise ManifestError(f"clip {row.key} ({row.source}): {error}; fix or remove the row "
-                                    "(svlora prepare reports such rows)") from error
-        computed = batch_features(audio, base.frontend, base.device)
+        computed = batch_features([row_audio(row) for row in group], base.frontend, base.device)
         sizes = [f.shape[0] for f in computed]
         features += list(torch.cat(computed).cpu().split(sizes)) if computed else []
     return features

@@ -188,14 +188,10 @@ def batch_features(clips: list[np.ndarray], config: FrontendConfig,
     if config.upsacle_samples:
         waveforms = [w * (1 << 15) for w in waveforms]
     framed = [windowed_frames(w, config) for w in waveforms]
-    sizes = {f.shape[1] for f in framed if f.shape[0]}
-    if len(sizes) > 1:  # clips shorter than one frame use a shorter frame, as Kaldi does
+    if len({f.shape[1] for f in framed}) == 1:  # one FFT size: every frame in one call
+        mels = list(log_mel(torch.cat(framed), config).split([f.shape[0] for f in framed]))
+    else:  # a clip shorter than one frame uses a shorter frame, as Kaldi does
         mels = [log_mel(f, config) for f in framed]
-    else:
-        mels = list(log_mel(torch.cat([f for f in framed if f.shape[0]] or framed), config)
-                    .split([f.shape[0] for f in framed if f.shape[0]] or [0]))
-        mels = [mels.pop(0) if f.shape[0] else torch.zeros((0, config.n_mels), device=f.device)
-                for f in framed]
     outputs = []
     for mel in mels:
         features = low_frame_rate(mel, config.lfr_m, config.lfr_n)
