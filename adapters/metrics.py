@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from svlora.adapters.capture import OUTCOMES as CAPTURE_OUTCOMES
+
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -25,6 +27,13 @@ class ServeMetrics:
                                       buckets=BATCH_BUCKETS, registry=self.registry)
         self.queue = Gauge("svlora_queue_requests", "Requests waiting or decoding", registry=self.registry)
         self.adapters = Gauge("svlora_loaded_adapters", "Adapters loaded", registry=self.registry)
+        self.captures = Counter("svlora_captures", "Requests sampled by --capture, by what became "
+                                "of them: written, dropped (writer queue full, or larger than the "
+                                "cap) or error (the write failed)", ["outcome"], registry=self.registry)
+        self.feedback = Counter("svlora_feedback", "Feedback records appended through POST /v1/feedback",
+                                registry=self.registry)
+        for outcome in CAPTURE_OUTCOMES:
+            self.captures.labels(outcome)  # each outcome shown from the start, at 0
 
     def observe_request(self, model: str, status: int, seconds: float) -> None:
         self.requests.labels(model, str(status)).inc()

@@ -17,6 +17,8 @@ from svlora.decoding import PreparedFile, decode_prepared
 from svlora.errors import AdapterError, SvloraError
 from svlora.hotwords import (DEFAULT_BEAM, DEFAULT_HOTWORD_SCORE, Hotwords, build_hotwords,
                              check_search_settings, request_terms)
+from svlora.io import sha256_file
+from svlora.label_schema import LabelSchema
 from svlora.model import BaseModel, load_base_model, weights_sha256
 from svlora.segments import LazyVad
 from svlora.terms import TermList, read_terms
@@ -55,6 +57,11 @@ class ServeSettings:
     realtime_max_connections: int = 16
     realtime_max_session_seconds: float = 1800.0
     realtime_idle_seconds: float = 60.0
+    capture_dir: str | None = None    # keep sampled requests here (svlora.captures); None: off
+    capture_rate: float = 0.1         # the share of requests kept
+    capture_max_bytes: int = 10 * 2**30  # past it, the oldest captures go
+    capture_queue: int = 64           # captures waiting for the writer; beyond: dropped
+    feedback_token: str | None = None  # POST /v1/feedback's bearer token (default: the admin's)
 
 
 class Conflict(SvloraError):
@@ -95,6 +102,7 @@ class Route:
     stage1: str
     rules: object | None = None
     cascade: object | None = None
+    identity: dict = field(default_factory=dict)  # the rules file's / cascade's path and sha256
 
 
 class ModelPool:
@@ -150,6 +158,25 @@ class ModelPool:
                   "base_sha256": self.base_sha256, "adapter_sha256": stage1.get(r.stage1)}
                  for n, r in self.pipelines.items()]
         return rows
+
+    def served_by(self, name: str) -> tuple[str, dict]:
+        """What a model name is (base | adapter | pipeline) and the hashes of what it decodes
+        with: the base's weights, the adapter's identity, the rules file's or cascade's, and
+        the label schema it answers in (resolved, as labels.json holds it)."""
+        route = self.route(name)  # KeyError: not (or no longer) loaded
+        with self.registry:
+            adapter = self.adapters.get(route.stage1)
+        hashes = {"base_sha256": self.base_sha256,
+                  **({"adapter_sha256": adapter.adapter_sha256} if adapter else {}),
+                  "labels": self.labels_of(name).to_dict()}
+        if name in self.pipelines:
+            return "pipeline", {"stage1": route.stage1, **hashes, **route.identity}
+        return ("adapter" if adapter else "base"), hashes
+
+    def labels_of(self, name: str) -> LabelSchema:
+        """The label schema `name` speaks. One per server (every adapter and cascade is checked
+        against it at load), extra heads included, so any name — even one unloaded since — has it."""
+        return self.base.labels
 
     def check_new_name(self, name: str) -> None:
         """A valid name (else SvloraError: 400) that no model has (else Conflict: 409)."""
@@ -288,13 +315,15 @@ class ModelPool:
             from svlora.recipes.rules import rules_path
 
             route.rules = load_rules(rules_path(rules), self.base.labels)
+            route.identity.update(rules=str(rules_path(rules)), rules_sha256=sha256_file(rules_path(rules)))
         if cascade:
-            from svlora.postprocess import load_cascade
+            from svlora.postprocess import cascade_identity, load_cascade
 
             adapter_sha256 = (None if source == self.settings.base_name else
                               self.adapters[source].adapter_sha256)
             route.cascade = load_cascade(cascade, self.base_sha256, adapter_sha256,
                                          self.settings.allow_base_mismatch, labels=self.base.labels)
+            route.identity.update(cascade=str(cascade), cascade_sha256=cascade_identity(cascade))
         self.pipelines[name] = route
 
     # ---- requests ---------------------------------------------------------------------------

@@ -3,7 +3,8 @@ selectable per request by name, behind an OpenAI-style `POST /v1/audio/transcrip
 keeps emotion, event and language (and their probabilities). FastAPI + uvicorn; requests are
 decoded together by a dynamic batcher (mixed adapters in one forward pass); long files go
 through the same VAD segmentation as `svlora transcribe`; adapters load and unload at run time
-through a bearer-token admin API."""
+through a bearer-token admin API. With --capture, sampled requests are kept (adapters/capture.py)
+and reviewers' corrections taken at POST /v1/feedback."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import secrets
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 from fastapi import FastAPI, File, Form, Header, HTTPException, Request, UploadFile, WebSocket
@@ -23,9 +24,14 @@ from pydantic import BaseModel as Body
 from starlette.background import BackgroundTask
 
 from svlora.adapters.batcher import DynamicBatcher, Job, Overloaded
+from svlora.adapters.capture import (FEEDBACK_MAX_BYTES, CaptureWriter, PendingCapture,
+                                     audio_extension, checked_capture_dir, checked_feedback_body,
+                                     stored_response, wav_bytes)
 from svlora.adapters.metrics import ServeMetrics
 from svlora.adapters.pool import Conflict, ModelPool, ServeSettings
 from svlora.audio import AudioDecodeError
+from svlora.captures import (CaptureError, Feedback, append_feedback, checked_labels, new_capture_id,
+                             recorded_schema)
 from svlora.adapters.realtime import RealtimeSession, Turn, completed_event, to_model_rate
 from svlora.adapters.realtime_socket import Connections, RealtimeLimits, run_session
 from svlora.decoding import PreparedFile, prepare_file, prepare_waveform, result_from_segments
@@ -36,9 +42,12 @@ RESPONSE_FORMATS = ("json", "verbose_json", "text", *SUBTITLE_FORMATS)
 GRANULARITIES = ("word", "segment")
 TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
 REALTIME_PATH = "/v1/realtime"
+FEEDBACK_PATH = "/v1/feedback"
+CAPTURE_HEADER = "svlora-capture-id"
 MIN_TURN_SECONDS = 0.1
 WS_MAX_BYTES = 16 * 2**20  # a larger WebSocket message closes the connection (1009)
 ADMIN_TOKEN_ENV = "SVLORA_ADMIN_TOKEN"
+FEEDBACK_TOKEN_ENV = "SVLORA_FEEDBACK_TOKEN"
 
 __all__ = ["ServeSettings", "ModelPool", "create_app", "serve"]
 
@@ -74,17 +83,17 @@ def tags_body(result: dict, heads: tuple[str, ...] = ()) -> dict:
 
 def response_body(result: dict, duration: float, response_format: str, heads: tuple[str, ...] = (),
                   granularities: tuple[str, ...] = ("segment",),
-                  subtitle_seconds: float = MAX_LINE_SECONDS) -> Response:
+                  subtitle_seconds: float = MAX_LINE_SECONDS, response_id: str | None = None) -> Response:
     """The response in `response_format`; `heads` (the label schema's extra heads, e.g. role)
     are returned with their probabilities where a cascade predicted them; verbose_json has
-    `words` when `granularities` has "word"."""
+    `words` when `granularities` has "word"; json bodies lead with `response_id` when given."""
     text = result["text"]
     if response_format == "text":
         return PlainTextResponse(text)
     if response_format in SUBTITLE_FORMATS:
         return PlainTextResponse(render_subtitles(segments_of(result, duration), response_format,
                                                   subtitle_seconds))
-    body = {"text": text, **tags_body(result, heads)}
+    body = {**({"id": response_id} if response_id else {}), "text": text, **tags_body(result, heads)}
     if response_format == "verbose_json":
         segments = [{k: v for k, v in s.items() if k != "words"} for s in segments_of(result, duration, heads)]
         body.update(task="transcribe", duration=round(duration, 3), segments=segments)
@@ -145,6 +154,26 @@ def segment_event(item: dict, index: int, start: float, end: float, heads: tuple
     return {"id": index, "start": start, "end": end, **tags_body(item, heads)}
 
 
+def require_bearer(expected: str | None, authorization: str | None, off: str) -> None:
+    """HTTPException 403 (`off` says how to turn it on) when no token is configured, 401 for a
+    missing or wrong bearer token."""
+    if not expected:
+        raise HTTPException(403, off)
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), expected.encode()):
+        raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+
+async def bounded_body(request: Request, limit: int) -> bytes:
+    """The request body, or 413 once it passes `limit` bytes (read no further)."""
+    data = b""
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise HTTPException(413, f"body larger than {limit // 1024} KiB; send one feedback record")
+    return data
+
+
 class AdapterLoad(Body):
     name: str
     path: str
@@ -170,13 +199,15 @@ def create_app(pool: ModelPool) -> FastAPI:
     app.state.pool, app.state.batcher = pool, batcher
     app.router.add_event_handler("shutdown", batcher.close)
     admin_token = settings.admin_token or os.environ.get(ADMIN_TOKEN_ENV)
+    # a feedback token, when set, is the only one feedback takes (reviewers need no admin rights)
+    feedback_token = settings.feedback_token or os.environ.get(FEEDBACK_TOKEN_ENV) or admin_token
+    capture = capture_writer(settings, metrics)
+    if capture is not None:
+        app.router.add_event_handler("shutdown", capture.close)
 
     def require_admin(authorization: str | None) -> None:
-        if not admin_token:
-            raise HTTPException(403, f"admin API disabled: start with --admin-token or {ADMIN_TOKEN_ENV}")
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), admin_token.encode()):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+        require_bearer(admin_token, authorization,
+                       f"admin API disabled: start with --admin-token or {ADMIN_TOKEN_ENV}")
 
     @app.get("/health")
     def health() -> dict:
@@ -216,6 +247,30 @@ def create_app(pool: ModelPool) -> FastAPI:
             raise HTTPException(409, str(error)) from None
         metrics.adapters.set(len(pool.adapters))
         return {"id": name, "deleted": True}
+
+    @app.post(FEEDBACK_PATH, status_code=201)
+    async def feedback(request: Request, authorization: str | None = Header(None)) -> dict:
+        """A reviewer's labels for a captured response, appended to DIR/feedback.jsonl."""
+        if capture is None:
+            raise HTTPException(409, "feedback needs captures: start svlora serve with --capture DIR")
+        require_bearer(feedback_token, authorization, "feedback API disabled: start with "
+                       f"--feedback-token ({FEEDBACK_TOKEN_ENV}) or --admin-token ({ADMIN_TOKEN_ENV})")
+        try:
+            capture_id, labels, reviewer = checked_feedback_body(
+                await bounded_body(request, FEEDBACK_MAX_BYTES))
+            record = await asyncio.to_thread(capture.find, capture_id)
+            if record is None:
+                raise HTTPException(404, f"capture {capture_id[:40]!r} not found: not captured "
+                                    "(sampled out by --capture-rate, or dropped), evicted past "
+                                    "--capture-max-gb, or never an id this server gave")
+            schema = recorded_schema(record) or pool.labels_of(record.model)  # the one it answered in
+            checked = checked_labels(labels, schema, f"feedback on {capture_id}")
+        except CaptureError as error:
+            raise HTTPException(400, str(error)) from None
+        entry = Feedback(capture_id, checked, source="api", reviewer=reviewer)
+        await asyncio.to_thread(append_feedback, capture.folder, entry)
+        metrics.feedback.inc()
+        return asdict(entry)
 
     @app.middleware("http")
     async def count_transcriptions(request: Request, call_next):
@@ -286,6 +341,16 @@ def create_app(pool: ModelPool) -> FastAPI:
             raise HTTPException(404, f"model {options.model[:80]!r} not found; available: "
                                 f"{', '.join(pool.names())}") from None
         release = release_once(route)
+        # with --capture every json body carries an id; the header says it was captured
+        response_id = new_capture_id() if capture is not None else None
+        kept = capture is not None and capture.sampled()
+        served = pool.served_by(options.model) if kept else None  # while the route is held
+
+        def keep(result: dict, seconds: float) -> bool:
+            return kept and capture.submit(PendingCapture(
+                response_id, options.model, *served, seconds, stored_response(result), data,
+                audio_extension(file.filename), language=options.language))
+
         try:
             prepared = await asyncio.to_thread(prepare_upload, data, file.filename or "upload")
 
@@ -295,17 +360,22 @@ def create_app(pool: ModelPool) -> FastAPI:
                            hotwords=hotwords, timestamps=timestamps)
 
             if options.stream:  # the stream releases the model when it ends, or after a disconnect
-                events = stream_events(prepared, route, job, tuple(pool.base.labels.heads), release)
+                events = stream_events(prepared, route, job, tuple(pool.base.labels.heads), release,
+                                       response_id, lambda final: keep(final, prepared.seconds))
                 return (StreamingResponse(events, media_type="text/event-stream",
+                                          headers={CAPTURE_HEADER: response_id} if kept else None,
                                           background=BackgroundTask(release)), prepared.seconds)
             result = await decoded(job(prepared, timestamps=needs_timestamps(options.response_format)))
         except BaseException:
             release()
             raise
         release()
-        return (response_body(result, prepared.seconds, options.response_format,
-                              tuple(pool.base.labels.heads), granularities, settings.subtitle_seconds),
-                prepared.seconds)
+        response = response_body(result, prepared.seconds, options.response_format,
+                                 tuple(pool.base.labels.heads), granularities, settings.subtitle_seconds,
+                                 response_id)
+        if keep(result, prepared.seconds):
+            response.headers[CAPTURE_HEADER] = response_id
+        return response, prepared.seconds
 
     def release_once(route) -> Callable[[], None]:
         released = threading.Event()
@@ -316,12 +386,14 @@ def create_app(pool: ModelPool) -> FastAPI:
                 pool.release(route)
         return release
 
-    async def stream_events(prepared: PreparedFile, route, job, heads: tuple[str, ...], release):
+    async def stream_events(prepared: PreparedFile, route, job, heads: tuple[str, ...], release,
+                            response_id: str | None = None, keep: Callable[[dict], object] = lambda final: None):
         """Server-sent events in OpenAI's shape: `transcript.text.delta` per segment as it is
         decoded (a segment's text after its post-processing, with its tags), then
         `transcript.text.done` with the whole file's result, which is the non-streamed one: a
         long file's segments are decoded as separate jobs (a few ahead, sharing the batcher's
-        forward passes) and the file's result assembled from them as decode_prepared does."""
+        forward passes) and the file's result assembled from them as decode_prepared does.
+        The done event carries `response_id`; `keep(final)` captures the file's result."""
         tasks: list[asyncio.Future] = []
         try:
             if prepared.how == "whole":
@@ -351,7 +423,9 @@ def create_app(pool: ModelPool) -> FastAPI:
                                                   [result_from_segments(prepared.path, prepared.how, rows)])
             if isinstance(final, Exception):
                 raise final
-            yield sse({"type": "transcript.text.done", "text": final["text"], **tags_body(final, heads),
+            keep(final)
+            yield sse({"type": "transcript.text.done", **({"id": response_id} if response_id else {}),
+                       "text": final["text"], **tags_body(final, heads),
                        "usage": {"type": "duration", "seconds": round(prepared.seconds, 3)}})
         except HTTPException as error:  # e.g. the queue filled up mid-file
             yield sse({"type": "error", "error": {"message": error.detail, "code": error.status_code}})
@@ -375,6 +449,7 @@ def create_app(pool: ModelPool) -> FastAPI:
                              f"to transcribe (at least {MIN_TURN_SECONDS * 1000:.0f} ms)")
         route = pool.acquire(turn.model)  # KeyError: unloaded since the session chose it
         try:
+            served = pool.served_by(turn.model) if capture is not None and capture.sampled() else None
             waveform = await asyncio.to_thread(to_model_rate, turn.samples, turn.rate)
             prepared = await asyncio.to_thread(prepare_waveform, pool.base, waveform, turn.item_id,
                                                vad_loader=pool.vad_model)
@@ -385,7 +460,15 @@ def create_app(pool: ModelPool) -> FastAPI:
             pool.release(route)
         label = turn.model if turn.model in pool.names() else "unknown"
         metrics.audio.labels(label).inc(prepared.seconds)
-        return completed_event(turn, result, heads)
+        event = completed_event(turn, result, heads)
+        if served is not None:  # the turn's audio as the client sent it, as a WAV
+            capture_id = new_capture_id()
+            samples, rate = turn.samples, turn.rate
+            if capture.submit(PendingCapture(capture_id, turn.model, *served, prepared.seconds,
+                                             stored_response(result), lambda: wav_bytes(samples, rate),
+                                             "wav", endpoint="realtime", language=turn.language)):
+                event["capture_id"] = capture_id
+        return event
 
     @app.websocket(REALTIME_PATH)
     async def realtime(websocket: WebSocket, intent: str | None = None) -> None:
@@ -395,8 +478,19 @@ def create_app(pool: ModelPool) -> FastAPI:
     return app
 
 
+def capture_writer(settings: ServeSettings, metrics: ServeMetrics) -> CaptureWriter | None:
+    """The --capture folder's writer (its failures counted in `metrics`), None without one."""
+    folder = checked_capture_dir(settings.capture_dir, settings.capture_rate, settings.capture_max_bytes)
+    if folder is None:
+        return None
+    return CaptureWriter(folder, settings.capture_max_bytes, settings.capture_rate, settings.capture_queue,
+                         count=lambda outcome: metrics.captures.labels(outcome).inc())
+
+
 def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000) -> None:
     import uvicorn
 
+    # a bad --capture fails before the model loads
+    checked_capture_dir(settings.capture_dir, settings.capture_rate, settings.capture_max_bytes)
     uvicorn.run(create_app(ModelPool(settings)), host=host, port=port, log_level="warning",
                 ws_max_size=WS_MAX_BYTES)

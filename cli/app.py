@@ -8,7 +8,8 @@ import errno
 import logging
 import sys
 
-from svlora.cli import batching, data, evaluation, postprocessing, quickstart, serving, training
+from svlora.cli import (batching, data, evaluation, postprocessing, quickstart, reviewing,
+                        selecting, serving, training)
 from svlora.errors import SvloraError
 
 FILE_ERRNOS = {errno.ENOSPC: "free some space and run again (training: --resume)",
@@ -17,7 +18,8 @@ FILE_ERRNOS = {errno.ENOSPC: "free some space and run again (training: --resume)
                errno.EACCES: "check the permissions or choose another directory",
                errno.ENOTDIR: "a file stands where a directory is needed; choose another path"}
 
-COMMAND_MODULES = (data, training, evaluation, serving, batching, postprocessing, quickstart)
+COMMAND_MODULES = (data, training, evaluation, serving, batching, postprocessing, reviewing, selecting,
+                   quickstart)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -72,12 +72,24 @@ def register(commands) -> None:
                         help="/v1/realtime: a session is closed after this long (OpenAI's: 30 min)")
     served.add_argument("--realtime-idle-seconds", type=float, default=60.0,
                         help="/v1/realtime: a session silent (no client event) this long is closed")
+    add_capture_args(served)
     served.set_defaults(handler=run_serve)
 
     demo = commands.add_parser("demo", help="a Gradio A/B page: one clip, every arm side by side")
     add_arm_args(demo, port=7860, max_seconds=600.0)
     demo.add_argument("--examples", metavar="MANIFEST", help="pre-fill example clips from a manifest")
     demo.set_defaults(handler=run_demo)
+
+
+def add_capture_args(parser) -> None:
+    parser.add_argument("--capture", metavar="DIR", help="keep a sample of requests (audio as sent, "
+                        "the response, what served it) in DIR for review; off by default")
+    parser.add_argument("--capture-rate", type=float, default=0.1,
+                        help="with --capture: the share of requests kept (default 0.1)")
+    parser.add_argument("--capture-max-gb", type=float, default=10.0,
+                        help="with --capture: past this size the oldest captures are removed (default 10)")
+    parser.add_argument("--feedback-token", help="bearer token of POST /v1/feedback (or env "
+                        "SVLORA_FEEDBACK_TOKEN); when set, the only one it takes (default: the admin token)")
 
 
 def run_export(args) -> None:
@@ -174,6 +186,7 @@ def run_transcribe(args) -> None:
 
 
 def run_serve(args) -> None:
+    from svlora.adapters.capture import checked_capture_dir
     from svlora.adapters.serve import serve
 
     settings = arm_settings(
@@ -182,10 +195,15 @@ def run_serve(args) -> None:
         batch_window_ms=args.batch_window_ms, max_batch_requests=args.max_batch, max_queue=args.max_queue,
         subtitle_seconds=args.subtitle_seconds, realtime_max_connections=args.realtime_max_connections,
         realtime_max_session_seconds=args.realtime_max_session_seconds,
-        realtime_idle_seconds=args.realtime_idle_seconds)
+        realtime_idle_seconds=args.realtime_idle_seconds, capture_dir=args.capture,
+        capture_rate=args.capture_rate, capture_max_bytes=int(args.capture_max_gb * 2**30),
+        feedback_token=args.feedback_token)
+    checked_capture_dir(settings.capture_dir, settings.capture_rate, settings.capture_max_bytes)
     print(f"serving {args.name}, {len(settings.adapters)} adapter(s), "
           f"{len(settings.rules) + len(settings.cascades)} pipeline(s) on "
-          f"http://{args.host}:{args.port}", flush=True)
+          f"http://{args.host}:{args.port}"
+          + (f", capturing {args.capture_rate:.0%} of requests to {args.capture}" if args.capture else ""),
+          flush=True)
     serve(settings, args.host, args.port)
 
 

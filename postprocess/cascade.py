@@ -421,3 +421,16 @@ def train_extra_head(name: str, allowed: tuple[str, ...], train_rows, val_rows, 
                                val_x[val_keep], np.array([index[val_rows[i].head(name)] for i in val_keep]),
                                len(classes), hidden)
     return head, classes, metrics
+
+
+def cascade_identity(directory: str | Path) -> str:
+    """One sha256 over a cascade's config and weights (as adapter_identity is an adapter's)."""
+    import hashlib
+
+    from svlora.io import sha256_file
+
+    digest = hashlib.sha256()
+    for name in (CONFIG, WEIGHTS):
+        digest.update(name.encode())
+        digest.update(bytes.fromhex(sha256_file(Path(directory) / name)))
+    return digest.hexdigest()

@@ -148,6 +148,21 @@ def evict_oldest(folder: Path, max_bytes: int, incoming: int = 0) -> list[str]:
     return removed
 
 
+def recorded_schema(capture: Capture) -> LabelSchema | None:
+    """The label schema serve recorded in a capture's hashes ('labels', a resolved labels.json),
+    None when it has none; CaptureError when it is not a resolved schema."""
+    from svlora.errors import ManifestError
+    from svlora.label_schema import SCHEMA_FORMAT
+
+    recorded = (capture.hashes or {}).get("labels")
+    if not isinstance(recorded, dict) or recorded.get("format") != SCHEMA_FORMAT:
+        return None
+    try:
+        return LabelSchema.from_dict(recorded, f"capture {capture.id}: hashes.labels")
+    except ManifestError as error:
+        raise CaptureError(str(error)) from None
+
+
 def allowed_labels(schema: LabelSchema) -> dict[str, tuple[str, ...]]:
     """{field: the values feedback may give}: the served schema's classes (names without
     <| |>) and extra heads' values; text takes any string."""

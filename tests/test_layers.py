@@ -7,9 +7,9 @@ import pkgutil
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = {"data_prep", "finetune", "eval", "adapters", "postprocess", "recipes"}
-STAGE_DIRS = {"data_prep": "data_prep", "finetune": "finetune", "eval": "eval",
-              "adapters": "adapters", "postprocess": "postprocess"}
+STAGE_DIRS = {name: name for name in ("data_prep", "finetune", "eval", "adapters", "postprocess",
+                                      "batch", "review", "selection")}
+STAGES = {*STAGE_DIRS, "recipes"}
 
 
 def imported_modules(path: Path) -> set[str]:
