@@ -268,7 +268,12 @@ def create_app(pool: ModelPool) -> FastAPI:
         except CaptureError as error:
             raise HTTPException(400, str(error)) from None
         entry = Feedback(capture_id, checked, source="api", reviewer=reviewer)
-        await asyncio.to_thread(append_feedback, capture.folder, entry)
+        try:
+            await asyncio.to_thread(append_feedback, capture.folder, entry)
+        except OSError as error:  # a full disk, a vanished folder: this record is not kept, say so
+            raise HTTPException(507, f"feedback not saved: {error.filename or capture.folder}: "
+                                f"{error.strerror or error}; free space in (or restore) "
+                                f"{capture.folder} and send it again") from None
         metrics.feedback.inc()
         return asdict(entry)
 

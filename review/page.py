@@ -147,6 +147,9 @@ def build_page(folder: Path, fallback: LabelSchema):
                                      reviewer_value)
             except SvloraError as error:
                 raise gr.Error(str(error)) from None
+            except OSError as error:  # a full disk, a vanished folder: not saved, and said so
+                raise gr.Error(f"not saved: {error.filename or folder}: {error.strerror or error}; "
+                               "free space (or restore the folder) and save again") from None
             queue["position"] += 1
             saved = ", ".join(f"{k} {v!r}" if k == "text" else f"{k} {v}" for k, v in record.labels.items())
             return [queue, *show(queue), f"saved `{record.id}`: {saved}"]

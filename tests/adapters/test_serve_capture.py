@@ -288,6 +288,31 @@ def test_feedback_without_capture_or_without_a_token_says_what_to_start_with(tra
     assert [r.labels for r in read_feedback(folder)] == [{"emotion": "SAD"}]
 
 
+def test_feedback_on_a_full_disk_is_refused_with_507_and_the_next_one_is_kept(trained_dir, tmp_path,
+                                                                             monkeypatch):
+    import errno
+
+    import svlora.adapters.serve as serve_module
+
+    folder = tmp_path / "captures"
+    hand_written(folder, 0, {})
+    body = {"id": "cap_1700000000000_0123abcd", "emotion": "SAD"}
+    real_append = serve_module.append_feedback
+
+    def full_disk(where, entry):
+        raise OSError(errno.ENOSPC, "No space left on device", str(where / "feedback.jsonl"))
+
+    with stub_app(trained_dir, capture_dir=str(folder), admin_token=TOKEN) as client:
+        monkeypatch.setattr(serve_module, "append_feedback", full_disk)
+        refused = client.post("/v1/feedback", json=body, headers=ADMIN)
+        monkeypatch.setattr(serve_module, "append_feedback", real_append)
+        kept = client.post("/v1/feedback", json=body, headers=ADMIN)
+    assert refused.status_code == 507
+    assert refused.json()["detail"] == (f"feedback not saved: {folder / 'feedback.jsonl'}: No space left on "
+                                        f"device; free space in (or restore) {folder} and send it again")
+    assert kept.status_code == 201 and [r.labels for r in read_feedback(folder)] == [{"emotion": "SAD"}]
+
+
 def test_an_unusable_capture_dir_fails_at_startup_in_one_line(trained_dir, tmp_path):
     (tmp_path / "a-file").write_text("")
     result = subprocess.run(
