@@ -394,8 +394,15 @@ def run_training(recipe: Recipe, accelerator, resume: bool, log) -> TrainResult:
 
             def read_back() -> list[dict]:
                 """The pending steps' figures, read from the device at once; a non-finite loss
-                stops the run naming its step's clips, before anything after it is saved."""
-                records = pending.read(recipe)
+                stops the run naming its step's clips, before anything after it is saved (the
+                finite steps read with it are logged first)."""
+                try:
+                    records = pending.read(recipe)
+                except NonFiniteLoss as stop:
+                    if main:
+                        for record in stop.records:
+                            metrics_log.write(record)
+                    raise
                 if records:
                     progress.set_postfix(loss=f"{records[-1]['loss']:.3f}")
                 return records
@@ -468,6 +475,14 @@ class StepFigures:
 FIGURE_NAMES = ("loss", "loss_ctc", "loss_rich", "rich_accuracy", "grad_norm")
 
 
+class NonFiniteLoss(SvloraError):
+    """A step's loss was NaN or inf; `records` are the finite steps read before it."""
+
+    def __init__(self, message: str, records: list[dict]):
+        super().__init__(message)
+        self.records = records
+
+
 class PendingSteps:
     """Steps not yet read back: read every logging.every steps (and before a validation or a
     checkpoint) in one device→host copy."""
@@ -487,9 +502,10 @@ class PendingSteps:
         for (figures, extra), values, all_clips in zip(self.steps, stacked, clips):
             if not math.isfinite(values[0]):
                 self.steps = []
-                raise SvloraError(f"step {figures.step}: loss is {values[0]}; batch clips: "
-                                  f"{', '.join(figures.clip_keys)}; the last good checkpoint is in "
-                                  f"{recipe.out}/checkpoint; lower optim.lr or check these clips")
+                raise NonFiniteLoss(f"step {figures.step}: loss is {values[0]}; batch clips: "
+                                    f"{', '.join(figures.clip_keys)}; the last good checkpoint is in "
+                                    f"{recipe.out}/checkpoint; lower optim.lr or check these clips",
+                                    records)
             records.append({"step": figures.step, **dict(zip(FIGURE_NAMES, values)),
                             **figures.host, "clips_all_ranks": all_clips, **extra})
         self.steps = []

@@ -4,6 +4,7 @@ preflight, logging sinks and the trained parameter set."""
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -41,8 +42,11 @@ def metrics(out: Path) -> list[dict]:
 
 
 def test_a_killed_run_resumes_to_the_same_adapter(tiny_model_dir, clinic_manifests, tmp_path):
+    # two micro-batches a step, figures read every 3 steps (not at the checkpoints): the deferred
+    # reads and the accumulation must resume exactly too
     settings = ["train.max_steps=40", "train.eval_every=20", "train.checkpoint_every=5",
-                "optim.warmup_steps=5", "lora.dropout=0.1", "augment.specaugment=true"]
+                "optim.warmup_steps=5", "lora.dropout=0.1", "augment.specaugment=true",
+                "train.grad_accum_steps=2", "logging.every=3"]
     reference = train_recipe(load_recipe(recipe_path("tiny_demo"), overrides(
         tiny_model_dir, clinic_manifests, tmp_path / "whole", *settings)))
     killed = tmp_path / "killed"
@@ -87,8 +91,9 @@ def test_resume_without_a_checkpoint_is_refused(tiny_model_dir, clinic_manifests
         train_recipe(recipe, resume=True)
 
 
-def test_a_nan_loss_stops_naming_the_clip_and_keeps_the_checkpoint(tiny_model_dir,
-                                                                   clinic_manifests, tmp_path):
+@pytest.mark.parametrize("reads", ["every step", "deferred"])
+def test_a_nan_loss_stops_naming_the_clip_and_keeps_the_checkpoint(tiny_model_dir, clinic_manifests,
+                                                                   tmp_path, reads):
     rows = read_manifest(clinic_manifests / "train.jsonl")
     base = load_base_model(str(tiny_model_dir))
     cache = FeatureCache(tmp_path / "cache", base.frontend)
@@ -98,12 +103,22 @@ def test_a_nan_loss_stops_naming_the_clip_and_keeps_the_checkpoint(tiny_model_di
     cache.store(sha256_file(poisoned.source), features)
     recipe = load_recipe(recipe_path("tiny_demo"), overrides(
         tiny_model_dir, clinic_manifests, tmp_path / "run", f"data.feature_cache={tmp_path / 'cache'}",
-        "train.max_steps=200", "train.checkpoint_every=1", "train.eval_every=100"))
-    with pytest.raises(SvloraError, match=rf"loss is nan; batch clips: .*{poisoned.key}"):
+        "train.max_steps=200", "train.eval_every=100",
+        *(["train.checkpoint_every=1"] if reads == "every step" else
+          ["train.checkpoint_every=7", "logging.every=4"])))  # several steps wait to be read
+    with pytest.raises(SvloraError, match=rf"step (\d+): loss is nan; batch clips: .*{poisoned.key}") as stop:
         train_recipe(recipe)
+    nan_step = int(re.search(r"step (\d+):", str(stop.value)).group(1))
     state = torch.load(tmp_path / "run/checkpoint/trainer_state.pt", weights_only=True)
     good_steps = [r["step"] for r in metrics(tmp_path / "run")]
-    assert state["step"] == good_steps[-1]  # the last step that finished is what is kept
+    assert good_steps == list(range(1, nan_step))  # every finite step before it is logged, none after
+    assert state["step"] <= nan_step - 1  # what is kept was saved before the bad step
+    if reads == "every step":
+        assert state["step"] == nan_step - 1
+    from svlora.finetune.checkpoint import WEIGHTS
+
+    kept = load_file(tmp_path / "run/checkpoint" / WEIGHTS)
+    assert kept and all(torch.isfinite(weight).all() for weight in kept.values())
 
 
 def test_two_processes_step_and_train_the_epochs_asked(tiny_model_dir, clinic_manifests, tmp_path):
