@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_line  # noqa: E402
+from common import machine_line, record  # noqa: E402
 from serve_bench import DEFAULT_DATA  # noqa: E402
 
 
@@ -79,6 +79,8 @@ def main() -> None:
             run(command())  # warm-up: page cache, first-run compilation
             seconds = [run(command()) for _ in range(args.repeats)]
             results[name] = {"best": min(seconds), "median": statistics.median(seconds)}
+            record(name, "audio-h/h", hours / (results[name]["best"] / 3600),
+                   hours / (results[name]["median"] / 3600))
             print(f"{name:36s} best {results[name]['best']:7.1f} s  median {results[name]['median']:7.1f} s  "
                   f"{hours / (results[name]['best'] / 3600):8.1f} audio-h/h (best)", flush=True)
     plain = results["svlora transcribe (one process)"]["best"]

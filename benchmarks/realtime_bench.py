@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_line  # noqa: E402
+from common import machine_line, record  # noqa: E402
 from serve_bench import DEFAULT_DATA, start_server  # noqa: E402
 
 RATE, CHUNK_SECONDS, PAUSE_SECONDS, SILENCE_MS = 24000, 0.1, 1.0, 500
@@ -212,6 +212,8 @@ def main() -> None:
                              **{f"{k}_{stat}": round(fn(r[k] for r in rounds), 1)
                                 for k in ("p50_ms", "p95_ms") for stat, fn in (("best", min), ("median", statistics.median))}}
                     results.append(entry)
+                    record(f"{name}, {streams} streams", "p95 ms", entry["p95_ms_best"], entry["p95_ms_median"],
+                           p50_ms_median=entry["p50_ms_median"])
                     print(f"{streams:2d} streams  {name:12s} p50 best {entry['p50_ms_best']:6.0f} median "
                           f"{entry['p50_ms_median']:6.0f} ms   p95 best {entry['p95_ms_best']:6.0f} median "
                           f"{entry['p95_ms_median']:6.0f} ms   ({rounds[0]['turns']} turns/round)", flush=True)

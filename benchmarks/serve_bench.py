@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_line  # noqa: E402
+from common import machine_line, record  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "esd_en_0020_dev"
 
@@ -192,6 +192,8 @@ def main() -> None:
             rounds.sort(key=lambda r: r["rps"])
             middle = rounds[len(rounds) // 2]
             results[name] = (rounds, middle)
+            record(name, "req/s", rounds[-1]["rps"], middle["rps"], p95_s=round(middle["p95"], 3),
+                   audio_s_per_s=round(middle["audio_rate"], 1))
             print(f"{name:66s} req/s best {rounds[-1]['rps']:6.2f} median {middle['rps']:6.2f}  "
                   f"audio-s/s best {rounds[-1]['audio_rate']:7.1f} median {middle['audio_rate']:7.1f}  "
                   f"latency p50 {middle['p50']:.3f} s p95 {middle['p95']:.3f} s", flush=True)

@@ -39,7 +39,7 @@ import soundfile as sf
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_line  # noqa: E402
+from common import machine_line, record  # noqa: E402
 
 WORDS = "the a patient said that we will go see it now later today maybe not".split()
 
@@ -262,6 +262,8 @@ def main() -> None:
         if isinstance(result, str):
             print(f"{'FunASR trainer (train_ds.py)':60s} {result}")
             continue
+        record(result["arm"], "audio-s/s", result["audio_s_per_s"], peak=str(result["peak"]),
+               step_best_s=result["best_step"], step_median_s=result["median_step"])
         print(f"{result['arm']:60s} step best {result['best_step']:7.2f} s median "
               f"{result['median_step']:7.2f} s  {result['audio_s_per_s']:8.1f} audio-s/s  "
               f"peak {result['peak']}  ({result['steps']} steps)")
