@@ -59,10 +59,15 @@ def pooled_speech(encoder_out: torch.Tensor, lengths: torch.Tensor) -> list[list
 def greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor, blank_id: int = 0) -> list[list[int]]:
     """CTC greedy decoding: the best token per frame, repeats merged, blanks dropped. The best
     ids come to the host in one copy per batch (not one read per token)."""
-    best = log_probs.argmax(dim=-1).cpu().numpy()
+    return merged_ids(log_probs.argmax(dim=-1).cpu().numpy(), lengths.cpu().tolist(), blank_id)
+
+
+def merged_ids(best: np.ndarray, lengths: list[int], blank_id: int = 0) -> list[list[int]]:
+    """Each row's best ids (frames × 1, on the host) up to its length, repeats merged, blanks
+    dropped."""
     sequences = []
-    for row, length in zip(best, lengths.cpu().tolist()):
-        row = row[:length]
+    for row, length in zip(best, lengths):
+        row = row[:int(length)]
         keep = np.ones(len(row), dtype=bool)
         keep[1:] = row[1:] != row[:-1]
         sequences.append([int(t) for t in row[keep] if t != blank_id])
@@ -177,14 +182,53 @@ TAG_FRAMES = {"language": 0, "emotion": 1, "event": 2}
 EMO_UNKNOWN = "<|EMO_UNKNOWN|>"
 
 
-def tag_distributions(log_probs: torch.Tensor, kind: str, schema: LabelSchema,
-                      banned: tuple[str, ...] = ()) -> list[dict]:
-    """Per clip, the softmax over one of the schema's tag sets at that tag's frame (sums to 1)."""
+def tag_probabilities(log_probs: torch.Tensor, kind: str, schema: LabelSchema,
+                      banned: tuple[str, ...] = ()) -> tuple[list[str], torch.Tensor]:
+    """Per clip, the softmax over one of the schema's tag sets at that tag's frame (sums to 1),
+    on log_probs' device: (the tags, clips × tags)."""
     frame, vocabulary = TAG_FRAMES[kind], schema.tags(kind)
     tags = [tag for tag in vocabulary if tag not in banned]
     ids = torch.tensor([vocabulary[tag] for tag in tags], device=log_probs.device)
-    probabilities = torch.softmax(log_probs[:, frame, ids].float(), dim=-1).cpu()
+    return tags, torch.softmax(log_probs[:, frame, ids].float(), dim=-1)
+
+
+def tag_distributions(log_probs: torch.Tensor, kind: str, schema: LabelSchema,
+                      banned: tuple[str, ...] = ()) -> list[dict]:
+    """tag_probabilities as {tag: probability} per clip, on the host."""
+    tags, probabilities = tag_probabilities(log_probs, kind, schema, banned)
+    return distribution_dicts(tags, probabilities.cpu().numpy())
+
+
+def distribution_dicts(tags: list[str], probabilities: np.ndarray) -> list[dict]:
     return [{tag: round(float(p), 6) for tag, p in zip(tags, row)} for row in probabilities]
+
+
+@dataclass
+class HostBatch:
+    """What greedy decoding needs of one batch on the host, brought over in one copy: each tag
+    kind's distributions, each frame's best id, each clip's output length."""
+
+    distributions: dict[str, list[dict]]
+    best: np.ndarray      # clips × frames
+    lengths: list[int]
+
+
+def to_host(log_probs: torch.Tensor, lengths: torch.Tensor, schema: LabelSchema,
+            banned: tuple[str, ...] = ()) -> HostBatch:
+    """One device→host copy per batch (on a GPU every copy is a sync): the tag softmaxes, the
+    argmax ids (exact in float32: ids < 2^24) and the lengths packed into one float tensor."""
+    kinds = {kind: tag_probabilities(log_probs, kind, schema, banned if kind == "emotion" else ())
+             for kind in TAG_FRAMES}
+    best = log_probs.argmax(dim=-1)
+    parts = [probabilities.reshape(-1) for _, probabilities in kinds.values()]
+    parts += [best.reshape(-1).float(), lengths.reshape(-1).float()]
+    host = torch.cat([part.to(log_probs.device) for part in parts]).cpu().numpy()
+    pieces = np.split(host, np.cumsum([part.numel() for part in parts])[:-1])
+    clips = best.size(0)
+    distributions = {kind: distribution_dicts(tags, piece.reshape(clips, -1))
+                     for (kind, (tags, _)), piece in zip(kinds.items(), pieces)}
+    return HostBatch(distributions, pieces[-2].reshape(best.shape).astype(np.int64),
+                     [int(n) for n in pieces[-1]])
 
 
 @torch.inference_mode()
@@ -236,11 +280,10 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
         pooled = pooled_speech(encoder_out, out_lengths) if with_pooled else [None] * len(chunk)
         if banned_ids:
             log_probs[:, :, banned_ids] = -float("inf")
-        distributions = {kind: tag_distributions(log_probs, kind, schema,
-                                                 banned if kind == "emotion" else ())
-                         for kind in TAG_FRAMES}
+        host = to_host(log_probs, out_lengths, schema, banned)
+        distributions = host.distributions
         biased = hotword_ids(log_probs, out_lengths, [per_clip[i] for i in chunk])
-        greedy = greedy_ids(log_probs, out_lengths) if None in biased else []  # rows without hotwords
+        greedy = merged_ids(host.best, host.lengths) if None in biased else []  # rows without hotwords
         for row, index in enumerate(chunk):
             ids = biased[row] if biased[row] is not None else greedy[row]
             outputs[index] = Decoded(schema.rename(base.decode(ids)), distributions["language"][row],

@@ -79,3 +79,34 @@ def test_greedy_ids_merge_repeats_and_drop_blanks_as_ctc_does():
         best = row[:length].argmax(-1).tolist()
         merged = [t for i, t in enumerate(best) if i == 0 or t != best[i - 1]]
         assert ids == [t for t in merged if t != 0]
+
+
+def test_a_batch_comes_to_the_host_in_one_copy_with_the_tags_and_ids_it_had(tiny_model_dir, monkeypatch):
+    """decode_features reads each batch back in one copy (each one a sync on a GPU): count
+    every way a tensor can reach the host while the tiny model decodes two batches, and check
+    what came over against a direct computation."""
+    from svlora.decoding import decode_features, to_host
+    from svlora.model import load_base_model
+
+    base = load_base_model(str(tiny_model_dir))
+    features = [base.features(speech_like(seconds, seed)) for seed, seconds in enumerate((1.0, 2.5, 1.5))]
+    reads = []
+    for name in ("cpu", "item", "tolist", "numpy", "__float__", "__int__", "__bool__"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _real=real, _name=name, **k:
+                            reads.append(_name) or _real(self, *a, **k))
+    outputs = decode_features(base, features, max_seconds_per_batch=3.0)  # 1.0+1.5 | 2.5: two batches
+    monkeypatch.undo()
+    assert reads.count("cpu") == 2 and set(reads) <= {"cpu", "numpy"} and reads.count("numpy") == 2, reads
+
+    log_probs = torch.randn(2, 9, base.model.ctc.ctc_lo.out_features).log_softmax(-1)
+    lengths = torch.tensor([9, 5])
+    host = to_host(log_probs, lengths, base.labels)
+    for kind, frame in (("language", 0), ("emotion", 1), ("event", 2)):
+        vocabulary = base.labels.tags(kind)
+        for row in range(2):
+            expected = torch.softmax(log_probs[row, frame, list(vocabulary.values())], -1)
+            assert list(host.distributions[kind][row]) == list(vocabulary)
+            assert np.allclose(list(host.distributions[kind][row].values()), expected.numpy(), atol=2e-6)
+    assert host.lengths == [9, 5] and (host.best == log_probs.argmax(-1).numpy()).all()
+    assert [o.raw for o in outputs] == [o.raw for o in decode_features(base, features, max_seconds_per_batch=60.0)]
