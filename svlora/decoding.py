@@ -15,6 +15,7 @@ from tqdm import tqdm
 from svlora.audio import TARGET_RATE
 from svlora.errors import AudioFileError, SvloraError
 from svlora.features import pack_by_padded_seconds, pad_features
+from svlora.frontend import batch_features
 from svlora.hotwords import Hotwords
 from svlora.label_schema import LabelSchema
 from svlora.model import BaseModel
@@ -403,9 +404,52 @@ def prepare_waveform(base: BaseModel, waveform: np.ndarray, path: str,
     seconds = waveform.size / TARGET_RATE
     vad = vad_loader() if seconds > max_segment_seconds else None
     segments, how = speech_segments(waveform, max_segment_seconds, vad)
-    features = [base.features(waveform[int(s.start * TARGET_RATE):int(s.end * TARGET_RATE)])
-                for s in segments]
-    return PreparedFile(path, seconds, segments, how, features)
+    pieces = [waveform[int(s.start * TARGET_RATE):int(s.end * TARGET_RATE)] for s in segments]
+    return PreparedFile(path, seconds, segments, how, segment_features(base, pieces))
+
+
+def segment_features(base: BaseModel, pieces: list[np.ndarray], on_device: bool | None = None) -> list[torch.Tensor]:
+    """Features of a file's segments. Decoding on a GPU (`on_device` None: when base.device is
+    one), fbank → LFR → CMVN run there for all of them in one batched call and stay there for
+    the forward pass (svlora.frontend.batch_features; equal to the CPU frontend within 1e-3,
+    tests/test_frontend.py); on a CPU, each segment through the model's own frontend."""
+    if on_device if on_device is not None else base.device.type == "cuda":
+        return batch_features(pieces, base.frontend, base.device)
+    return [base.features(piece) for piece in pieces]
+
+
+def prefetched(prepare, items: list, ahead: int = 4) -> Iterator[tuple[object, object]]:
+    """(item, prepare(item) or the exception it raised), in order, with up to `ahead` items
+    prepared by one background thread while the caller works on earlier ones: reading and
+    featurising files overlaps decoding (libsndfile and torch release the GIL). One thread, so
+    a stateful VAD model is never used by two at once."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(item):
+        try:
+            return prepare(item)
+        except Exception as error:  # handed to the caller in the item's place, in order
+            return error
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="svlora-prepare")
+    queued: deque = deque()
+    remaining = iter(items)
+
+    def top_up() -> None:
+        for item in remaining:
+            queued.append((item, pool.submit(attempt, item)))
+            if len(queued) > ahead:
+                return
+
+    try:
+        top_up()
+        while queued:
+            item, future = queued.popleft()
+            top_up()
+            yield item, future.result()
+    finally:  # the caller stopped early (an error, a break): drop what was not started
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def decode_prepared(base: BaseModel, files: list[PreparedFile], max_seconds_per_batch: float | None = None,
@@ -459,14 +503,18 @@ def iter_transcribe_files(base: BaseModel, paths: list[str],
                                        timestamps=timestamps))
         return [next(decoded) if isinstance(item, PreparedFile) else item for item in pending]
 
-    for path in paths:
-        try:
-            prepared = prepare_file(base, path, max_segment_seconds, max_file_seconds, vad_loader)
-        except AudioFileError as error:
+    def prepare(path: str) -> PreparedFile:
+        return prepare_file(base, path, max_segment_seconds, max_file_seconds, vad_loader)
+
+    # the next files are read and featurised while a group decodes
+    for path, prepared in prefetched(prepare, list(paths)):
+        if isinstance(prepared, AudioFileError):
             if not keep_going:
-                raise
-            pending.append(FileError(path=error.path, error=error.reason))
+                raise prepared
+            pending.append(FileError(path=prepared.path, error=prepared.reason))
             continue
+        if isinstance(prepared, Exception):
+            raise prepared
         pending.append(prepared)
         pending_total += sum(s.seconds for s in prepared.segments)
         if pending_total >= pending_seconds:
