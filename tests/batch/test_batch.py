@@ -65,21 +65,29 @@ def audio_paths(archive: Path) -> list[str]:
     return sorted(str(p.resolve()) for p in archive.rglob("*.wav"))
 
 
-def test_records_equal_transcribe_and_broken_files_become_error_records(trained_dir, archive, tmp_path):
-    result = batch(trained_dir, archive, tmp_path / "out")
+@pytest.fixture(scope="module")
+def finished_job(trained_dir, archive, tmp_path_factory):
+    """The archive batched once (each Ray run costs ~20 s of start-up here): its output folder
+    and the run's result."""
+    out = tmp_path_factory.mktemp("finished") / "out"
+    return out, batch(trained_dir, archive, out)
+
+
+def test_records_equal_transcribe_and_broken_files_become_error_records(trained_dir, archive, finished_job):
+    out, result = finished_job
     assert result.returncode == 1 and "1 file(s) could not be transcribed" in result.stdout
-    got = records(tmp_path / "out")
+    got = records(out)
     assert [r["path"] for r in got] == audio_paths(archive)  # each input once, in order
     assert got == transcribed(trained_dir, audio_paths(archive))
     [error] = [r for r in got if "error" in r]
     assert error["path"].endswith("broken.wav") and "truncated WAV" in error["error"]
-    manifest = json.loads((tmp_path / "out/_manifest.json").read_text())
+    manifest = json.loads((out / "_manifest.json").read_text())
     assert (manifest["status"], manifest["inputs"], manifest["records"], manifest["errors"]) == \
         ("complete", 25, 25, 1)
     assert manifest["shards"] == 7 and manifest["skipped_not_audio"] == [str(archive / "README.txt")]
     assert manifest["settings"]["adapter_sha256"] and manifest["failures"][0]["path"] == error["path"]
-    again = batch(trained_dir, archive, tmp_path / "out")  # finished: nothing redone, nothing added
-    assert records(tmp_path / "out") == got and "Ray" not in again.stderr
+    again = batch(trained_dir, archive, out)  # finished: nothing redone, nothing added
+    assert records(out) == got and "Ray" not in again.stderr
 
 
 def test_a_killed_driver_then_a_rerun_writes_every_input_exactly_once(trained_dir, archive, tmp_path):
@@ -118,17 +126,18 @@ def test_parquet_output_from_a_path_list_and_a_manifest_input(trained_dir, archi
     table = pq.read_table(sorted((tmp_path / "pq").glob("shard-*.parquet"))[0])
     assert {"path", "text", "emotion", "record"} <= set(table.column_names)
     assert records(tmp_path / "pq", "parquet") == transcribed(trained_dir, chosen)
+    from svlora.batch import list_inputs  # what a manifest input batches, without another Ray run
+
     manifest = trained_dir / "clinic/test.jsonl"
-    batch(trained_dir, manifest, tmp_path / "from-manifest")
     sources = [json.loads(line)["source"] for line in manifest.read_text().splitlines()]
-    assert [r["path"] for r in records(tmp_path / "from-manifest")] == sources
+    assert list_inputs(str(manifest)).paths == sources
 
 
-def test_another_jobs_folder_and_fail_fast_are_clear_errors(trained_dir, archive, tmp_path):
+def test_another_jobs_folder_and_fail_fast_are_clear_errors(trained_dir, archive, finished_job, tmp_path):
     listing = tmp_path / "paths.txt"
     listing.write_text("\n".join(audio_paths(archive)[:3]) + "\n")
-    batch(trained_dir, listing, tmp_path / "out")
-    other = subprocess.run([*CLI, "batch", str(listing), "--out", str(tmp_path / "out"), "--model",
+    out, _ = finished_job  # another job's folder: other inputs, no adapter
+    other = subprocess.run([*CLI, "batch", str(listing), "--out", str(out), "--model",
                             str(trained_dir / "tiny-base"), "--shard-size", "4"], capture_output=True, text=True)
     assert other.returncode != 0 and "holds another batch job" in other.stderr
     broken = tmp_path / "broken.txt"
