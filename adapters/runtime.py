@@ -14,7 +14,8 @@ from svlora.errors import AdapterError
 from svlora.hotwords import (DEFAULT_BEAM, DEFAULT_HOTWORD_SCORE, Hotwords, build_hotwords,
                              check_search_settings)
 from svlora.terms import read_terms
-from svlora.model import BaseModel, load_base_model, quantize_int8, weights_sha256
+from svlora.model import (BaseModel, bf16_device, load_base_model, quantize_int8,
+                          store_matmul_weights_in_bf16, weights_sha256)
 
 
 @dataclass
@@ -124,6 +125,8 @@ def load_model(model: str, adapter: str | None = None, device: str = "cpu", hub:
             runtime.merge()
     if int8:
         runtime.base.model = quantize_int8(runtime.base.model)
+    elif bf16_device(base.device):  # decoding runs in bf16 there: cast the matmul weights once
+        store_matmul_weights_in_bf16(runtime.base.model)
     if cascade:
         from svlora.postprocess import load_cascade
 

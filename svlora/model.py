@@ -315,6 +315,26 @@ def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
         return quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
 
 
+def store_matmul_weights_in_bf16(module: torch.nn.Module) -> int:
+    """Cast every Linear and Conv1d weight and bias to bf16, once: what bf16 autocast casts
+    them to on every forward, so decoding under autocast gives the same outputs without the
+    per-batch copies. Embeddings and norms stay fp32 (autocast leaves them so). Returns the
+    number of tensors cast. For inference only (training keeps LoRA weights fp32 itself)."""
+    cast = 0
+    for layer in module.modules():
+        if isinstance(layer, (torch.nn.Linear, torch.nn.Conv1d)):
+            for parameter in layer.parameters(recurse=False):
+                if parameter.dtype == torch.float32:
+                    parameter.data = parameter.data.to(torch.bfloat16)
+                    cast += 1
+    return cast
+
+
+def bf16_device(device: torch.device) -> bool:
+    """A GPU that computes in bf16 (where svlora decodes in bf16)."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
 def weights_sha256(model_dir: str | Path) -> str:
     """Identity of a base model: sha256 of its model.pt."""
     return sha256_file(Path(model_dir) / "model.pt")

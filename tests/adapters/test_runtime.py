@@ -117,3 +117,29 @@ def test_results_carry_the_documented_keys(tiny_model_dir, tmp_path):
     assert "segments" not in whole and cut["segmentation"] in ("vad", "fixed")
     for segment in cut["segments"]:
         assert SegmentResult.__required_keys__ == set(segment)
+
+
+def test_bf16_stored_weights_decode_as_bf16_autocast_does(trained_dir, monkeypatch):
+    """On a bf16 GPU load_model casts the matmul weights to bf16 once (no per-batch copies);
+    the outputs must be autocast's over fp32 weights. Checked on the CPU, where both run."""
+    import svlora.decoding as decoding
+    from svlora.model import store_matmul_weights_in_bf16
+
+    clips = [r.source for r in read_manifest(trained_dir / "clinic/test.jsonl")[:12]]
+    runtime = load_model(str(trained_dir / "tiny-base"), adapter=str(trained_dir / "clinic-run/adapter"))
+    real_precision = decoding.decoding_precision
+    monkeypatch.setattr(decoding, "decoding_precision", lambda device, module=None: "bf16")
+    autocast_only = runtime.transcribe(clips)
+    monkeypatch.setattr(decoding, "decoding_precision", real_precision)
+    fp32 = runtime.transcribe(clips)
+    assert store_matmul_weights_in_bf16(runtime.base.model) > 0
+    layers = [m for m in runtime.base.model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d))]
+    assert layers and all(p.dtype == torch.bfloat16 for m in layers for p in m.parameters(recurse=False))
+    assert decoding.decoding_precision(runtime.base.device, runtime.base.model) == "bf16"
+    stored = runtime.transcribe(clips)
+    assert [r["raw"] for r in stored] == [r["raw"] for r in autocast_only]
+    for ours, theirs in zip(stored, autocast_only):
+        for kind in ("emotion_probs", "event_probs", "language_probs"):
+            assert ours[kind] == pytest.approx(theirs[kind], abs=1e-6)
+    assert [r["raw"] for r in fp32] != [r["raw"] for r in autocast_only] or \
+        any(a["emotion_probs"] != b["emotion_probs"] for a, b in zip(fp32, autocast_only))  # bf16 did run
