@@ -17,23 +17,14 @@ class Inputs:
     skipped: list[str] = field(default_factory=list)  # a folder's files that are not audio
 
 
-def is_audio(path: Path) -> bool:
-    """Whether libsndfile recognises the file's content (its header, not its extension)."""
-    import soundfile as sf
-
-    try:
-        sf.info(str(path))
-        return True
-    except Exception:  # noqa: BLE001 — libsndfile's many ways of saying "not audio"
-        return False
-
-
 def list_inputs(source: str) -> Inputs:
     path = Path(source)
     if not path.exists():
         raise SvloraError(f"{source}: not found; give a folder, a .jsonl manifest or a text file of paths")
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file())
+        from svlora.audio import is_audio  # soundfile: imported when a folder is listed
+
         audio = [p for p in files if is_audio(p)]
         if not audio:
             raise SvloraError(f"{source}: no audio file under this folder ({len(files)} other files)")

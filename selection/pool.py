@@ -30,24 +30,15 @@ class Pool:
     errors: list[PoolError] = field(default_factory=list)  # found, but not usable
 
 
-def is_audio_content(path: Path) -> bool:
-    """Whether libsndfile recognises the file by its header (the name may lack a suffix)."""
-    import soundfile as sf
-
-    try:
-        sf.info(str(path))
-        return True
-    except Exception:  # noqa: BLE001 — libsndfile's many ways of saying "not audio"
-        return False
-
-
 def folder_pool(folder: Path) -> Pool:
     """Audio under `folder`, sorted; symlinked directories are not entered (no cycles)."""
+    from svlora.audio import is_audio  # soundfile: imported when a folder is listed
+
     files = sorted(Path(parent) / name for parent, _, names in os.walk(folder) for name in names)
     audio, ignored = [], []
     for path in files:
         claimed = path.suffix.lower() in AUDIO_SUFFIXES
-        (audio if claimed or is_audio_content(path) else ignored).append(path)
+        (audio if claimed or is_audio(path) else ignored).append(path)
     if not audio:
         raise SvloraError(f"--pool {folder}: no audio file under this folder ({len(files)} other "
                           f"file(s)); give a folder of clips ({', '.join(sorted(AUDIO_SUFFIXES)[:6])}, ...) "

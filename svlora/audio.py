@@ -25,6 +25,16 @@ class DecodedAudio:
     clipped_fraction: float   # of the original samples, before mixing and resampling
 
 
+def is_audio(path: str | Path) -> bool:
+    """Whether libsndfile recognises the file by its content (its header: the name may lie or
+    lack a suffix)."""
+    try:
+        sf.info(str(path))
+        return True
+    except Exception:  # noqa: BLE001 — libsndfile's many ways of saying "not audio"
+        return False
+
+
 def wav_truncation(path: str | Path) -> str | None:
     """Why a RIFF/WAVE file is truncated (its data chunk declares more bytes than the file
     holds; libsndfile would read the part that is there without a word), else None."""
