@@ -23,7 +23,8 @@ def export_adapter(model: str, adapter: str, out: str, merge: bool = False, hub:
     check_output_dir(Path(out), [("the adapter", Path(adapter)), ("the base model", Path(model))],
                      overwrite)
     runtime = load_model(model, adapter, hub=hub, allow_base_mismatch=allow_base_mismatch,
-                         merge=merge, device=device, trust_remote_code=trust_remote_code)
+                         merge=merge, device=device, trust_remote_code=trust_remote_code,
+                         bf16_weights=False)  # the files written keep fp32 on any device
     out_dir = Path(out)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_dir(out_dir.parent, f".{out_dir.name}.")

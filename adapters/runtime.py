@@ -98,7 +98,7 @@ def load_model(model: str, adapter: str | None = None, device: str = "cpu", hub:
                trust_remote_code: bool = False, int8: bool = False,
                rules: str | None = None, cascade: str | None = None,
                hotwords: str | Hotwords | None = None, hotword_score: float = DEFAULT_HOTWORD_SCORE,
-               beam: int = DEFAULT_BEAM) -> SenseVoiceRuntime:
+               beam: int = DEFAULT_BEAM, bf16_weights: bool | None = None) -> SenseVoiceRuntime:
     """A runtime for base `model` (dir or hub id), with `adapter` attached (and merged) if given.
 
     `hotwords` (a terms file, or svlora.hotwords.Hotwords): the text is decoded by a CTC prefix
@@ -108,6 +108,9 @@ def load_model(model: str, adapter: str | None = None, device: str = "cpu", hub:
     An adapter trained on different base weights is refused unless allow_base_mismatch.
     `int8`: merge the adapter, then quantise every Linear layer to int8 (dynamic, CPU): faster,
     outputs may differ slightly (benchmarks/eval_bench.py --int8 reports by how much).
+    `bf16_weights` (default: on a bf16 GPU, where decoding runs in bf16): the base's matmul
+    weights stored in bf16 once instead of cast by autocast every batch (same outputs); off for
+    anything that writes weights (export).
     """
     # bad search settings or a bad terms file fail before the model loads
     check_search_settings(hotword_score, beam)
@@ -125,7 +128,7 @@ def load_model(model: str, adapter: str | None = None, device: str = "cpu", hub:
             runtime.merge()
     if int8:
         runtime.base.model = quantize_int8(runtime.base.model)
-    elif bf16_device(base.device):  # decoding runs in bf16 there: cast the matmul weights once
+    elif bf16_weights if bf16_weights is not None else bf16_device(base.device):
         store_matmul_weights_in_bf16(runtime.base.model)
     if cascade:
         from svlora.postprocess import load_cascade

@@ -49,7 +49,8 @@ def padding_share(lengths: list[int], batches: list[list[int]]) -> float:
 def profile_svlora(runtime, files: list[str], max_seconds: float) -> None:
     """One pass of svlora's path with each phase timed."""
     from svlora.audio import load_audio
-    from svlora.decoding import default_batch_seconds, duration_batches, greedy_ids, inference_log_probs
+    from svlora.decoding import (decoding_precision, default_batch_seconds, duration_batches, greedy_ids,
+                                 inference_log_probs)
     from svlora.features import pad_features
 
     phases = dict.fromkeys(("audio decode", "features", "encoder+CTC head", "greedy+tokenizer"), 0.0)
@@ -65,7 +66,10 @@ def profile_svlora(runtime, files: list[str], max_seconds: float) -> None:
         for batch in batches:
             padded, lens = pad_features([features[i] for i in batch])
             started = time.perf_counter()
-            log_probs, out_lengths = inference_log_probs(runtime.base.model, padded, lens)
+            device = runtime.base.device
+            with torch.autocast(device.type, dtype=torch.bfloat16,
+                                enabled=decoding_precision(device, runtime.base.model) == "bf16"):
+                log_probs, out_lengths = inference_log_probs(runtime.base.model, padded.to(device), lens)
             phases["encoder+CTC head"] += time.perf_counter() - started
             started = time.perf_counter()
             [runtime.base.decode(ids) for ids in greedy_ids(log_probs, out_lengths)]

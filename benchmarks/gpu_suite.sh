@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command on a GPU machine: every benchmark that exists, each under its own time budget
-# (7.5 minutes in all, so one 10-minute call holds it), into ONE table: gpu_suite.json and
+# (7 minutes in all, so one 10-minute call holds it), into ONE table: gpu_suite.json and
 # gpu_suite.md with the machine, commit and date, each benchmark's command, exit status and
 # seconds, and every figure it recorded (benchmarks/common.py: record(), into NAME.records.jsonl).
 #   bash benchmarks/gpu_suite.sh [OUT_DIR]      (default benchmarks/results/gpu)
@@ -17,16 +17,16 @@ mkdir -p "$OUT"
 : > "$OUT/runs.tsv"
 run() {  # name, budget seconds, command...
     local name="$1" budget
-    budget=$(printf '%.0f' "$(echo "$2 * $SCALE" | bc -l)"); shift 2
+    budget=$(awk -v b="$2" -v s="$SCALE" 'BEGIN { v = int(b * s + 0.5); print (v < 1 ? 1 : v) }'); shift 2
     local started; started=$(date +%s.%N)
     : > "$OUT/$name.records.jsonl"
-    SVLORA_BENCH_RECORDS="$OUT/$name.records.jsonl" timeout --kill-after=10 "$budget" "$@" > "$OUT/$name.log" 2>&1
+    SVLORA_BENCH_RECORDS="$OUT/$name.records.jsonl" timeout --kill-after=3 "$budget" "$@" > "$OUT/$name.log" 2>&1
     local rc=$?
-    local seconds; seconds=$(echo "$(date +%s.%N) - $started" | bc)
+    local seconds; seconds=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
     printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$rc" "$seconds" "$budget" "$*" >> "$OUT/runs.tsv"
     echo "== $name: rc $rc, ${seconds%.*} s of ${budget} s"
 }
-# budgets: 70+60+50+40+70+60+60 = 410 s, plus start-up and the summary: under 8 minutes
+# budgets: 70+60+50+40+70+60+60 = 410 s (+ at most 3 s each to die), plus the summary: under 8 minutes
 run eval_bench 70 $PY benchmarks/eval_bench.py --full-size --device "$DEVICE" --data "$DATA" --limit 300 --batch-sizes 16,64
 run train_bench_60 60 $PY benchmarks/train_bench.py --device "$DEVICE" --seconds-per-batch 60 --skip-funasr-trainer
 run train_bench_240 50 $PY benchmarks/train_bench.py --device "$DEVICE" --seconds-per-batch 240 --skip-funasr-trainer

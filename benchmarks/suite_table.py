@@ -70,7 +70,10 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     args = parser.parse_args()
     runs = read_runs(args.out)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    import os
+
+    commit = os.environ.get("GIT_COMMIT") or subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     summary = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "commit": commit or "unknown", "machine": machine_line(args.device), "runs": runs}
     (args.out / "gpu_suite.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")

@@ -203,9 +203,14 @@ def append_feedback(folder: Path, feedback: Feedback) -> None:
     with open(folder / FEEDBACK, "a", encoding="utf-8") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+            end = handle.seek(0, os.SEEK_END)
+            try:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError:  # a full disk mid-line: cut the partial line, so a resend is clean
+                os.ftruncate(handle.fileno(), end)
+                raise
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 

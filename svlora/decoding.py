@@ -226,7 +226,7 @@ def to_host(log_probs: torch.Tensor, lengths: torch.Tensor, schema: LabelSchema,
     host = torch.cat([part.to(log_probs.device) for part in parts]).cpu().numpy()
     pieces = np.split(host, np.cumsum([part.numel() for part in parts])[:-1])
     clips = best.size(0)
-    distributions = {kind: distribution_dicts(tags, piece.reshape(clips, -1))
+    distributions = {kind: distribution_dicts(tags, piece.reshape(clips, len(tags)))
                      for (kind, (tags, _)), piece in zip(kinds.items(), pieces)}
     return HostBatch(distributions, pieces[-2].reshape(best.shape).astype(np.int64),
                      [int(n) for n in pieces[-1]])
@@ -408,19 +408,25 @@ def prepare_waveform(base: BaseModel, waveform: np.ndarray, path: str,
     return PreparedFile(path, seconds, segments, how, segment_features(base, pieces))
 
 
+DEVICE_FRONTEND_SEGMENTS = 16  # segments (≤ 30 s each) per batched frontend call on a GPU
+
+
 def segment_features(base: BaseModel, pieces: list[np.ndarray], on_device: bool | None = None) -> list[torch.Tensor]:
     """Features of a file's segments. Decoding on a GPU (`on_device` None: when base.device is
     one), fbank → LFR → CMVN run there for all of them in one batched call and stay there for
     the forward pass (svlora.frontend.batch_features; equal to the CPU frontend within 1e-3,
     tests/test_frontend.py); on a CPU, each segment through the model's own frontend."""
     if on_device if on_device is not None else base.device.type == "cuda":
-        return batch_features(pieces, base.frontend, base.device)
+        # in groups, so the frontend's temporary memory stays bounded however long the file
+        return [features for start in range(0, len(pieces), DEVICE_FRONTEND_SEGMENTS)
+                for features in batch_features(pieces[start:start + DEVICE_FRONTEND_SEGMENTS],
+                                               base.frontend, base.device)]
     return [base.features(piece) for piece in pieces]
 
 
 def prefetched(prepare, items: list, ahead: int = 4) -> Iterator[tuple[object, object]]:
-    """(item, prepare(item) or the exception it raised), in order, with up to `ahead` items
-    prepared by one background thread while the caller works on earlier ones: reading and
+    """(item, prepare(item) or the exception it raised), in order, with up to `ahead` + 1 items
+    prepared or queued by one background thread while the caller works on an earlier one: reading and
     featurising files overlaps decoding (libsndfile and torch release the GIL). One thread, so
     a stateful VAD model is never used by two at once."""
     from collections import deque

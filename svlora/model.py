@@ -318,10 +318,13 @@ def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
 def store_matmul_weights_in_bf16(module: torch.nn.Module) -> int:
     """Cast every Linear and Conv1d weight and bias to bf16, once: what bf16 autocast casts
     them to on every forward, so decoding under autocast gives the same outputs without the
-    per-batch copies. Embeddings and norms stay fp32 (autocast leaves them so). Returns the
-    number of tensors cast. For inference only (training keeps LoRA weights fp32 itself)."""
+    per-batch copies. Embeddings and norms stay fp32 (autocast leaves them so), and so do LoRA
+    factors (a later merge adds them in fp32). Returns the number of tensors cast. For
+    inference only (training keeps LoRA weights fp32 itself)."""
     cast = 0
-    for layer in module.modules():
+    for name, layer in module.named_modules():
+        if ".lora_" in f".{name}":
+            continue
         if isinstance(layer, (torch.nn.Linear, torch.nn.Conv1d)):
             for parameter in layer.parameters(recurse=False):
                 if parameter.dtype == torch.float32:

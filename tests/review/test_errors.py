@@ -118,3 +118,28 @@ def test_to_manifest_without_reviews_and_with_a_bad_feedback_id(capture_dir, tmp
     append_feedback(capture_dir, Feedback("../../etc/passwd", {"text": "x"}))
     assert one_error_line(["review", str(capture_dir), "--to-manifest", out], capsys) == (
         f"{capture_dir / FEEDBACK}: '../../etc/passwd' is not a capture id; fix or delete that record")
+
+
+def test_a_feedback_write_that_fails_leaves_no_partial_line(capture_dir, monkeypatch):
+    """A disk that fills while a feedback line is written: the line is cut back out, so the
+    resend the server asks for (507) appends to an intact file."""
+    import errno
+    import os
+
+    from svlora.captures import append_feedback, read_feedback
+    from svlora.captures import Feedback as Record
+
+    capture = add_capture(capture_dir, "clinic", response("hi", "SAD", 0.5, "HAPPY", 0.3), seed=1)
+    review(capture_dir, capture, text="first")
+    before = (capture_dir / "feedback.jsonl").read_bytes()
+
+    def full_disk(descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError):
+        append_feedback(capture_dir, Record(capture.id, {"text": "second"}, source="api"))
+    monkeypatch.undo()
+    assert (capture_dir / "feedback.jsonl").read_bytes() == before
+    append_feedback(capture_dir, Record(capture.id, {"text": "second"}, source="api"))
+    assert [r.labels["text"] for r in read_feedback(capture_dir)] == ["first", "second"]
