@@ -16,6 +16,7 @@ from svlora.audio import TARGET_RATE
 from svlora.errors import AudioFileError, SvloraError
 from svlora.features import pack_by_padded_seconds, pad_features
 from svlora.frontend import batch_features
+from svlora.prefetch import prefetched
 from svlora.hotwords import Hotwords
 from svlora.label_schema import LabelSchema
 from svlora.model import BaseModel
@@ -422,40 +423,6 @@ def segment_features(base: BaseModel, pieces: list[np.ndarray], on_device: bool 
                 for features in batch_features(pieces[start:start + DEVICE_FRONTEND_SEGMENTS],
                                                base.frontend, base.device)]
     return [base.features(piece) for piece in pieces]
-
-
-def prefetched(prepare, items: list, ahead: int = 4) -> Iterator[tuple[object, object]]:
-    """(item, prepare(item) or the exception it raised), in order, with up to `ahead` + 1 items
-    prepared or queued by one background thread while the caller works on an earlier one: reading and
-    featurising files overlaps decoding (libsndfile and torch release the GIL). One thread, so
-    a stateful VAD model is never used by two at once."""
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    def attempt(item):
-        try:
-            return prepare(item)
-        except Exception as error:  # handed to the caller in the item's place, in order
-            return error
-
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="svlora-prepare")
-    queued: deque = deque()
-    remaining = iter(items)
-
-    def top_up() -> None:
-        for item in remaining:
-            queued.append((item, pool.submit(attempt, item)))
-            if len(queued) > ahead:
-                return
-
-    try:
-        top_up()
-        while queued:
-            item, future = queued.popleft()
-            top_up()
-            yield item, future.result()
-    finally:  # the caller stopped early (an error, a break): drop what was not started
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def decode_prepared(base: BaseModel, files: list[PreparedFile], max_seconds_per_batch: float | None = None,

@@ -53,12 +53,19 @@ GPU_FRONTEND_CLIPS = 32  # clips per batched frontend call on a GPU
 
 
 def gpu_row_features(base: BaseModel, rows: list[ManifestRow], desc: str) -> list[torch.Tensor]:
-    """row_features on a GPU: audio decoded on the CPU, fbank/LFR/CMVN for 32 clips at once on
-    the GPU (svlora.frontend.batch_features), features back in one copy per clip group."""
+    """row_features on a GPU: audio decoded on the CPU (the next group's while this one's
+    frontend runs), fbank/LFR/CMVN for 32 clips at once on the GPU
+    (svlora.frontend.batch_features), features back in one copy per clip group."""
+    from svlora.prefetch import prefetched
+
     features = []
-    for start in tqdm(range(0, len(rows), GPU_FRONTEND_CLIPS), desc=desc, unit="group", leave=False):
-        group = rows[start:start + GPU_FRONTEND_CLIPS]
-        computed = batch_features([row_audio(row) for row in group], base.frontend, base.device)
+    groups = [rows[start:start + GPU_FRONTEND_CLIPS] for start in range(0, len(rows), GPU_FRONTEND_CLIPS)]
+    # the next group's audio is decoded on the CPU while this group's frontend runs on the GPU
+    for _, audio in tqdm(prefetched(lambda group: [row_audio(row) for row in group], groups, ahead=1),
+                         total=len(groups), desc=desc, unit="group", leave=False):
+        if isinstance(audio, Exception):
+            raise audio
+        computed = batch_features(audio, base.frontend, base.device)
         sizes = [f.shape[0] for f in computed]
         features += list(torch.cat(computed).cpu().split(sizes)) if computed else []
     return features

@@ -1,4 +1,4 @@
-"""Files are read and featurised ahead while earlier ones decode (svlora.decoding.prefetched),
+"""Files are read and featurised ahead while earlier ones decode (svlora.prefetch),
 in order, errors in their place; and the frontend a GPU decode uses gives the CPU's features."""
 
 import threading
@@ -6,7 +6,8 @@ import threading
 import numpy as np
 import torch
 
-from svlora.decoding import prefetched, segment_features
+from svlora.decoding import segment_features
+from svlora.prefetch import prefetched
 
 
 def test_the_next_items_are_prepared_while_the_caller_works_on_one():
@@ -44,3 +45,28 @@ def test_the_device_frontend_gives_the_per_segment_features(tiny_model_dir):
     for ours, theirs in zip(batched, segment_features(base, pieces, on_device=False)):
         assert ours.shape == theirs.shape
         torch.testing.assert_close(ours, theirs, atol=1e-3, rtol=1e-4)
+
+
+def test_the_gpu_row_path_gives_row_features_and_names_an_unreadable_row(tiny_model_dir, clinic_manifests, tmp_path):
+    """gpu_row_features (eval's path on a GPU: audio read a group ahead, the frontend batched),
+    run here on the CPU: the per-row features within 1e-3, and an unreadable clip is the row's
+    error, not a substitute."""
+    import dataclasses
+
+    import pytest
+
+    from svlora.errors import ManifestError
+    from svlora.features import GPU_FRONTEND_CLIPS, gpu_row_features, row_features
+    from svlora.manifest import read_manifest
+    from svlora.model import load_base_model
+
+    base = load_base_model(str(tiny_model_dir))
+    rows = read_manifest(clinic_manifests / "train.jsonl")[:GPU_FRONTEND_CLIPS + 5]  # two groups
+    for ours, theirs in zip(gpu_row_features(base, rows, "gpu path"), row_features(base, rows)):
+        assert ours.shape == theirs.shape
+        torch.testing.assert_close(ours, theirs, atol=1e-3, rtol=1e-4)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF" + b"\0" * 40)
+    rows[-2] = dataclasses.replace(rows[-2], source=str(broken))
+    with pytest.raises(ManifestError, match=rows[-2].key):
+        gpu_row_features(base, rows, "gpu path")

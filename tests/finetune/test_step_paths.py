@@ -94,3 +94,28 @@ def test_checkpointing_auto_turns_on_only_above_the_memory_limit(tiny_model_dir,
         assert wrapped == decisions[limit]
     assert decisions == {0.01: True, 100.0: False}
     assert "on (auto" in notes[0] and "off (auto" in notes[1]
+
+
+def test_a_compiled_run_trains_as_the_uncompiled_one(tiny_model_dir, clinic_manifests, tmp_path):
+    """train.compile: true (the eager backend, which needs no compiler here; bucket padding is
+    checked above, and in training it changes the dropout masks, so it is off here): the same
+    losses step by step as without compile."""
+    import json
+
+    from svlora.finetune import load_recipe, train_recipe
+    from svlora.recipes import recipe_path
+    from tests.finetune.test_training_features import overrides
+
+    settings = ["train.max_steps=8", "train.eval_every=8", "optim.warmup_steps=2", "logging.every=4"]
+
+    def run(name, *extra):
+        torch._dynamo.reset()
+        train_recipe(load_recipe(recipe_path("tiny_demo"), overrides(
+            tiny_model_dir, clinic_manifests, tmp_path / name, *settings, *extra)))
+        return [json.loads(line)["loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+
+    plain = run("plain")
+    compiled = run("compiled", "train.compile=true", "train.compile_backend=eager", "train.compile_bucket_frames=1")
+    assert len(compiled) == len(plain) == 8
+    for ours, theirs in zip(compiled, plain):
+        assert abs(ours - theirs) <= 1e-4 * max(1.0, abs(theirs)), (ours, theirs)
