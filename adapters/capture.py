@@ -211,8 +211,8 @@ def checked_feedback_body(raw: bytes) -> tuple[str, dict, str | None]:
         raise CaptureError("feedback: the body must be a JSON object with id and the labels")
     capture_id, reviewer = body.pop("id", None), body.pop("reviewer", None)
     if not isinstance(capture_id, str) or not capture_id:
-        raise CaptureError("feedback: id is missing; give the id (or svlora-capture-id header) "
-                           "of a captured response")
+        raise CaptureError(f"feedback: id is {'missing' if capture_id is None else 'not a string'}; give "
+                           "the id (or svlora-capture-id header) of a captured response, as a string")
     if reviewer is not None and (not isinstance(reviewer, str) or len(reviewer) > MAX_REVIEWER_CHARS):
         raise CaptureError(f"feedback: reviewer must be a string of at most {MAX_REVIEWER_CHARS} characters")
     return capture_id, body, reviewer

@@ -59,6 +59,10 @@ def checked_options(args) -> None:
             raise SvloraError(f"--{option.replace('_', '-')} goes with --{owner.replace('_', '-')}")
     if args.limit is not None and args.limit < 1:
         raise SvloraError(f"--limit {args.limit}: give a positive number")
+    for flag, path, example in (("--to-manifest", args.to_manifest, "reviewed.csv"),
+                                ("--export-labelstudio", args.export_labelstudio, "tasks.json")):
+        if path and Path(path).is_dir():
+            raise SvloraError(f"{flag} {path} is a directory; give a file path such as {Path(path) / example}")
 
 
 def queue_table(items) -> str:

@@ -35,6 +35,7 @@ class ManifestCounts:
     unreviewed: int = 0        # audio without feedback
     no_text: int = 0           # reviewed without text (and no --keep-model-text)
     no_emotion: int = 0        # rows whose emotion cell is empty
+    no_language: int = 0       # rows whose language cell is empty (prepare has no default for it)
     evicted: int = 0           # feedback whose capture the size cap removed
     dropped: dict[str, int] = field(default_factory=dict)  # {--exclude manifest: rows dropped}
     unhashed: int = 0          # --exclude rows whose audio could not be read (compared by path only)
@@ -50,6 +51,9 @@ class ManifestCounts:
         if self.no_emotion:
             lines.append(f"{self.no_emotion} rows have no reviewed emotion (empty cell: prepare "
                          "--no-emotion keeps them; --keep-model-tags fills in the prediction)")
+        if self.no_language:
+            lines.append(f"{self.no_language} rows have no reviewed language (empty cell: give "
+                         "prepare --language LANG, or --keep-model-tags fills in the prediction)")
         if self.evicted:
             lines.append(f"{self.evicted} feedback records name captures no longer in the folder "
                          "(evicted by the size cap)")
@@ -189,6 +193,7 @@ def write_review_manifest(folder: Path, out: Path, fallback: LabelSchema, exclud
             counts.dropped[exclusion.name] += 1
             continue
         counts.no_emotion += not row["emotion"]
+        counts.no_language += not row["language"]
         rows.append(row)
         schemas += [review.schema] if review.schema not in schemas else []
     counts.rows, counts.schemas = len(rows), len(schemas)

@@ -182,8 +182,9 @@ def checked_labels(labels: dict, schema: LabelSchema, where: str) -> dict:
     checked = {}
     for name, value in labels.items():
         if name == "text":
-            if not isinstance(value, str) or len(value) > MAX_TEXT_CHARS:
-                raise CaptureError(f"{where}: text must be a string of at most {MAX_TEXT_CHARS} characters")
+            if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT_CHARS:
+                raise CaptureError(f"{where}: text must be a non-empty string of at most "
+                                   f"{MAX_TEXT_CHARS} characters (leave text out to keep the served one)")
             checked[name] = value
             continue
         if name not in allowed:

@@ -143,3 +143,15 @@ def test_a_feedback_write_that_fails_leaves_no_partial_line(capture_dir, monkeyp
     assert (capture_dir / "feedback.jsonl").read_bytes() == before
     append_feedback(capture_dir, Record(capture.id, {"text": "second"}, source="api"))
     assert [r.labels["text"] for r in read_feedback(capture_dir)] == ["first", "second"]
+
+
+def test_an_output_that_is_a_directory_and_empty_text_are_one_line_errors(capture_dir, tmp_path, capsys):
+    from svlora.captures import CaptureError, checked_labels
+    from svlora.label_schema import DEFAULT_SCHEMA
+
+    add_capture(capture_dir, "clinic", response("hi", "SAD", 0.5, "HAPPY", 0.3), seed=1)
+    for flag, example in (("--to-manifest", "reviewed.csv"), ("--export-labelstudio", "tasks.json")):
+        line = one_error_line(["review", str(capture_dir), flag, str(tmp_path)], capsys)
+        assert line == f"{flag} {tmp_path} is a directory; give a file path such as {tmp_path / example}"
+    with pytest.raises(CaptureError, match="text must be a non-empty string"):
+        checked_labels({"text": "  "}, DEFAULT_SCHEMA, "feedback on cap_1")

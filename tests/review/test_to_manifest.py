@@ -58,6 +58,8 @@ def test_text_is_required_unless_keep_model_text_and_tags_only_with_keep_model_t
     lines = capsys.readouterr().out.splitlines()
     assert lines[1] == "1 reviewed without text left out (pass --keep-model-text to use the served text)"
     assert lines[2].startswith("1 rows have no reviewed emotion (empty cell")
+    assert lines[3] == ("1 rows have no reviewed language (empty cell: give prepare --language LANG, "
+                        "or --keep-model-tags fills in the prediction)")
     [row] = rows_of(out)
     assert (row["text"], row["emotion"], row["language"]) == ("reviewed other", "", "")
 
