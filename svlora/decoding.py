@@ -19,7 +19,7 @@ from svlora.frontend import batch_features
 from svlora.prefetch import prefetched
 from svlora.hotwords import Hotwords
 from svlora.label_schema import LabelSchema
-from svlora.model import BaseModel
+from svlora.model import BaseModel, bf16_device
 from svlora.segments import MAX_SEGMENT_SECONDS, Segment, load_vad, speech_segments
 
 
@@ -148,7 +148,7 @@ def default_batch_seconds(device: torch.device) -> float:
 def decoding_precision(device: torch.device, module: torch.nn.Module | None = None) -> str:
     """bf16 on GPUs that have it (or for a model whose weights are stored in bf16, e.g. by
     training's train.base_dtype), else fp32: what transcribe_features runs in."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+    if bf16_device(device):
         return "bf16"
     stored_bf16 = module is not None and any(p.dtype == torch.bfloat16 for p in module.parameters())
     return "bf16" if stored_bf16 else "fp32"
@@ -192,13 +192,6 @@ def tag_probabilities(log_probs: torch.Tensor, kind: str, schema: LabelSchema,
     tags = [tag for tag in vocabulary if tag not in banned]
     ids = torch.tensor([vocabulary[tag] for tag in tags], device=log_probs.device)
     return tags, torch.softmax(log_probs[:, frame, ids].float(), dim=-1)
-
-
-def tag_distributions(log_probs: torch.Tensor, kind: str, schema: LabelSchema,
-                      banned: tuple[str, ...] = ()) -> list[dict]:
-    """tag_probabilities as {tag: probability} per clip, on the host."""
-    tags, probabilities = tag_probabilities(log_probs, kind, schema, banned)
-    return distribution_dicts(tags, probabilities.cpu().numpy())
 
 
 def distribution_dicts(tags: list[str], probabilities: np.ndarray) -> list[dict]:

@@ -12,6 +12,7 @@ from svlora.frontend import batch_features
 from svlora.io import sha256_file
 from svlora.manifest import ManifestRow
 from svlora.model import BaseModel
+from svlora.prefetch import prefetched
 
 
 def row_features(base: BaseModel, rows: list[ManifestRow], desc: str = "features",
@@ -56,8 +57,6 @@ def gpu_row_features(base: BaseModel, rows: list[ManifestRow], desc: str) -> lis
     """row_features on a GPU: audio decoded on the CPU (the next group's while this one's
     frontend runs), fbank/LFR/CMVN for 32 clips at once on the GPU
     (svlora.frontend.batch_features), features back in one copy per clip group."""
-    from svlora.prefetch import prefetched
-
     features = []
     groups = [rows[start:start + GPU_FRONTEND_CLIPS] for start in range(0, len(rows), GPU_FRONTEND_CLIPS)]
     # the next group's audio is decoded on the CPU while this group's frontend runs on the GPU

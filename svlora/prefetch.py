@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 def prefetched(prepare, items: list, ahead: int = 4) -> Iterator[tuple[object, object]]:
     """(item, prepare(item) or the exception it raised), in order, with up to `ahead` + 1 items
     prepared or queued by one background thread while the caller works on an earlier one:
-    reading and featurising files overlaps decoding (libsndfile and torch release the GIL). One thread, so
-    a stateful VAD model is never used by two at once."""
+    reading and featurising files overlaps decoding (libsndfile and torch release the GIL).
+    One thread, so a stateful VAD model is never used by two at once."""
 
     def attempt(item):
         try:
