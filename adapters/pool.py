@@ -113,7 +113,9 @@ class ModelPool:
                 raise SvloraError(problem)
         check_search_settings(settings.hotword_score, settings.beam)  # requests' hotwords use them
         terms = read_terms(settings.hotwords) if settings.hotwords else None  # before the load
-        self.base: BaseModel = load_base_model(settings.model, device=settings.device)
+        # decoding only: on a bf16 GPU the base's matmul weights are stored in bf16 once; adapters
+        # loaded later keep fp32 factors (PEFT's autocast_adapter_dtype)
+        self.base: BaseModel = load_base_model(settings.model, device=settings.device, bf16_weights=True)
         self.base_sha256 = weights_sha256(self.base.model_dir)
         self.layout = ModelLayout.of(self.base.model)  # what every adapter is checked against
         self.peft_model = None

@@ -172,7 +172,7 @@ class ArmDecoder:
                                             labels=self.base.labels)
 
     def settings(self, arm: Arm) -> dict:
-        settings = {"device": self.base.device.type, "precision": decoding_precision(self.base.device),
+        settings = {"device": self.base.device.type, "precision": decoding_precision(self.base.device, self.base.model),
                     "max_seconds_per_batch": self.max_seconds, "language": "auto",
                     "ban_emo_unknown": self.ban_emo_unknown, "pooled": self.with_pooled}
         if arm.name in self.hotwords:
@@ -492,7 +492,8 @@ def evaluate(model: str, data: str, out: str, adapters: list[str] | None = None,
     for path, manifest_rows in ((data, rows), (general, general_rows or [])):
         refuse_long_clips(path, manifest_rows, max_clip_seconds)
     out_dir = require_output_dir(out)
-    base = load_base_model(model, device=device, hub=hub, trust_remote_code=trust_remote_code)
+    base = load_base_model(model, device=device, hub=hub, trust_remote_code=trust_remote_code,
+                           bf16_weights=True)  # eval only decodes: bf16 matmul weights on a bf16 GPU
     base_sha256 = weights_sha256(base.model_dir)
     base.use_labels(schema)
     biasing = {a.name: build_hotwords(base.tokenizer, terms_of(a.hotwords), hotword_score, beam)

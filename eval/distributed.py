@@ -17,7 +17,7 @@ class BatchDecoder:
         from svlora.label_schema import LabelSchema
         from svlora.model import load_base_model, weights_sha256
 
-        self.base = load_base_model(model, **model_kwargs)
+        self.base = load_base_model(model, **model_kwargs, bf16_weights=True)  # as the driver's
         self.base.use_labels(LabelSchema.from_dict(labels))
         if adapter is not None:
             attach_adapter(self.base.model, adapter, weights_sha256(self.base.model_dir),

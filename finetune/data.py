@@ -105,18 +105,11 @@ def spans_mask(starts: torch.Tensor, widths: torch.Tensor, size: int, device) ->
     return inside.any(dim=1)
 
 
-def padded_to_bucket(frames: int, bucket: int) -> int:
-    """`frames` rounded up to a multiple of `bucket` (0: unchanged): compiled shapes repeat."""
-    return frames if bucket <= 0 else -(-frames // bucket) * bucket
-
-
 def collate(batch: list[Example], device: torch.device, bucket_frames: int = 0) -> dict:
-    """Padded features and targets on `device`; on a GPU through pinned memory with
-    non-blocking copies (the copy overlaps the previous step's kernels)."""
-    features, lengths = pad_features([e.features for e in batch])
-    extra = padded_to_bucket(features.shape[1], bucket_frames) - features.shape[1]
-    if extra:
-        features = torch.nn.functional.pad(features, (0, 0, 0, extra))
+    """Padded features (to a multiple of `bucket_frames` when > 0: compiled shapes repeat) and
+    targets on `device`; on a GPU through pinned memory with non-blocking copies (the copy
+    overlaps the previous step's kernels)."""
+    features, lengths = pad_features([e.features for e in batch], bucket_frames)
     targets = torch.nn.utils.rnn.pad_sequence([e.target_ids for e in batch], batch_first=True,
                                               padding_value=-1)
     target_lengths = torch.tensor([len(e.target_ids) for e in batch], dtype=torch.int32)

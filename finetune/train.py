@@ -67,12 +67,18 @@ def learning_rate_factor(step: int, warmup: int, total: int, schedule: str = "co
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def decoded_scores(base: BaseModel, examples: list[Example]) -> tuple[float, float]:
+def bucket_frames(recipe: Recipe) -> int:
+    """Every batch (training, validation loss, validation decoding) padded to a multiple of
+    this many frames under train.compile, so the compiled encoder reuses its shapes; else 0."""
+    return recipe.train.compile_bucket_frames if recipe.train.compile else 0
+
+
+def decoded_scores(base: BaseModel, examples: list[Example], bucket: int = 0) -> tuple[float, float]:
     """CER and emotion accuracy (over the clips that have an emotion) of greedy decoding, each
     clip with its own row's ITN query as eval decodes it: val_cer measures what the report does."""
     itn = [e.row.itn_query for e in examples]
-    outputs = [base.labels.split(text)
-               for text in transcribe_features(base, [e.features for e in examples], itn=itn)]
+    outputs = [base.labels.split(text) for text in
+               transcribe_features(base, [e.features for e in examples], itn=itn, bucket_frames=bucket)]
     languages = [e.row.text_language.strip("<|>") for e in examples]
     return (corpus_cer([e.row.target for e in examples], [o["text"] for o in outputs], languages),
             accuracy([e.row.emo_target for e in examples if e.row.has_emotion],
@@ -92,10 +98,10 @@ def validate(base: BaseModel, objective: SenseVoiceObjective, examples: list[Exa
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
         record = validation_loss(objective, examples, recipe, device, precision)
-    cer, emotion_accuracy = decoded_scores(base, examples)
+    cer, emotion_accuracy = decoded_scores(base, examples, bucket_frames(recipe))
     record.update(val_cer=cer, val_emotion_accuracy=emotion_accuracy)
     if retention:
-        record["retention_cer"] = decoded_scores(base, retention)[0]
+        record["retention_cer"] = decoded_scores(base, retention, bucket_frames(recipe))[0]
     objective.train()
     return record
 
@@ -104,7 +110,7 @@ def validation_loss(objective: SenseVoiceObjective, examples: list[Example], rec
                     device: torch.device, precision: str) -> dict:
     total_loss, total_clips = torch.zeros((), device=device), 0
     for batch in make_batches(examples, recipe.data.max_seconds_per_batch, rng=None):
-        inputs = collate(batch, device)
+        inputs = collate(batch, device, bucket_frames(recipe))
         with autocast(device, precision):
             loss, _ = objective(**inputs)
         total_loss += loss.float() * len(batch)
@@ -367,7 +373,7 @@ def run_training(recipe: Recipe, accelerator, resume: bool, log) -> TrainResult:
         state.update(loaded)
         log(f"resuming {out} at step {state['step']}")
     elif retention:
-        state["base_retention_cer"] = decoded_scores(base, retention)[0]
+        state["base_retention_cer"] = decoded_scores(base, retention, bucket_frames(recipe))[0]
         log(f"retention CER before training: {state['base_retention_cer']:.4f}")
     objective, optimizer = accelerator.prepare(objective, optimizer)
     if main:
@@ -519,7 +525,7 @@ def train_step(objective, optimizer, scheduler, parameters, micro_batches: list[
     micro-batch's loss weighted by its share of the step's clips, so the gradient is the one
     big batch's (the loss is a mean over clips). Nothing is read back from the device."""
     total_clips = sum(len(batch) for batch in micro_batches)
-    bucket = recipe.train.compile_bucket_frames if recipe.train.compile else 0
+    bucket = bucket_frames(recipe)
     generator = torch.Generator().manual_seed(recipe.train.seed * 7919 + step)
     optimizer.zero_grad(set_to_none=True)
     values = None

@@ -233,7 +233,7 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
                     with_pooled: bool = False, batch_context=None,
                     progress: bool | None = None,
                     hotwords: Hotwords | list[Hotwords | None] | None = None,
-                    timestamps: bool | list[bool] = False) -> list[Decoded]:
+                    timestamps: bool | list[bool] = False, bucket_frames: int = 0) -> list[Decoded]:
     """Greedy outputs ('<|en|><|HAPPY|><|Speech|><|woitn|>text') with tag distributions.
 
     Clips are batched by duration (padded seconds per batch bounded); `itn` may be one value or
@@ -248,7 +248,8 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
     by a prefix beam search biased towards its terms (svlora.hotwords); tags and their
     distributions are unchanged. `timestamps` (for all clips, or one per clip): each clip's words
     with start/end seconds (svlora.timestamps: the decoded text tokens aligned to the CTC
-    posteriors).
+    posteriors). `bucket_frames` > 0 pads each batch to a multiple of that many frames (a
+    compiled encoder's shapes repeat; training's validation under train.compile).
     """
     max_seconds_per_batch = max_seconds_per_batch or default_batch_seconds(base.device)
     module = base.model
@@ -265,7 +266,7 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
     bar = tqdm(total=len(features), desc="decoding", unit="clip", leave=False,
                disable=not progress if progress is not None else len(features) < 50)
     for style, chunk in query_batches([f.shape[0] for f in features], itns, max_seconds_per_batch):
-        padded, lengths = pad_features([features[i] for i in chunk])
+        padded, lengths = pad_features([features[i] for i in chunk], bucket_frames)
         with (batch_context(chunk) if batch_context else nullcontext()), \
                 torch.autocast(base.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             encoder_out, out_lengths = encoder_output(module, padded.to(base.device), lengths,
@@ -293,10 +294,11 @@ def decode_features(base: BaseModel, features: list[torch.Tensor],
 
 def transcribe_features(base: BaseModel, features: list[torch.Tensor],
                         max_seconds_per_batch: float | None = None, language: str = "auto",
-                        itn: str | list[str] = "woitn", ban_emo_unknown: bool = False) -> list[str]:
+                        itn: str | list[str] = "woitn", ban_emo_unknown: bool = False,
+                        bucket_frames: int = 0) -> list[str]:
     """The raw outputs of decode_features."""
     return [d.raw for d in decode_features(base, features, max_seconds_per_batch, language, itn,
-                                           ban_emo_unknown)]
+                                           ban_emo_unknown, bucket_frames=bucket_frames)]
 
 
 PROGRESS_AUDIO_SECONDS = 300.0  # a group of files with this much audio shows a decoding bar

@@ -86,7 +86,15 @@ def pack_by_padded_seconds(lengths: list[int], max_seconds: float) -> list[list[
     return batches + [current] if current else batches
 
 
-def pad_features(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch [B, T, D] zero-padded, and lengths [B]."""
+def pad_features(features: list[torch.Tensor], multiple_of: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch [B, T, D] zero-padded (T rounded up to a multiple of `multiple_of` when > 0, so a
+    compiled encoder sees few shapes), and lengths [B]."""
     lengths = torch.tensor([f.shape[0] for f in features], dtype=torch.int32)
-    return torch.nn.utils.rnn.pad_sequence(features, batch_first=True), lengths
+    padded = torch.nn.utils.rnn.pad_sequence(features, batch_first=True)
+    extra = padded_frames(padded.shape[1], multiple_of) - padded.shape[1]
+    return (torch.nn.functional.pad(padded, (0, 0, 0, extra)) if extra else padded), lengths
+
+
+def padded_frames(frames: int, multiple_of: int) -> int:
+    """`frames` rounded up to a multiple of `multiple_of` (0: unchanged)."""
+    return frames if multiple_of <= 0 else -(-frames // multiple_of) * multiple_of

@@ -246,13 +246,16 @@ def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], path: 
 
 def load_base_model(model: str, device: str = "cpu", hub: str = "ms",
                     trust_remote_code: bool = False,
-                    log: Callable[[str], None] | None = log_note) -> BaseModel:
+                    log: Callable[[str], None] | None = log_note,
+                    bf16_weights: bool = False) -> BaseModel:
     """Build SenseVoiceSmall with FunASR's own machinery from the dir's config.yaml, then load
     model.pt ourselves with torch.load(weights_only=True).
 
     Code a model dir names (config.yaml's trust_remote_code/remote_code, requirements.txt) is
     never imported or installed unless `trust_remote_code` is set. `log` hears what is being
     loaded and how long it took (a hub download or a large model takes tens of seconds).
+    `bf16_weights`, for a model that only decodes (serve, eval): on a bf16 GPU the matmul
+    weights are stored in bf16 once (store_matmul_weights_in_bf16); elsewhere nothing changes.
     """
     device = resolve_device(device)
     started = time.perf_counter()
@@ -261,6 +264,8 @@ def load_base_model(model: str, device: str = "cpu", hub: str = "ms",
     base = build_base_model(model, device, hub, trust_remote_code, log)
     if log:
         log(f"loaded {model} in {time.perf_counter() - started:.1f} s")
+    if bf16_weights and bf16_device(base.device):
+        store_matmul_weights_in_bf16(base.model)
     return base
 
 

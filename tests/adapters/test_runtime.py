@@ -152,3 +152,34 @@ def test_bf16_stored_weights_decode_as_bf16_autocast_does(trained_dir, monkeypat
             assert ours[kind] == pytest.approx(theirs[kind], abs=1e-6)
     assert [r["raw"] for r in fp32] != [r["raw"] for r in autocast_only] or \
         any(a["emotion_probs"] != b["emotion_probs"] for a, b in zip(fp32, autocast_only))  # bf16 did run
+
+
+def test_the_server_decodes_from_bf16_weights_as_load_model_does(trained_dir, monkeypatch):
+    """serve's pool loads the base once and attaches adapters later: on a bf16 GPU its matmul
+    weights are stored in bf16 at load and an adapter loaded afterwards keeps fp32 factors; the
+    outputs, base and adapter, are those of bf16 autocast over fp32 weights."""
+    import svlora.decoding as decoding
+    import svlora.model as model
+    from svlora.adapters.pool import ModelPool, ServeSettings
+    from svlora.decoding import prepare_file
+
+    clips = [r.source for r in read_manifest(trained_dir / "clinic/test.jsonl")[:8]]
+    runtime = load_model(str(trained_dir / "tiny-base"), adapter=str(trained_dir / "clinic-run/adapter"))
+    monkeypatch.setattr(decoding, "decoding_precision", lambda device, module=None: "bf16")
+    with_adapter = [r["raw"] for r in runtime.transcribe(clips)]
+    with runtime.peft_model.disable_adapter():
+        base_only = [r["raw"] for r in runtime.transcribe(clips)]
+    monkeypatch.undo()
+    monkeypatch.setattr(model, "bf16_device", lambda device: True)  # what a bf16 GPU answers
+    pool = ModelPool(ServeSettings(model=str(trained_dir / "tiny-base"),
+                                   adapters={"clinic": str(trained_dir / "clinic-run/adapter")}))
+    layers = {name: m for name, m in pool.base.model.named_modules()
+              if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d))}
+    lora = {name for name in layers if ".lora_" in name}
+    assert lora and all(p.dtype == (torch.float32 if name in lora else torch.bfloat16)
+                        for name, m in layers.items() for p in m.parameters(recurse=False))
+    files = [prepare_file(pool.base, clip) for clip in clips]
+    served = pool.decode(files + files, ["clinic"] * len(files) + [pool.settings.base_name] * len(files),
+                         "auto", "woitn", with_pooled=False)
+    assert [r["raw"] for r in served] == with_adapter + base_only
+    assert with_adapter != base_only  # the adapter was applied where asked

@@ -202,3 +202,30 @@ def test_export_verify_checks_the_manifest_before_exporting(trained_dir, tmp_pat
                  str(trained_dir / "clinic-run/adapter"), "--out", str(out), "--onnx", "sherpa",
                  "--verify", str(tmp_path / "nowhere.jsonl")]) == 1
     assert "manifest not found" in capsys.readouterr().err and not out.exists()
+
+
+def test_eval_on_a_bf16_gpu_decodes_from_bf16_weights_as_autocast_does(trained_dir, tmp_path,
+                                                                        monkeypatch):
+    """eval only decodes: on a bf16 GPU the base's matmul weights are stored in bf16 at load
+    (adapters attached later keep fp32 factors). Its predictions must be those of bf16 autocast
+    over fp32 weights; both run here on the CPU."""
+    import svlora.decoding as decoding
+    import svlora.model as model
+
+    data = small_manifest(trained_dir, tmp_path, clips=8)
+    adapter = str(trained_dir / "clinic-run/adapter")
+    real_precision = decoding.decoding_precision
+    monkeypatch.setattr(decoding, "decoding_precision", lambda device, module=None: "bf16")
+    monkeypatch.setattr(ab, "decoding_precision", lambda device, module=None: "bf16")
+    assert main(eval_arguments(trained_dir, data, tmp_path / "autocast", "--adapter", adapter)) == 0
+    monkeypatch.setattr(decoding, "decoding_precision", real_precision)
+    monkeypatch.setattr(ab, "decoding_precision", real_precision)
+    monkeypatch.setattr(model, "bf16_device", lambda device: True)  # what a bf16 GPU answers
+    cast, real_cast = [], model.store_matmul_weights_in_bf16
+    monkeypatch.setattr(model, "store_matmul_weights_in_bf16", lambda module: cast.append(real_cast(module)))
+    assert main(eval_arguments(trained_dir, data, tmp_path / "stored", "--adapter", adapter)) == 0
+    assert len(cast) == 1 and cast[0] > 0
+    autocast, stored = predictions(tmp_path / "autocast"), predictions(tmp_path / "stored")
+    assert [(p["base"]["raw"], p["adapter"]["raw"]) for p in stored] == \
+        [(p["base"]["raw"], p["adapter"]["raw"]) for p in autocast]
+    assert any(p["base"]["raw"] != p["adapter"]["raw"] for p in stored)

@@ -2,6 +2,8 @@
 weights stored in bf16 vs fp32, gradient accumulation vs one big batch, bucket padding, and
 gradient checkpointing decided by a measured step."""
 
+from dataclasses import replace
+
 import torch
 
 from svlora.finetune.data import build_examples, collate
@@ -77,6 +79,26 @@ def test_padding_to_a_compile_bucket_leaves_the_loss_unchanged(tiny_model_dir, c
     assert padded["speech"].shape[1] % 50 == 0 and padded["speech"].shape[1] > plain["speech"].shape[1]
     torch.testing.assert_close(seeded_loss(objective, padded), seeded_loss(objective, plain),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_validation_under_compile_pads_to_the_bucket_and_scores_as_without(tiny_model_dir, clinic_manifests):
+    """Validation (loss and decoding) pads to train.compile_bucket_frames as training does, so
+    a compiled encoder sees the same few lengths; the scores are those without padding."""
+    from svlora.finetune.train import validate
+
+    base, recipe, objective, examples, _ = objective_and_examples(tiny_model_dir, clinic_manifests)
+    seen = []
+    hook = base.model.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[1] - 4))  # after the 4 query frames
+    plain = validate(base, objective, examples, examples[:3], recipe, CPU, "fp32")
+    plain_lengths, seen[:] = sorted(set(seen)), []
+    bucketed = validate(base, objective, examples, examples[:3], replace(
+        recipe, train=replace(recipe.train, compile=True, compile_bucket_frames=50)), CPU, "fp32")
+    hook.remove()
+    assert any(n % 50 for n in plain_lengths)  # without compile: the batches' own lengths
+    assert seen and all(n % 50 == 0 for n in seen)  # every forward, loss and decoding
+    assert bucketed.keys() == plain.keys()
+    for name in plain:
+        assert abs(bucketed[name] - plain[name]) <= 1e-5 * max(1.0, abs(plain[name])), name
 
 
 def test_checkpointing_auto_turns_on_only_above_the_memory_limit(tiny_model_dir, clinic_manifests):
