@@ -117,7 +117,7 @@ def test_validation_decodes_each_row_with_its_own_itn_query(monkeypatch):
     seen = []
 
     def decoder(base, features, max_seconds_per_batch=None, language="auto", itn="woitn",
-                ban_emo_unknown=False):
+                ban_emo_unknown=False, bucket_frames=0):
         styles = [itn] * len(features) if isinstance(itn, str) else list(itn)
         seen.append(styles)
         return [f"<|en|><|HAPPY|><|Speech|><|{s}|>{written[s]}" for s in styles]
