@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line  # noqa: E402
+
 
 def read_runs(out: Path) -> list[dict]:
     runs = []
@@ -70,8 +72,6 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     args = parser.parse_args()
     runs = read_runs(args.out)
-    import os
-
     commit = os.environ.get("GIT_COMMIT") or subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     summary = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -11,6 +11,7 @@ import numpy as np
 
 from svlora.eval.scoring import HEADLINE, TEXT_METRICS
 from svlora.eval.terms import TERM_METRICS
+from svlora.labels import tag_name
 from svlora.io import atomic_path
 
 LABELS = {"error_rate": "error rate", "cer": "CER", "wer": "WER", "empty_rate": "empty outputs",
@@ -23,9 +24,7 @@ LABELS = {"error_rate": "error rate", "cer": "CER", "wer": "WER", "empty_rate": 
 def _tag(tag: str | None) -> str:
     """'<|HAPPY|>' -> 'HAPPY'; None (a text-only clip) -> '–'; anything else (e.g. the
     duration slice '<2s') as it is."""
-    if tag is None:
-        return "–"
-    return tag[2:-2] if tag.startswith("<|") and tag.endswith("|>") else tag
+    return "–" if tag is None else tag_name(tag)
 
 
 def _fmt(value, digits: int = 4) -> str:

@@ -18,6 +18,7 @@ import torch
 
 from svlora.adapter_format import Stage1Identity, schema_difference
 from svlora.errors import AdapterError, SvloraError
+from svlora.io import sha256_of_files
 from svlora.label_schema import DEFAULT_SCHEMA, LabelSchema, schema_of_meta
 from svlora.metrics import unweighted_average_recall
 
@@ -425,12 +426,4 @@ def train_extra_head(name: str, allowed: tuple[str, ...], train_rows, val_rows, 
 
 def cascade_identity(directory: str | Path) -> str:
     """One sha256 over a cascade's config and weights (as adapter_identity is an adapter's)."""
-    import hashlib
-
-    from svlora.io import sha256_file
-
-    digest = hashlib.sha256()
-    for name in (CONFIG, WEIGHTS):
-        digest.update(name.encode())
-        digest.update(bytes.fromhex(sha256_file(Path(directory) / name)))
-    return digest.hexdigest()
+    return sha256_of_files(directory, (CONFIG, WEIGHTS))

@@ -156,11 +156,15 @@ def annotator(annotation: dict) -> str | None:
     return named or (str(who) if who is not None else None)
 
 
+def feedback_key(record: Feedback) -> tuple:
+    """What makes two feedback records the same annotation (an export imported twice)."""
+    return record.id, json.dumps(record.labels, sort_keys=True), record.source, record.reviewer
+
+
 def import_export(folder: Path, path: Path, fallback: LabelSchema) -> Imported:
     """Feedback records from a Label Studio JSON export, every one checked (capture exists,
     labels in its served schema) before any is written; one error names the task index."""
-    existing = {(f.id, json.dumps(f.labels, sort_keys=True), f.source, f.reviewer)
-                for f in read_feedback(folder)}
+    existing = {feedback_key(f) for f in read_feedback(folder)}
     imported = Imported([])
     for index, task in enumerate(read_export(path)):
         where = f"{path}: task {index}" + (f" (id {task['id']})" if isinstance(task, dict) and "id" in task else "")
@@ -181,10 +185,9 @@ def import_export(folder: Path, path: Path, fallback: LabelSchema) -> Imported:
                 continue
             labels = checked_labels(annotation_labels(annotation, where), schema, where)
             record = Feedback(capture_id, labels, source=SOURCE, reviewer=annotator(annotation))
-            key = (record.id, json.dumps(record.labels, sort_keys=True), record.source, record.reviewer)
-            if key in existing:
+            if feedback_key(record) in existing:
                 imported.repeated += 1
                 continue
-            existing.add(key)
+            existing.add(feedback_key(record))
             imported.feedback.append(record)
     return imported

@@ -56,13 +56,16 @@ def save_review(folder: Path, item: PageItem, labels: dict, reviewer: str | None
     return record
 
 
-def still_unreviewed(folder: Path, capture_id: str) -> bool:
-    """False once any capture of the same audio has feedback (another reviewer, the API)."""
-    capture = read_capture(folder, capture_id)
-    if capture is None:
-        return False
-    done = reviewed_audio(read_captures(folder), {f.id for f in read_feedback(folder)})
-    return capture.audio_sha256 not in done
+def next_unreviewed(folder: Path, ids: list[str], position: int) -> int:
+    """The first position from `position` whose capture is still in the folder and whose audio
+    has no feedback yet (another reviewer or the API may have labelled it since the queue was
+    read); len(ids) when none is left. The folder is read once per call."""
+    captures = {c.id: c for c in read_captures(folder)}
+    done = reviewed_audio(list(captures.values()), {f.id for f in read_feedback(folder)})
+    while position < len(ids) and (ids[position] not in captures
+                                   or captures[ids[position]].audio_sha256 in done):
+        position += 1
+    return position
 
 
 def all_heads(folder: Path, fallback: LabelSchema) -> dict[str, tuple[str, ...]]:
@@ -105,10 +108,8 @@ def build_page(folder: Path, fallback: LabelSchema):
 
         def show(queue: dict) -> list:
             """Advance to the first entry still unreviewed and fill the page with it."""
-            ids, position = queue["ids"], queue["position"]
-            while position < len(ids) and not still_unreviewed(folder, ids[position]):
-                position += 1
-            queue["position"] = position
+            ids = queue["ids"]
+            position = queue["position"] = next_unreviewed(folder, ids, queue["position"])
             item = page_item(folder, ids[position], position, len(ids), fallback,
                              queue["why"][position]) if position < len(ids) else None
             if item is None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from svlora.captures import Capture, CaptureError, allowed_labels, recorded_schema
 from svlora.label_schema import DEFAULT_SCHEMA, KINDS, LabelSchema
+from svlora.labels import tag_name
 
 
 @dataclass
@@ -45,10 +46,8 @@ class Prediction:
 
 
 def plain(tag: str | None) -> str | None:
-    """'<|HAPPY|>' or 'HAPPY' as 'HAPPY'."""
-    if tag is None:
-        return None
-    return tag[2:-2] if tag.startswith("<|") and tag.endswith("|>") else tag
+    """'<|HAPPY|>' or 'HAPPY' as 'HAPPY'; None (no such tag in the response) stays None."""
+    return None if tag is None else tag_name(tag)
 
 
 def prediction_of(capture: Capture) -> Prediction:
@@ -68,16 +67,17 @@ def served_schema(capture: Capture, fallback: LabelSchema = DEFAULT_SCHEMA) -> L
     else `fallback` (--labels, or SenseVoice's) for captures that record none. Either way every
     class the model answered with must be in it: a fallback that is not the served model's
     schema is an error, not a guess."""
-    schema = recorded_schema(capture) or fallback
+    recorded = recorded_schema(capture)
+    schema = recorded or fallback
     prediction, allowed_by_kind = prediction_of(capture), allowed_labels(schema)
     for kind in KINDS:
         allowed = set(allowed_by_kind[kind])
         served = {*prediction.probs.get(kind, {}), *([prediction.tags[kind]] if prediction.tags[kind] else [])}
         unknown = sorted(served - allowed - {"nospeech"})
         if unknown:
-            fix = ("its record contradicts itself; remove it" if recorded_schema(capture) else
+            fix = ("its record contradicts itself; remove it" if recorded else
                    "pass --labels with the labels.json of the model that served it")
-            where = "its recorded schema" if recorded_schema(capture) else "the label schema in use"
+            where = "its recorded schema" if recorded else "the label schema in use"
             raise CaptureError(f"capture {capture.id} ({capture.model}) was answered with {kind} "
                                f"{', '.join(unknown)}, which {where} lacks; {fix}")
     return schema

@@ -4,14 +4,12 @@ audio), absolute audio paths, and provenance columns prepare carries along unrea
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from svlora.captures import (FEEDBACK, Capture, CaptureError, Feedback, checked_labels, is_capture_id,
                              read_captures, read_feedback)
-from svlora.io import sha256_file, write_text_atomic
+from svlora.io import sha256_file, write_csv_atomic
 from svlora.label_schema import KINDS, LabelSchema, write_schema
 from svlora.manifest import iter_json_objects
 from svlora.review.queue import group_by_audio
@@ -45,20 +43,16 @@ class ManifestCounts:
     def lines(self, out: Path) -> list[str]:
         lines = [f"wrote {out}: {self.rows} rows; {self.unreviewed} unreviewed audio left out"]
         lines += [f"{n} dropped: already in {name}" for name, n in self.dropped.items() if n]
-        if self.no_text:
-            lines.append(f"{self.no_text} reviewed without text left out (pass --keep-model-text "
-                         "to use the served text)")
-        if self.no_emotion:
-            lines.append(f"{self.no_emotion} rows have no reviewed emotion (empty cell: prepare "
-                         "--no-emotion keeps them; --keep-model-tags fills in the prediction)")
-        if self.no_language:
-            lines.append(f"{self.no_language} rows have no reviewed language (empty cell: give "
-                         "prepare --language LANG, or --keep-model-tags fills in the prediction)")
-        if self.evicted:
-            lines.append(f"{self.evicted} feedback records name captures no longer in the folder "
-                         "(evicted by the size cap)")
-        if self.unhashed:
-            lines.append(f"{self.unhashed} --exclude rows have no readable audio: compared by path only")
+        notes = [(self.no_text, "reviewed without text left out (pass --keep-model-text to use the "
+                  "served text)"),
+                 (self.no_emotion, "rows have no reviewed emotion (empty cell: prepare --no-emotion "
+                  "keeps them; --keep-model-tags fills in the prediction)"),
+                 (self.no_language, "rows have no reviewed language (empty cell: give prepare "
+                  "--language LANG, or --keep-model-tags fills in the prediction)"),
+                 (self.evicted, "feedback records name captures no longer in the folder (evicted "
+                  "by the size cap)"),
+                 (self.unhashed, "--exclude rows have no readable audio: compared by path only")]
+        lines += [f"{count} {note}" for count, note in notes if count]
         if self.schema_file:
             lines.append(f"the rows' label schema: {self.schema_file} (svlora prepare {out} --format csv "
                          f"--labels {self.schema_file} ...)")
@@ -153,15 +147,6 @@ def first_exclusion(row: dict, capture: Capture, exclusions: list[Exclusion]) ->
                 None)
 
 
-def render_csv(rows: list[dict], heads: list[str]) -> str:
-    buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=[*LABEL_COLUMNS, *heads, *PROVENANCE_COLUMNS],
-                            lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def write_review_manifest(folder: Path, out: Path, fallback: LabelSchema, exclude: list[Path] = (),
                           keep_model_text: bool = False, keep_model_tags: bool = False) -> ManifestCounts:
     """Write `out` (atomically) from the reviewed captures of `folder`; the counts of what was
@@ -197,7 +182,7 @@ def write_review_manifest(folder: Path, out: Path, fallback: LabelSchema, exclud
         rows.append(row)
         schemas += [review.schema] if review.schema not in schemas else []
     counts.rows, counts.schemas = len(rows), len(schemas)
-    write_text_atomic(out, render_csv(rows, heads))
+    write_csv_atomic(out, rows, [*LABEL_COLUMNS, *heads, *PROVENANCE_COLUMNS])
     if len(schemas) == 1 and not schemas[0].is_default:
         counts.schema_file = schema_file_of(out)
         write_schema(counts.schema_file, schemas[0])

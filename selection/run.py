@@ -3,14 +3,14 @@ labeller works down written as CSV (atomically), with the files that could not b
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from svlora.errors import SvloraError
+from svlora.io import write_csv_atomic
+from svlora.labels import tag_name
 from svlora.selection.choose import Selection, emotion_margin, select_clips
 from svlora.selection.pool import PoolError, list_pool
 from svlora.selection.score import ClipScores, score_clips
@@ -69,10 +69,6 @@ def errors_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.errors.csv")
 
 
-def tag_name(tag: str) -> str:
-    return tag[2:-2] if tag.startswith("<|") and tag.endswith("|>") else tag
-
-
 def list_rows(scores: ClipScores, selection: Selection, margins: np.ndarray,
               emotions: list[str]) -> list[dict]:
     """One row per chosen clip, rank order: what the labeller reads."""
@@ -86,28 +82,17 @@ def list_rows(scores: ClipScores, selection: Selection, margins: np.ndarray,
     return rows
 
 
-def csv_text(rows: list[dict], columns: list[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def write_outputs(out: Path, rows: list[dict], emotions: list[str],
                   errors: list[PoolError]) -> str | None:
     """The list and, when some files could not be used, OUT.errors.csv beside it (a stale
     one from an earlier run is removed, so it always describes this list)."""
-    from svlora.io import write_text_atomic
-
     columns = [*LIST_COLUMNS, *(f"p_{tag_name(t)}" for t in emotions)]
-    write_text_atomic(out, csv_text(rows, columns))
+    write_csv_atomic(out, rows, columns)
     problems = errors_path(out)
     if not errors:
         problems.unlink(missing_ok=True)
         return None
-    write_text_atomic(problems, csv_text([{"path": e.path, "reason": e.reason} for e in errors],
-                                         ["path", "reason"]))
+    write_csv_atomic(problems, [{"path": e.path, "reason": e.reason} for e in errors], ["path", "reason"])
     return str(problems)
 
 

@@ -3,7 +3,6 @@ svlora.json (base model hash, label vocabulary, recipe, metrics). Written atomic
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -12,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from svlora.errors import AdapterError, SvloraError
-from svlora.io import sha256_file, staging_dir, write_json_atomic
+from svlora.io import sha256_of_files, staging_dir, write_json_atomic
 from svlora.label_schema import DEFAULT_SCHEMA, LabelSchema, schema_of_meta
 
 META_FILE = "svlora.json"
@@ -332,11 +331,7 @@ def attach_adapter(module, adapter_dir: str | Path, base_sha256: str,
 def adapter_identity(adapter_dir: str | Path) -> str:
     """One sha256 over an adapter's weights *and* its adapter_config.json: the config's scale
     (lora_alpha / r) and targets change outputs as much as the weights do."""
-    digest = hashlib.sha256()
-    for name in PEFT_FILES:
-        digest.update(name.encode())
-        digest.update(bytes.fromhex(sha256_file(Path(adapter_dir) / name)))
-    return digest.hexdigest()
+    return sha256_of_files(adapter_dir, PEFT_FILES)
 
 
 @dataclass(frozen=True)

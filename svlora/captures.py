@@ -24,6 +24,7 @@ from pathlib import Path
 from svlora.errors import SvloraError
 from svlora.io import atomic_path
 from svlora.label_schema import KINDS, LabelSchema
+from svlora.labels import tag_name
 
 CAPTURES, AUDIO, FEEDBACK = "captures", "audio", "feedback.jsonl"
 ID_PREFIX = "cap_"
@@ -189,7 +190,7 @@ def checked_labels(labels: dict, schema: LabelSchema, where: str) -> dict:
             continue
         if name not in allowed:
             raise CaptureError(f"{where}: unknown field {str(name)[:40]!r}; use text, {', '.join(allowed)}")
-        plain = value[2:-2] if isinstance(value, str) and value.startswith("<|") and value.endswith("|>") else value
+        plain = tag_name(value) if isinstance(value, str) else value
         if plain not in allowed[name]:
             raise CaptureError(f"{where}: {name} {str(value)[:40]!r} is not in the served label "
                                f"schema; use one of {', '.join(allowed[name])}")
@@ -233,13 +234,3 @@ def read_feedback(folder: Path) -> list[Feedback]:
                                "that line") from None
     return records
 
-
-def reviewed_labels(folder: Path) -> dict[str, dict]:
-    """{capture id: the labels its feedback gives, later records winning field by field, with
-    'source' and 'reviewer' of the last record}."""
-    merged: dict[str, dict] = {}
-    for record in read_feedback(folder):
-        entry = merged.setdefault(record.id, {"labels": {}})
-        entry["labels"].update(record.labels)
-        entry.update(source=record.source, reviewer=record.reviewer, time=record.time)
-    return merged

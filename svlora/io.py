@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -82,12 +84,31 @@ def json_line(data: object, **options) -> str:
     return json.dumps(finite_json(data), ensure_ascii=False, allow_nan=False, **options)
 
 
+def write_csv_atomic(path: str | os.PathLike, rows: Iterable[dict], columns: list[str]) -> None:
+    """A header of `columns`, then one line per row (\n line ends), written atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
+
+
 def write_json_atomic(path: str | os.PathLike, data: object) -> None:
     write_text_atomic(path, json_line(data, indent=2) + "\n")
 
 
 def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     write_text_atomic(path, "".join(json_line(r) + "\n" for r in rows))
+
+
+def sha256_of_files(directory: str | os.PathLike, names: Iterable[str]) -> str:
+    """One sha256 over the named files of `directory`, each name and content hash in order:
+    the identity of an adapter or a cascade (config and weights alike change outputs)."""
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(name.encode())
+        digest.update(bytes.fromhex(sha256_file(Path(directory) / name)))
+    return digest.hexdigest()
 
 
 def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:

@@ -82,6 +82,11 @@ QUERY_LANGUAGES = (*DECODE_LANGUAGES, "nospeech")  # every language query SenseV
 RICH_TAG_PATTERN = re.compile(r"<\|[^|<>]*\|>")
 
 
+def tag_name(tag: str) -> str:
+    """'<|HAPPY|>' as 'HAPPY'; anything else (already a name, '<2s') as it is."""
+    return tag[2:-2] if tag.startswith("<|") and tag.endswith("|>") else tag
+
+
 def tag_of(value: str, vocabulary: dict[str, int]) -> str | None:
     """The tag in `vocabulary` that `value` names ('<|X|>' or 'X', any case), or None."""
     bare = value.strip()
